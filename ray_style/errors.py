@@ -1,0 +1,44 @@
+"""Typed errors. Each message says what was wrong, what was expected and what to do.
+
+Only the CLI turns these into one line and an exit code (``exit_code``); the library raises
+them and never prints.
+"""
+from __future__ import annotations
+
+
+class RayStyleError(Exception):
+    """Base class: anything the user can fix gets one of these, never a traceback."""
+
+    exit_code = 1
+
+
+class InputError(RayStyleError):
+    """A path, image, video, option value or layer name that cannot be used."""
+
+    exit_code = 2
+
+
+class WeightsError(RayStyleError):
+    """Weights that cannot be found, downloaded or parsed."""
+
+    exit_code = 3
+
+
+class JobError(RayStyleError):
+    """A job directory that is locked, or was made with other settings."""
+
+    exit_code = 4
+
+
+class FrameError(RayStyleError):
+    """A frame whose optimization keeps failing (NaN loss, out of memory)."""
+
+    exit_code = 5
+
+
+def did_you_mean(name: str, choices) -> str:
+    """A ' Did you mean …?' suffix for an unknown name, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
