@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import OPTIMIZERS, StyleSettings, VideoSettings
-from .errors import RayStyleError
+from .errors import InputError, RayStyleError
 
 STYLE = StyleSettings()
 VIDEO = VideoSettings()
@@ -72,11 +72,11 @@ def style_settings(args, defaults: StyleSettings, init: str | None = None) -> St
 class Bar:
     """A tqdm bar fed by progress callbacks (the library never prints)."""
 
-    def __init__(self, total: int, unit: str, desc: str, enabled: bool):
+    def __init__(self, total: int, unit: str, desc: str, enabled: bool, initial: int = 0):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit=unit, desc=desc, disable=not enabled, dynamic_ncols=True,
-                        file=sys.stderr)
+                        file=sys.stderr, initial=initial)
 
     def to(self, done: int, **postfix) -> None:
         self.bar.update(done - self.bar.n)
@@ -158,7 +158,91 @@ def cmd_reconstruct(args) -> int:
 
 
 def add_video_commands(commands) -> None:
-    pass
+    vid = commands.add_parser("video", help="stylize a whole video (resumable; Ray)")
+    vid.add_argument("input", help="input video")
+    vid.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
+    vid.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    vid.add_argument("--init", choices=("prev", "content", "noise"), default=VIDEO.init,
+                     help="seed each frame from its chain's previous stylized frame (prev), or stylize "
+                          "frames independently from content or noise (default %(default)s)")
+    vid.add_argument("--start-init", choices=("content", "noise"), default=VIDEO.start_init,
+                     help="how a chain's first frame starts (%(default)s)")
+    vid.add_argument("--start-iters", type=int, default=VIDEO.start_iters,
+                     help="evaluations for a chain's first frame (default 2 × --iters)")
+    vid.add_argument("--segment-length", type=int, default=VIDEO.segment_length,
+                     help="frames per chain at most (%(default)s)")
+    vid.add_argument("--overlap", type=int, default=VIDEO.overlap, help="blended frames at seams (%(default)s)")
+    vid.add_argument("--cut-ratio", type=float, default=VIDEO.cut_ratio, help="shot-cut sensitivity, 0 = off")
+    vid.add_argument("--crf", type=int, default=VIDEO.crf, help="x264 quality, lower is better (%(default)s)")
+    vid.add_argument("--job-dir", help="where finished frames are kept (default: OUTPUT's name + .job)")
+    vid.add_argument("--restart", action="store_true", help="discard the job directory's work and start over")
+    vid.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+    vid.add_argument("--workers", type=int, help="frame workers (default: one per GPU, else per CPU)")
+    vid.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
+    vid.add_argument("--executor", choices=("ray", "local"), default="ray",
+                     help="local renders in this process without Ray (%(default)s)")
+    vid.add_argument("-q", "--quiet", action="store_true")
+    add_style_options(vid, VIDEO.style)
+    vid.set_defaults(run=cmd_video)
+
+    status = commands.add_parser("status", help="progress of a running or stopped video job")
+    status.add_argument("job_dir")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_status)
+
+
+def cmd_video(args) -> int:
+    from .runner import stylize_video
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: need at least 1")
+    settings = dataclasses.replace(
+        VIDEO, style=style_settings(args, VIDEO.style), init=args.init, start_init=args.start_init,
+        start_iters=args.start_iters, segment_length=args.segment_length, overlap=args.overlap,
+        cut_ratio=args.cut_ratio, crf=args.crf).validate()
+    bars: dict = {}
+
+    def progress(p):
+        if p.stage not in bars:  # the first event of a stage carries what was done before (resume)
+            bars[p.stage] = Bar(p.total, "frame", p.stage, not args.quiet, initial=p.done)
+        bars[p.stage].to(p.done)
+        if p.done >= p.total:
+            bars[p.stage].close()
+
+    try:
+        result = stylize_video(args.input, args.styles, args.output, settings, weights=args.weights,
+                               job_dir=args.job_dir, address=args.address, workers=args.workers,
+                               threads=args.threads, executor=args.executor, restart=args.restart,
+                               device=args.device, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if not args.quiet:
+        print(f"wrote {result.output}: {result.frames} frames in {result.chains} chains, {result.rendered} rendered "
+              f"now by {result.workers} workers ({result.frames - result.rendered if result.rendered <= result.frames else 0}"
+              f" resumed), {result.redone} redone, {result.seconds:.1f} s; job in {result.job_dir}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .runner import job_status
+
+    status = job_status(args.job_dir)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    state = "running" if status["running"] else ("finished" if status.get("finished") else "stopped")
+    print(f"{status['job_dir']}: {state}; {status['input']} → {status['output']}")
+    if not status["decoded"]:
+        print(f"  decoding {status['frames']} frames")
+        return 0
+    print(f"  {status['renders_done']}/{status['renders_total']} frame renders done in {status['chains']} chains "
+          f"({len(status['shot_cuts'])} shot cuts)")
+    if "mean_seconds_per_frame" in status:
+        left = status["renders_total"] - status["renders_done"]
+        print(f"  {status['mean_seconds_per_frame']:.2f} s per frame per worker; {left} left; "
+              f"workers seen: {', '.join(status['workers'])}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,7 +80,7 @@ class VideoSettings:
     start_iters: int | None = None  # its budget; None → 2 × style.iters (it starts further away)
     segment_length: int = 48  # frames per chain at most: more → fewer seams, less parallelism
     overlap: int = 4  # frames a chain starts before its cut (not at shot cuts), blended
-    shot_threshold: float = 0.35  # histogram distance that counts as a shot cut; 0 disables
+    cut_ratio: float = 6.0  # a shot cut changes ≥ this × its neighbours' change (plan.py); 0: none
     crf: int = 18  # x264 quality of the reassembled video
 
     def validate(self) -> "VideoSettings":
@@ -94,6 +94,8 @@ class VideoSettings:
                              "need segment length ≥ 1 and 0 ≤ overlap < segment length")
         if self.start_iters is not None and self.start_iters < 1:
             raise InputError("--start-iters must be ≥ 1")
+        if self.cut_ratio < 0:
+            raise InputError(f"--cut-ratio must be ≥ 0 (0 disables shot detection), got {self.cut_ratio}")
         if not 0 <= self.crf <= 51:
             raise InputError(f"--crf {self.crf}: use 0…51")
         return self

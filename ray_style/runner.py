@@ -1,0 +1,286 @@
+"""A video job from start to end: probe → decode → plan → render frames → reassemble.
+
+The driver loop here is executor-agnostic: :class:`LocalExecutor` renders in this process
+(no Ray: tests, debugging, and the baseline for Ray's overhead), ``workers.RayExecutor`` on
+a Ray pool. Every frame's inputs are read back from the job directory, so an interrupted and
+resumed job produces the same bytes as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__, images, optimize, plan, video
+from .config import VideoSettings, as_dict
+from .errors import FrameError, InputError
+from .features import check_layers
+from .files import check_writable_output
+from .job import Job, open_job
+from .render import FrameOutput, FrameRenderer, FrameTask, frame_seed
+from .weights import Weights, load_weights
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+FRAME_ATTEMPTS = 3  # a frame that raises this often (NaN, out of memory) stops the job
+
+
+@dataclass(frozen=True)
+class VideoProgress:
+    stage: str  # "decode", "render" or "encode"
+    done: int  # frames done in this stage (render: all finished frames, resumed ones too)
+    total: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    output: Path
+    job_dir: Path
+    frames: int
+    chains: int
+    rendered: int  # frames rendered by this run (the rest were resumed)
+    redone: int  # frames redone because their worker died
+    seconds: float
+    workers: int
+
+
+def default_job_dir(output) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + ".job")
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LocalExecutor:
+    """Renders each frame in this process when asked for results: one at a time, no Ray."""
+
+    def __init__(self, weights: Weights, settings, grams, device: str, threads: int):
+        self.renderer = FrameRenderer(weights, settings, grams, device, threads)
+        self.queue: list = []
+        self.workers, self.redone = 1, 0
+
+    def capacity(self) -> int:
+        return 1 - len(self.queue)
+
+    def submit(self, job, task) -> None:
+        self.queue.append((job, task))
+
+    def wait(self):
+        job, task = self.queue.pop()
+        try:
+            return [(job, self.renderer.render(task))]
+        except FrameError as error:
+            return [(job, error)]
+
+    def close(self) -> None:
+        pass
+
+
+def _manifest(info: video.VideoInfo, style_paths, settings: VideoSettings, weights: Weights, size) -> dict:
+    return {
+        "version": __version__,
+        "input": {"sha256": _sha256(info.path), "frames": info.frames, "fps": str(info.fps),
+                  "audio": info.audio_codec},
+        "styles": [_sha256(path) for path in style_paths],
+        "weights": weights.identity,
+        "settings": as_dict(settings),
+        "frame_size": list(size),
+    }
+
+
+def _decode(job: Job, info: video.VideoInfo, size, settings: VideoSettings, progress) -> dict:
+    signatures = []
+    for index, frame in enumerate(video.decode(info, *size)):
+        job.write_source(index, frame)
+        signatures.append(plan.frame_signature(frame))
+        if progress and (index % 10 == 0 or index + 1 == info.frames):
+            progress(VideoProgress("decode", index + 1, info.frames))
+    if len(signatures) != info.frames:
+        raise InputError(f"{info.path}: decoded {len(signatures)} frames, counted {info.frames}; the file may be "
+                         "damaged (re-mux it with ffmpeg -c copy)")
+    cuts = plan.detect_cuts(signatures, settings.cut_ratio)
+    job.finish_source(len(signatures), cuts)
+    return job.source_index()
+
+
+def _blend(job: Job, chains, frame: int) -> np.ndarray:
+    sources = plan.frame_sources(chains, frame)
+    if len(sources) == 1:
+        return job.read_frame(sources[0][0], frame)
+    mixed = sum(weight * job.read_frame(chain, frame).astype(np.float32) for chain, weight in sources)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def stylize_video(input_path, style_paths, output, settings: VideoSettings = VideoSettings(), *,
+                  weights: str | Weights = "vgg19", job_dir=None, address: str | None = None,
+                  workers: int | None = None, threads: int | None = None, executor: str = "ray",
+                  restart: bool = False, device: str = "auto",
+                  progress: Callable[[VideoProgress], None] | None = None) -> VideoResult:
+    """Stylize a whole video into ``output`` (H.264 MP4, source fps and audio), resumably."""
+    started = time.perf_counter()
+    settings.validate()
+    output = check_writable_output(output)
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"output {output} must end in {', '.join(VIDEO_SUFFIXES)}")
+    if executor not in ("ray", "local"):
+        raise InputError(f"unknown executor '{executor}': use ray or local")
+    if not style_paths:
+        raise InputError("give at least one style image")
+    info = video.probe(input_path)
+    styles = [images.load_image(path) for path in style_paths]
+    weights = weights if isinstance(weights, Weights) else load_weights(weights)
+    style = optimize.resolve_loss_weights(settings.style, weights)
+    check_layers(weights.arch, (*style.content_layers, *style.style_layers))
+    settings = dataclasses.replace(settings, style=style)
+    size = video.frame_size(info, style.size)
+    job_dir = Path(job_dir) if job_dir else default_job_dir(output)
+    manifest = _manifest(info, style_paths, settings, weights, size)
+    manifest["run"] = {"input": str(input_path), "styles": [str(p) for p in style_paths], "output": str(output)}
+
+    with open_job(job_dir, manifest, restart) as job:
+        index = job.source_index() or _decode(job, info, size, settings, progress)
+        chains = plan.plan_chains(index["frames"], index["cuts"], settings.segment_length, settings.overlap)
+        scheduler = plan.ChainScheduler(chains, job.is_done, sequential=settings.init == "prev")
+        total = sum(len(c.frames) for c in chains)
+        rendered, redone, pool_size = 0, 0, 0
+        if not scheduler.finished():
+            rendered, redone, pool_size = _render(job, chains, scheduler, settings, weights, styles, size, total,
+                                                  executor, address, workers, threads, device, progress)
+        if progress:
+            progress(VideoProgress("encode", 0, index["frames"]))
+        video.encode((_blend(job, chains, t) for t in range(index["frames"])), output, *size, info.fps,
+                     info.path if info.has_audio else None, settings.crf)
+        if progress:
+            progress(VideoProgress("encode", index["frames"], index["frames"]))
+    return VideoResult(output, job_dir, index["frames"], len(chains), rendered, redone,
+                       time.perf_counter() - started, pool_size)
+
+
+def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, size, total, executor_name,
+            address, workers, threads, device, progress):
+    style = settings.style
+    device = optimize.pick_device(device) if executor_name == "local" else None
+    with torch.no_grad():
+        model = optimize.build_model(weights, style)
+        grams = optimize.style_targets(model, optimize.prepare_styles(styles, style.size, style.style_scale, "cpu"),
+                                       style.style_layers, style.style_blend_weights)
+        grams = {name: gram.numpy() for name, gram in grams.items()}
+    del model
+    parallel = len(chains) if settings.init == "prev" else scheduler.remaining
+    started_ray = False
+    if executor_name == "local":
+        threads = threads or job.manifest.get("run", {}).get("threads") or torch.get_num_threads()
+        executor = LocalExecutor(weights, style, grams, str(device), threads)
+    else:
+        from . import workers as ray_workers
+
+        started_ray = ray_workers.connect(address)
+        gpus = ray_workers.cluster_gpus()
+        capacity = gpus or ray_workers.cluster_cpus()
+        count = max(1, min(workers or capacity, parallel))
+        threads = (threads or job.manifest.get("run", {}).get("threads")
+                   or (1 if gpus else max(1, ray_workers.cluster_cpus() // count)))
+        executor = ray_workers.RayExecutor(weights, style, grams, count, threads, gpus > 0)
+    _remember(job, threads=threads)
+    chain_start = {c.index: c.start for c in chains}
+    attempts: dict = {}
+    done_count = total - scheduler.remaining
+    rendered = 0
+    if progress:
+        progress(VideoProgress("render", done_count, total, f"{executor.workers} workers"))
+    try:
+        while not scheduler.finished():
+            for item in scheduler.ready()[: executor.capacity()]:
+                first = item.frame == chain_start[item.chain]
+                task = FrameTask(item.chain, item.frame, job.read_source(item.frame),
+                                 job.read_frame(item.chain, item.frame - 1) if item.seeded else None,
+                                 settings.init if not first else settings.start_init,
+                                 settings.chain_start_iters if first and settings.init == "prev" else style.iters,
+                                 frame_seed(style.seed, item.frame))
+                executor.submit(item, task)
+                scheduler.started(item)
+            for item, out in executor.wait():
+                if isinstance(out, FrameOutput):
+                    job.write_frame(item.chain, item.frame, out.image, {
+                        "loss": out.loss, "content_loss": out.content_loss, "style_loss": out.style_loss,
+                        "evaluations": out.evaluations, "seconds": round(out.seconds, 3), "worker": out.worker})
+                    scheduler.done(item)
+                    done_count, rendered = done_count + 1, rendered + 1
+                    if progress:
+                        progress(VideoProgress("render", done_count, total))
+                    continue
+                scheduler.failed(item)
+                if type(out).__name__ == "WorkerLost":
+                    continue
+                key = (item.chain, item.frame)
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] >= FRAME_ATTEMPTS:
+                    raise FrameError(f"frame {item.frame} (chain {item.chain}) failed {attempts[key]} times: {out}")
+    finally:
+        redone = executor.redone
+        pool = executor.workers
+        executor.close()
+        if started_ray:
+            ray_workers.shutdown(started_ray)
+    return rendered, redone, pool
+
+
+def _remember(job: Job, **values) -> None:
+    """Record run facts (not compared on resume) in the manifest's "run" section."""
+    import json
+
+    from .files import write_text_atomic
+
+    job.manifest.setdefault("run", {}).update(values)
+    write_text_atomic(job.root / "manifest.json", json.dumps(job.manifest, indent=2, sort_keys=True))
+
+
+def job_status(root) -> dict:
+    """What a job directory holds: for `ray-style status`, running or not."""
+    import json
+
+    from .errors import JobError
+    from .job import is_locked, read_log
+
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.exists():
+        raise JobError(f"{root} is not a ray-style job directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    index = (json.loads((root / "source" / "index.json").read_text())
+             if (root / "source" / "index.json").exists() else None)
+    records = read_log(root)
+    status = {"job_dir": str(root), "running": is_locked(root), "input": manifest.get("run", {}).get("input"),
+              "output": manifest.get("run", {}).get("output"), "frames": manifest["input"]["frames"],
+              "decoded": index is not None}
+    if index is not None:
+        vs = manifest["settings"]
+        chains = plan.plan_chains(index["frames"], index["cuts"], vs["segment_length"], vs["overlap"])
+        total = sum(len(c.frames) for c in chains)
+        done = sum(1 for c in chains for f in c.frames
+                   if (root / "chains" / f"{c.index:04d}" / f"{f:06d}.png").exists())
+        status.update(chains=len(chains), shot_cuts=index["cuts"], renders_total=total, renders_done=done)
+    if records:
+        seconds = [r["seconds"] for r in records[-50:]]
+        status.update(mean_seconds_per_frame=round(float(np.mean(seconds)), 3),
+                      last_frame=records[-1]["frame"], workers=sorted({r["worker"] for r in records}))
+        output = status.get("output")
+        status["finished"] = bool(output and os.path.exists(output) and status.get("renders_done") == status.get(
+            "renders_total"))
+    return status
+
+
+__all__ = ["stylize_video", "VideoResult", "VideoProgress", "LocalExecutor", "job_status", "default_job_dir"]

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from ray_style import plan, video
+from tests.conftest import DATA
+
+
+def test_chains_split_at_cuts_then_length_with_lead_ins():
+    chains = plan.plan_chains(100, [40], segment_length=25, overlap=4)
+    assert [(c.start, c.end, c.lead_in) for c in chains] == [(0, 20, 0), (16, 40, 4), (40, 60, 0), (56, 80, 4),
+                                                          (76, 100, 4)]
+    covered = sorted({f for c in chains for f in c.frames})
+    assert covered == list(range(100))
+
+
+@pytest.mark.parametrize("frame_count,cuts,length,overlap", [(1, [], 5, 0), (50, [1, 2, 49], 7, 3), (97, [], 10, 9)])
+def test_every_frame_blends_to_weight_one(frame_count, cuts, length, overlap):
+    chains = plan.plan_chains(frame_count, cuts, length, overlap)
+    for frame in range(frame_count):
+        sources = plan.frame_sources(chains, frame)
+        assert 1 <= len(sources) <= 2 and abs(sum(w for _, w in sources) - 1) < 1e-9
+        assert all(w > 0 for _, w in sources)
+
+
+def test_lead_in_ramps_towards_the_new_chain():
+    chains = plan.plan_chains(20, [], 10, 3)
+    weights = [dict(plan.frame_sources(chains, f)).get(1, 0.0) for f in range(6, 11)]
+    assert weights == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_scheduler_orders_chains_and_resumes_from_disk():
+    chains = plan.plan_chains(6, [3], 10, 0)
+    done = {(0, 0), (0, 1)}
+    scheduler = plan.ChainScheduler(chains, lambda c, f: (c, f) in done, sequential=True)
+    assert scheduler.remaining == 4
+    ready = scheduler.ready()
+    assert [(j.chain, j.frame, j.seeded) for j in ready] == [(0, 2, True), (1, 3, False)]
+    scheduler.started(ready[0])
+    assert [(j.chain, j.frame) for j in scheduler.ready()] == [(1, 3)]
+    scheduler.failed(ready[0])  # its worker died: the frame is offered again
+    assert (0, 2) in [(j.chain, j.frame) for j in scheduler.ready()]
+    scheduler.started(ready[0])
+    scheduler.done(ready[0])
+    assert scheduler.remaining == 3 and (0, 2) not in [(j.chain, j.frame) for j in scheduler.ready()]
+    independent = plan.ChainScheduler(chains, lambda c, f: False, sequential=False)
+    assert len(independent.ready()) == 6 and not any(j.seeded for j in independent.ready())
+
+
+def test_detects_the_real_cut_and_not_motion():
+    info = video.probe(DATA / "bikes_cut.mp4")
+    signatures = [plan.frame_signature(f) for f in video.decode(info, info.width, info.height)]
+    assert plan.detect_cuts(signatures, 6.0) == [10]
+    assert plan.detect_cuts(signatures, 0) == []
+    flat = [np.full((8, 16), v, np.float32) for v in np.linspace(0, 1, 20)]  # a steady fade
+    assert plan.detect_cuts(flat, 6.0) == []

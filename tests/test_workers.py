@@ -1,0 +1,59 @@
+"""The same job on Ray: a local pool of actors, one of them killed mid-frame."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from ray_style import video
+from ray_style.runner import stylize_video
+from tests.test_runner import CLIP, STYLE, TINY, frames_of
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def ray_run(tmp_path, name, **kwargs):
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", executor="ray",
+                         workers=2, threads=1, **kwargs)
+
+
+def test_ray_pool_renders_every_frame_once(tmp_path, local_ray):
+    result = ray_run(tmp_path, "a")
+    assert result.workers == 2 and result.redone == 0
+    assert video.probe(result.output).frames == 12
+    records = [line for line in (result.job_dir / "frames.jsonl").read_text().splitlines()]
+    assert len(records) == 16  # every (chain, frame) once: 12 frames + 2 seams x 2
+    assert len({r.split('"worker": ')[1] for r in records}) == 2  # both actors worked
+
+
+def test_killed_actor_frame_is_redone_and_output_unchanged(tmp_path, local_ray):
+    reference = ray_run(tmp_path, "reference")
+    log = tmp_path / "killed.job" / "frames.jsonl"
+    killed = []
+
+    def kill_first_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if log.exists() and log.read_text().strip():
+                first = log.read_text().splitlines()[0]
+                pid = int(first.split('"worker": "')[1].split('"')[0].rsplit(":", 1)[1])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    result = ray_run(tmp_path, "killed")
+    killer.join()
+    assert killed and result.redone >= 1
+    assert frames_of(result.job_dir) == frames_of(reference.job_dir)
+    assert video.probe(result.output).frames == 12
