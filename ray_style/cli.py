@@ -145,14 +145,15 @@ def cmd_reconstruct(args) -> int:
         bar.close()
     images.save_image(reconstruct.figure(content, style, content_series, style_series), out)
     rows = [{"reconstruction": r.label, "pixel_rmse": r.pixel_rmse} for r in content_series]
-    rows += [{"reconstruction": r.label, "style_loss": r.style_loss} for r in style_series]
+    rows += [{"reconstruction": r.label, "style_loss": r.style_loss, "noise_style_loss": r.noise_style_loss}
+             for r in style_series]
     if args.json:
         print(json.dumps({"figure": str(out), "weights": weights.identity, "rows": rows}, indent=2))
     elif not args.quiet:
         print(f"wrote {out}")
         for row in rows:
             value = (f"pixel RMSE {row['pixel_rmse']:.1f} / 255" if "pixel_rmse" in row
-                     else f"style loss {row['style_loss']:.4g}")
+                     else f"style loss {row['style_loss']:.4g} (white noise: {row['noise_style_loss']:.4g})")
             print(f"  {row['reconstruction']:<32} {value}")
     return 0
 

@@ -47,12 +47,22 @@ class _BudgetSpent(Exception):
     """Raised by the closure to end an optimizer exactly at its evaluation budget."""
 
 
-def resolve_loss_weights(settings: StyleSettings, weights: Weights) -> StyleSettings:
-    """Fill in α and β from the weights source's tested defaults where not given."""
+REFERENCE_PIXELS = 256 * 256  # the image area at which a weights source's default β is given
+
+
+def resolve_loss_weights(settings: StyleSettings, weights: Weights, pixels: int) -> StyleSettings:
+    """Fill in α and β where not given, from the weights source's tested defaults.
+
+    Eq. 1 sums over the ``M`` positions while eq. 4 divides by ``M²``, so at a fixed α/β the
+    content term's share grows with the image area. The default β is scaled by
+    ``pixels / REFERENCE_PIXELS`` so the balance, and the look, stay the same at every
+    ``--size``; a β given by the user is used as it is.
+    """
+    beta = weights.style_weight * pixels / REFERENCE_PIXELS
     return dataclasses.replace(
         settings,
         content_weight=weights.content_weight if settings.content_weight is None else settings.content_weight,
-        style_weight=weights.style_weight if settings.style_weight is None else settings.style_weight)
+        style_weight=float(f"{beta:.4g}") if settings.style_weight is None else settings.style_weight)
 
 
 def build_model(weights: Weights, settings: StyleSettings, device="cpu") -> VGGFeatures:
@@ -205,13 +215,13 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
                   *, init_image: np.ndarray | None = None, device="cpu",
                   progress: ProgressCallback | None = None) -> tuple[np.ndarray, FrameResult]:
     """The still-image pipeline on arrays: ``(H, W, 3)`` uint8 in, stylized uint8 out."""
-    settings = resolve_loss_weights(settings.validate(), weights)
     if not styles:
         raise InputError("give at least one style image")
+    content_small = images.resize_long_edge(content, settings.validate().size)
+    settings = resolve_loss_weights(settings, weights, content_small.shape[0] * content_small.shape[1])
     device = torch.device(device)
     torch.manual_seed(settings.seed)
     model = build_model(weights, settings, device)
-    content_small = images.resize_long_edge(content, settings.size)
     content_tensor = images.to_tensor(content_small).to(device)
     grams = style_targets(model, prepare_styles(styles, settings.size, settings.style_scale, device),
                           settings.style_layers, settings.style_blend_weights)

@@ -8,14 +8,17 @@ added. Returns the images and their numbers; :func:`figure` lays them out like t
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import images
 from .config import StyleSettings
-from .optimize import ProgressCallback, build_model, initial_image, resolve_loss_weights, style_targets, stylize
+from .optimize import (Objective, ProgressCallback, build_model, initial_image, resolve_loss_weights, style_targets,
+                       stylize)
 from .weights import Weights
 
 BLOCK_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -28,6 +31,7 @@ class Reconstruction:
     image: np.ndarray  # (H, W, 3) uint8
     pixel_rmse: float  # RMS difference to the content photo, 0-255 (content series)
     style_loss: float  # L_style (eq. 5) of the result (style series)
+    noise_style_loss: float  # L_style of the white noise it started from, for scale
 
 
 def reconstruct(content: np.ndarray, style: np.ndarray, settings: StyleSettings, weights: Weights,
@@ -35,10 +39,10 @@ def reconstruct(content: np.ndarray, style: np.ndarray, settings: StyleSettings,
                 ) -> tuple[list[Reconstruction], list[Reconstruction]]:
     """Both series from the same white noise (``settings.seed``); ``settings.size`` and
     ``settings.iters`` set the resolution and the evaluations of each of the ten runs."""
-    base = resolve_loss_weights(dataclasses.replace(settings, content_layers=BLOCK_LAYERS,
-                                                    style_layers=BLOCK_LAYERS).validate(), weights)
+    content_small = images.resize_long_edge(content, settings.validate().size)
+    base = resolve_loss_weights(dataclasses.replace(settings, content_layers=BLOCK_LAYERS, style_layers=BLOCK_LAYERS),
+                                weights, content_small.shape[0] * content_small.shape[1])
     model = build_model(weights, base, device)
-    content_small = images.resize_long_edge(content, settings.size)
     content_tensor = images.to_tensor(content_small).to(device)
     style_tensor = images.to_tensor(images.resize_long_edge(style, round(settings.size * settings.style_scale))).to(device)
     grams = style_targets(model, [style_tensor], BLOCK_LAYERS)
@@ -51,16 +55,19 @@ def reconstruct(content: np.ndarray, style: np.ndarray, settings: StyleSettings,
         result = stylize(model, run, noise, content_tensor, {}, progress=progress)
         image = images.to_uint8(result.image)
         rmse = float(np.sqrt(np.mean((image.astype(np.float64) - reference) ** 2)))
-        content_series.append(Reconstruction(f"content {_paper_name(layer)}", (layer,), image, rmse, float("nan")))
+        content_series.append(Reconstruction(f"content {_paper_name(layer)}", (layer,), image, rmse, math.nan,
+                                             math.nan))
 
     style_series = []
     for blocks in range(1, 6):
         layers = BLOCK_LAYERS[:blocks]
         run = dataclasses.replace(base, content_layers=(), style_layers=layers, style_layer_weights=None)
         result = stylize(model, run, noise, None, grams, progress=progress)
+        with torch.no_grad():
+            noise_loss = Objective(model, run, None, grams)(noise)[2].item()
         label = "style conv1 of block 1" if blocks == 1 else f"style conv1 of blocks 1-{blocks}"
-        style_series.append(Reconstruction(label, layers, images.to_uint8(result.image), float("nan"),
-                                           result.style_loss))
+        style_series.append(Reconstruction(label, layers, images.to_uint8(result.image), math.nan,
+                                           result.style_loss, noise_loss))
     return content_series, style_series
 
 

@@ -142,10 +142,10 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
     info = video.probe(input_path)
     styles = [images.load_image(path) for path in style_paths]
     weights = weights if isinstance(weights, Weights) else load_weights(weights)
-    style = optimize.resolve_loss_weights(settings.style, weights)
+    size = video.frame_size(info, settings.style.size)
+    style = optimize.resolve_loss_weights(settings.style, weights, size[0] * size[1])
     check_layers(weights.arch, (*style.content_layers, *style.style_layers))
     settings = dataclasses.replace(settings, style=style)
-    size = video.frame_size(info, style.size)
     job_dir = Path(job_dir) if job_dir else default_job_dir(output)
     manifest = _manifest(info, style_paths, settings, weights, size)
     manifest["run"] = {"input": str(input_path), "styles": [str(p) for p in style_paths], "output": str(output)}

@@ -24,14 +24,21 @@ REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many tim
 
 @ray.remote
 class FrameActor:
-    def __init__(self, weights, settings, grams, device: str, threads: int):
-        self.renderer = FrameRenderer(weights, settings, grams, device, threads)
+    """Loads the model on its first frame from the shared references, then keeps it.
 
-    def render(self, task: FrameTask) -> FrameOutput:
+    The references come with each call, not the constructor: a restarted actor re-runs only
+    its constructor, and Ray cannot promise object-store constructor arguments to a restart.
+    """
+
+    def __init__(self, settings, device: str, threads: int):
+        self.settings, self.device, self.threads = settings, device, threads
+        self.renderer: FrameRenderer | None = None
+
+    def render(self, shared: list, task: FrameTask) -> FrameOutput:
+        if self.renderer is None:
+            weights, grams = ray.get(shared)  # [weights ref, style targets ref], nested: not resolved by Ray
+            self.renderer = FrameRenderer(weights, self.settings, grams, self.device, self.threads)
         return self.renderer.render(task)
-
-    def where(self) -> str:
-        return self.renderer.worker
 
 
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
@@ -42,14 +49,13 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    # Ray warns that actors restart from object-store arguments; we hold those references for
-    # the executor's whole life (see RayExecutor), so the warning does not apply.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     common = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
     try:
         if address:
             ray.init(address=address, **common)
             return False
+        # An embedded Ray is private to this process: its token-authentication notice is noise.
+        logging.getLogger("ray").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024**2,
                  include_dashboard=False, **common)
         return True
@@ -92,8 +98,7 @@ class RayExecutor:
             options.update(num_gpus=1, num_cpus=1)
         else:
             options.update(num_cpus=self.threads)
-        actor = FrameActor.options(**options).remote(self.weights_ref, self.settings, self.grams_ref,
-                                                     "cuda" if self.gpus else "cpu", self.threads)
+        actor = FrameActor.options(**options).remote(self.settings, "cuda" if self.gpus else "cpu", self.threads)
         return _Worker(actor)
 
     @property
@@ -105,7 +110,7 @@ class RayExecutor:
 
     def submit(self, job: FrameJob, task: FrameTask) -> None:
         worker = self.idle.pop()
-        self.in_flight[worker.actor.render.remote(task)] = (worker, job)
+        self.in_flight[worker.actor.render.remote([self.weights_ref, self.grams_ref], task)] = (worker, job)
 
     def wait(self) -> list[tuple[FrameJob, FrameOutput | BaseException]]:
         """At least one finished (job, output or error); a dead worker's job comes back as

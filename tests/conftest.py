@@ -1,4 +1,3 @@
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,32 @@ def tiny_pngs(tmp_path, photo, painting):
     return content, style
 
 
-def has_ffmpeg():
-    return shutil.which("ffprobe") is not None
+def audio_only(folder) -> Path:
+    """The test clip's audio stream alone, in an .m4a."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path = Path(folder) / "audio.m4a"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(DATA / "bunny_12f.mp4"), "-vn",
+                    "-c:a", "copy", str(path)], check=True)
+    return path
+
+
+def frameless(folder) -> Path:
+    """A real MP4 whose video data is all zeros: a video stream, but no frame decodes."""
+    import struct
+
+    data = bytearray((DATA / "bunny_12f.mp4").read_bytes())
+    offset = 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind == b"mdat":
+            data[offset + 8:offset + size] = bytes(size - 8)
+        offset += size
+    path = Path(folder) / "frameless.mp4"
+    path.write_bytes(bytes(data))
+    return path
 
 
 def rgb(height, width, seed=0):

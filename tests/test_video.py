@@ -1,16 +1,11 @@
-import struct
-import subprocess
 from fractions import Fraction
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from ray_style import video
 from ray_style.errors import InputError
-from tests.conftest import DATA, SAMPLES
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+from tests.conftest import DATA, SAMPLES, audio_only, frameless
 
 
 def test_probe_counts_frames_and_sees_audio():
@@ -40,10 +35,6 @@ def test_encode_failure_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _ffmpeg(*args):
-    subprocess.run([FFMPEG, "-v", "error", "-y", *map(str, args)], check=True)
-
-
 @pytest.mark.parametrize("case,message", [
     ("missing", "video not found"),
     ("text", "not a video ffmpeg can read"),
@@ -58,17 +49,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, case, message):
     elif case == "image":
         path = SAMPLES / "chelsea.png"
     elif case == "audio":
-        path = tmp_path / "audio.m4a"
-        _ffmpeg("-i", DATA / "bunny_12f.mp4", "-vn", "-c:a", "copy", path)
-    elif case == "empty":  # a real MP4 whose video data is all zeros: a stream, no frames
-        data = bytearray((DATA / "bunny_12f.mp4").read_bytes())
-        offset = 0
-        while offset < len(data):
-            size, kind = struct.unpack(">I4s", data[offset:offset + 8])
-            if kind == b"mdat":
-                data[offset + 8:offset + size] = bytes(size - 8)
-            offset += size
-        path.write_bytes(bytes(data))
+        path = audio_only(tmp_path)
+    elif case == "empty":
+        path = frameless(tmp_path)
     with pytest.raises(InputError, match=message) as error:
         video.probe(path)
     assert "\n" not in str(error.value)

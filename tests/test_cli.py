@@ -1,0 +1,105 @@
+"""`ray-style` through main(argv), and once as the installed command."""
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from ray_style.cli import main
+from ray_style.job import open_job
+from tests.conftest import DATA, SAMPLES, audio_only, frameless
+
+FAST = ["--weights", "random", "--size", "32", "--iters", "5", "--content-weight", "1", "--style-weight", "1e3", "-q"]
+
+
+def test_image_writes_the_output(tmp_path, tiny_pngs, capsys):
+    content, style = tiny_pngs
+    out = tmp_path / "out.png"
+    assert main(["image", str(content), str(style), str(style), "-o", str(out), "--style-blend-weights", "1,2",
+                 "--original-colors", "--init", "noise", "--optimizer", "adam", *FAST]) == 0
+    assert out.exists() and capsys.readouterr().err == ""
+
+
+def test_reconstruct_prints_a_row_per_reconstruction(tmp_path, tiny_pngs, capsys):
+    content, style = tiny_pngs
+    out = tmp_path / "figure.png"
+    assert main(["reconstruct", str(content), str(style), "-o", str(out), "--weights", "random", "--size", "32",
+                 "--iters", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["rows"]) == 10 and out.exists()
+
+
+def _video_args(tmp_path, output="out.mp4", *extra):
+    return ["video", str(DATA / "bunny_12f.mp4"), str(SAMPLES / "starry_night.jpg"), "-o", str(tmp_path / output),
+            "--executor", "local", "--segment-length", "12", *FAST, *extra]
+
+
+def test_video_and_status(tmp_path, capsys):
+    assert main(_video_args(tmp_path)) == 0
+    assert (tmp_path / "out.mp4").exists()
+    assert main(["status", str(tmp_path / "out.job")]) == 0
+    assert "finished" in capsys.readouterr().out
+
+
+BAD_IMAGE = [
+    ("missing content", ["image", "{tmp}/nope.png", "{style}", "-o", "{tmp}/o.png"], 2, "image not found"),
+    ("unreadable style", ["image", "{content}", "{tmp}/bad.jpg", "-o", "{tmp}/o.png"], 2, "cannot read image"),
+    ("unknown layer", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--style-layers", "relu9_1"], 2,
+     "unknown layer 'relu9_1'"),
+    ("unknown weights", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--weights", "vgg91"], 3,
+     "Did you mean 'vgg19'"),
+    ("size out of range", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--size", "9"], 2, "out of range"),
+    ("unwritable output", ["image", "{content}", "{style}", "-o", "{tmp}/missing/o.png"], 2, "does not exist"),
+    ("unknown extension", ["image", "{content}", "{style}", "-o", "{tmp}/o.xyz"], 2, "unknown extension"),
+]
+BAD_VIDEO = [
+    ("missing video", ["video", "{tmp}/nope.mp4", "{style}", "-o", "{tmp}/o.mp4"], 2, "video not found"),
+    ("not a video", ["video", "{tmp}/bad.jpg", "{style}", "-o", "{tmp}/o.mp4"], 2, "not a video"),
+    ("still image as video", ["video", "{content}", "{style}", "-o", "{tmp}/o.mp4"], 2, "still image"),
+    ("audio-only file", ["video", "{audio}", "{style}", "-o", "{tmp}/o.mp4"], 2, "audio-only"),
+    ("video with no frames", ["video", "{frameless}", "{style}", "-o", "{tmp}/o.mp4"], 2, "no frame could be decoded"),
+    ("unreadable style", ["video", "{clip}", "{tmp}/bad.jpg", "-o", "{tmp}/o.mp4"], 2, "cannot read image"),
+    ("unwritable output", ["video", "{clip}", "{style}", "-o", "{tmp}/missing/o.mp4"], 2, "does not exist"),
+    ("bad --workers", ["video", "{clip}", "{style}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "at least 1"),
+]
+
+
+@pytest.mark.parametrize("case,argv,code,message", BAD_IMAGE + BAD_VIDEO, ids=[c[0] for c in BAD_IMAGE + BAD_VIDEO])
+def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, tiny_pngs, capsys, case, argv, code, message):
+    content, style = tiny_pngs
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    names = {"tmp": tmp_path, "content": content, "style": style, "clip": DATA / "bunny_12f.mp4",
+             "audio": audio_only(inputs), "frameless": frameless(inputs)}
+    argv = [a.format(**names) for a in argv]
+    before = set(tmp_path.iterdir())
+    extra = ["-q"] + ([] if "--weights" in argv else ["--weights", "random"])
+    assert main(argv + extra) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ray-style: error: ") and message in err and len(err.splitlines()) == 1
+    assert set(tmp_path.iterdir()) == before  # no output, no partial file, no job dir
+
+
+def test_changed_settings_and_locked_job_dir(tmp_path, capsys):
+    assert main(_video_args(tmp_path)) == 0
+    capsys.readouterr()
+    assert main(_video_args(tmp_path, "out.mp4", "--seed", "5")) == 4
+    err = capsys.readouterr().err
+    assert "settings.style.seed: 0 → 5" in err and "--restart" in err
+    manifest = json.loads((tmp_path / "out.job" / "manifest.json").read_text())
+    with open_job(tmp_path / "out.job", manifest):  # another run holds the lock
+        assert main(_video_args(tmp_path)) == 4
+    assert "in use by another run" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("ray-style") is None, reason="package not installed")
+def test_installed_command(tmp_path, tiny_pngs):
+    content, style = tiny_pngs
+    out = tmp_path / "o.png"
+    done = subprocess.run(["ray-style", "image", str(content), str(style), "-o", str(out), *FAST],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and out.exists()
+    bad = subprocess.run(["ray-style", "image", str(content), "nope.jpg", "-o", str(out)], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "image not found" in bad.stderr
