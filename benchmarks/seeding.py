@@ -24,7 +24,10 @@ from ray_style.config import StyleSettings
 from ray_style.weights import load_weights
 
 
-def evals_to_reach(model, settings, init, content, grams, target, budget):
+def run(model, settings, init, content, grams, budget, target=-1.0):
+    """Optimize; return (evaluations until the running best loss ≤ target or None, best loss,
+    loss of the clamped output). Losses are compared before clamping to [0, 1] on both sides,
+    as the optimizer sees them."""
     best, reached = [float("inf")], [None]
 
     def progress(p):
@@ -33,7 +36,7 @@ def evals_to_reach(model, settings, init, content, grams, target, budget):
             reached[0] = p.evaluation
 
     result = optimize.stylize(model, settings, init, content, grams, iters=budget, progress=progress, report_every=1)
-    return reached[0], result.loss
+    return reached[0], best[0], result.loss, result
 
 
 def main(argv=None):
@@ -63,13 +66,14 @@ def main(argv=None):
         content_prev, content = images.to_tensor(frames[t - 1]), images.to_tensor(frames[t])
         prev = optimize.stylize(model, settings, content_prev, content_prev, grams)  # the chain start before t
         prev_image = images.to_tensor(images.to_uint8(prev.image))  # as stored in the job directory
-        target = optimize.stylize(model, settings, content, content, grams).loss  # a chain start on t
-        row = {"frame": t, "target_loss": target}
+        _, target, target_output, _ = run(model, settings, content, content, grams, args.start_iters)  # chain start on t
+        row = {"frame": t, "target_loss": target, "target_output_loss": target_output}
         for name, init in (("prev", prev_image), ("content", content),
                            ("noise", optimize.initial_image("noise", content, t))):
-            reached, final = evals_to_reach(model, settings, init, content, grams, target, 3 * args.start_iters)
+            reached, best, output, _ = run(model, settings, init, content, grams, 3 * args.start_iters, target)
             row[name] = reached
-            row[f"{name}_final_loss"] = final
+            row[f"{name}_best_loss"] = best
+            row[f"{name}_output_loss"] = output
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "

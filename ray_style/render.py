@@ -49,13 +49,13 @@ class FrameRenderer:
     """Model and style targets loaded once; :meth:`render` optimizes one frame at a time."""
 
     def __init__(self, weights: Weights, settings: StyleSettings, style_grams: dict[str, np.ndarray],
-                 device: str = "cpu", threads: int | None = None):
+                 device: str = "cpu", threads: int | None = None, worker: str | None = None):
         if threads:
             torch.set_num_threads(threads)
         self.settings, self.device = settings, torch.device(device)
         self.model = optimize.build_model(weights, settings, self.device)
         self.grams = {name: torch.from_numpy(np.array(g)).to(self.device) for name, g in style_grams.items()}
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
 
     def render(self, task: FrameTask) -> FrameOutput:
         content = images.to_tensor(task.content).to(self.device)

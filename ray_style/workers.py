@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -37,7 +38,9 @@ class FrameActor:
     def render(self, shared: list, task: FrameTask) -> FrameOutput:
         if self.renderer is None:
             weights, grams = ray.get(shared)  # [weights ref, style targets ref], nested: not resolved by Ray
-            self.renderer = FrameRenderer(weights, self.settings, grams, self.device, self.threads)
+            node = ray.get_runtime_context().get_node_id()[:8]
+            self.renderer = FrameRenderer(weights, self.settings, grams, self.device, self.threads,
+                                          worker=f"{socket.gethostname()}/{node}:{os.getpid()}")
         return self.renderer.render(task)
 
 
@@ -93,7 +96,9 @@ class RayExecutor:
         self.redone = 0  # frames given back because their worker died
 
     def _start(self) -> _Worker:
-        options = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=0, resources=self.resources)
+        # SPREAD: one worker per node before doubling up, so a lost node costs the fewest frames.
+        options = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=0, resources=self.resources,
+                       scheduling_strategy="SPREAD")
         if self.gpus:
             options.update(num_gpus=1, num_cpus=1)
         else:

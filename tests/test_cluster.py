@@ -1,0 +1,72 @@
+"""Two Ray nodes on one machine: frames spread over both; a node stopped mid-job loses nothing."""
+import os
+import threading
+import time
+
+import pytest
+
+from ray_style import video
+from ray_style.runner import stylize_video
+from tests.test_runner import CLIP, STYLE, TINY, frames_of
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture()
+def two_nodes(monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # local test cluster only (DESIGN.md §4)
+    if ray.is_initialized():
+        ray.shutdown()
+    # The head has room for a restarted actor after the second node is gone.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 * 1024**2,
+                                                           "include_dashboard": False})
+    node = cluster.add_node(num_cpus=1, resources={"node2": 1}, object_store_memory=100 * 1024**2)
+    cluster.wait_for_nodes()
+    yield cluster, node
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
+def nodes_in_log(job_dir):
+    lines = (job_dir / "frames.jsonl").read_text().splitlines()
+    return [line.split('"worker": "')[1].split('"')[0].split("/")[1].split(":")[0] for line in lines]
+
+
+def run(tmp_path, name, address):
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", executor="ray",
+                         address=address, workers=2, threads=1)
+
+
+def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_nodes):
+    cluster, second = two_nodes
+    spread = run(tmp_path, "spread", cluster.address)
+    assert len(set(nodes_in_log(spread.job_dir))) == 2  # both nodes rendered frames
+    assert video.probe(spread.output).frames == 12
+
+    log = tmp_path / "lost.job" / "frames.jsonl"
+    node_id = second.node_id[:8]
+    stopped = []
+
+    def stop_second_node_after_its_first_frame():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if log.exists() and node_id in log.read_text():
+                cluster.remove_node(second, allow_graceful=False)
+                stopped.append(time.time())
+                return
+            time.sleep(0.01)
+
+    stopper = threading.Thread(target=stop_second_node_after_its_first_frame)
+    stopper.start()
+    lost = run(tmp_path, "lost", cluster.address)
+    stopper.join()
+    assert stopped, "the second node never rendered a frame"
+    assert lost.redone >= 1
+    assert frames_of(lost.job_dir) == frames_of(spread.job_dir)  # every frame exactly once, same bytes
+    assert len((lost.job_dir / "frames.jsonl").read_text().splitlines()) == 16
+    assert video.probe(lost.output).frames == 12
+    assert os.path.exists(lost.output)
