@@ -186,6 +186,16 @@ def add_video_commands(commands) -> None:
     add_style_options(vid, VIDEO.style)
     vid.set_defaults(run=cmd_video)
 
+    batch = commands.add_parser("batch", help="many videos × styles from a TOML/YAML spec on one pool")
+    batch.add_argument("spec", help="batch spec (.toml or .yaml); see ray_style/batch.py")
+    batch.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+    batch.add_argument("--workers", type=int, help="frame workers (default: one per GPU, else per CPU)")
+    batch.add_argument("--threads", type=int, help="torch threads per CPU worker")
+    batch.add_argument("--executor", choices=("ray", "local"), default="ray")
+    batch.add_argument("--device", default="auto", help="for --executor local")
+    batch.add_argument("-q", "--quiet", action="store_true")
+    batch.set_defaults(run=cmd_batch)
+
     status = commands.add_parser("status", help="progress of a running or stopped video job")
     status.add_argument("job_dir")
     status.add_argument("--json", action="store_true")
@@ -201,28 +211,66 @@ def cmd_video(args) -> int:
         VIDEO, style=style_settings(args, VIDEO.style), init=args.init, start_init=args.start_init,
         start_iters=args.start_iters, segment_length=args.segment_length, overlap=args.overlap,
         cut_ratio=args.cut_ratio, crf=args.crf).validate()
-    bars: dict = {}
-
-    def progress(p):
-        if p.stage not in bars:  # the first event of a stage carries what was done before (resume)
-            bars[p.stage] = Bar(p.total, "frame", p.stage, not args.quiet, initial=p.done)
-        bars[p.stage].to(p.done)
-        if p.done >= p.total:
-            bars[p.stage].close()
-
+    progress, close = _stage_bars(args.quiet)
     try:
         result = stylize_video(args.input, args.styles, args.output, settings, weights=args.weights,
                                job_dir=args.job_dir, address=args.address, workers=args.workers,
                                threads=args.threads, executor=args.executor, restart=args.restart,
                                device=args.device, progress=progress)
     finally:
+        close()
+    if not args.quiet:
+        print(f"wrote {result.output}: {result.frames} frames in {result.chains} chains; {result.rendered} renders now "
+              f"by {result.workers} workers, {result.resumed} resumed, {result.redone} redone; {result.seconds:.1f} s; "
+              f"job in {result.job_dir}")
+    return 0
+
+
+def _stage_bars(quiet: bool):
+    """A progress callback drawing one bar per stage, and the function that closes them."""
+    bars: dict = {}
+
+    def progress(p):
+        if p.stage not in bars:  # the first event of a stage carries what was done before (resume)
+            bars[p.stage] = Bar(p.total, "frame", p.stage, not quiet, initial=p.done)
+        bars[p.stage].to(p.done)
+        if p.done >= p.total:
+            bars[p.stage].close()
+
+    def close():
         for bar in bars.values():
             bar.close()
-    if not args.quiet:
-        print(f"wrote {result.output}: {result.frames} frames in {result.chains} chains, {result.rendered} rendered "
-              f"now by {result.workers} workers ({result.frames - result.rendered if result.rendered <= result.frames else 0}"
-              f" resumed), {result.redone} redone, {result.seconds:.1f} s; job in {result.job_dir}")
-    return 0
+        bars.clear()
+
+    return progress, close
+
+
+def cmd_batch(args) -> int:
+    from .batch import read_spec, run_batch
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: need at least 1")
+    jobs = read_spec(args.spec)
+    progress, close = _stage_bars(args.quiet)
+
+    def on_job(index, job):
+        close()
+        if not args.quiet:
+            print(f"[{index + 1}/{len(jobs)}] {job.input.name} × {', '.join(s.name for s in job.styles)} → {job.output}",
+                  file=sys.stderr)
+
+    try:
+        outcomes = run_batch(jobs, executor=args.executor, address=args.address, workers=args.workers,
+                             threads=args.threads, device=args.device, on_job=on_job, progress=progress)
+    finally:
+        close()
+    failed = [o for o in outcomes if not o.ok]
+    print(f"batch: {len(outcomes) - len(failed)} of {len(outcomes)} jobs done")
+    for outcome in outcomes:
+        mark = "ok  " if outcome.ok else "FAIL"
+        timing = f", {outcome.seconds:.1f} s" if outcome.ok else ""
+        print(f"  {mark} {outcome.job.output}: {outcome.detail}{timing}")
+    return 1 if failed else 0
 
 
 def cmd_status(args) -> int:

@@ -4,9 +4,11 @@ exactly as stored, so the result depends only on persisted data and the task's s
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ class FrameOutput:
     evaluations: int
     seconds: float
     worker: str  # host:pid that rendered it
+    fallback: str | None = None  # set when the frame needed a fallback (e.g. Adam after out of memory)
 
 
 def frame_seed(job_seed: int, frame: int) -> int:
@@ -46,16 +49,11 @@ def frame_seed(job_seed: int, frame: int) -> int:
 
 
 class FrameRenderer:
-    """Model and style targets loaded once; :meth:`render` optimizes one frame at a time."""
+    """A model and one job's style targets on a device; :meth:`render` optimizes one frame."""
 
-    def __init__(self, weights: Weights, settings: StyleSettings, style_grams: dict[str, np.ndarray],
-                 device: str = "cpu", threads: int | None = None, worker: str | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.settings, self.device = settings, torch.device(device)
-        self.model = optimize.build_model(weights, settings, self.device)
+    def __init__(self, model, settings: StyleSettings, style_grams: dict[str, np.ndarray], device, worker: str):
+        self.model, self.settings, self.device, self.worker = model, settings, torch.device(device), worker
         self.grams = {name: torch.from_numpy(np.array(g)).to(self.device) for name, g in style_grams.items()}
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
 
     def render(self, task: FrameTask) -> FrameOutput:
         content = images.to_tensor(task.content).to(self.device)
@@ -64,12 +62,48 @@ class FrameRenderer:
         else:
             init = optimize.initial_image(task.init_kind if task.init_kind != "prev" else "content", content, task.seed)
         torch.manual_seed(task.seed)
-        result = optimize.stylize(self.model, self.settings, init, content, self.grams, iters=task.iters)
+        settings, fallback = self.settings, None
+        try:
+            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters)
+        except torch.OutOfMemoryError:
+            if settings.optimizer != "lbfgs":
+                raise
+            # L-BFGS keeps 100 gradient pairs; Adam keeps two moments: retry once with less memory.
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
+            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters)
         image = images.to_uint8(result.image)
-        if self.settings.original_colors:
+        if settings.original_colors:
             image = images.transfer_colors(image, task.content)
         return FrameOutput(task.chain, task.frame, image, result.loss, result.content_loss, result.style_loss,
-                           result.evaluations, result.seconds, self.worker)
+                           result.evaluations, result.seconds, self.worker, fallback)
 
 
-__all__ = ["FrameTask", "FrameOutput", "FrameRenderer", "frame_seed"]
+class RendererCache:
+    """Makes the :class:`FrameRenderer` for a job, keeping the model while the weights, layers
+    and pooling stay the same (a batch of jobs with one weights source builds it once)."""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None, worker: str | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device, self.threads = device, threads
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._model_key = self._job_key = None
+        self._model = self._renderer = None
+
+    def get(self, weights_key: str, load_weights: Callable[[], Weights], settings: StyleSettings,
+            grams_key: str, load_grams: Callable[[], dict]) -> FrameRenderer:
+        job_key = (weights_key, grams_key, settings)
+        if job_key != self._job_key:
+            model_key = (weights_key, settings.pooling, settings.content_layers, settings.style_layers)
+            if model_key != self._model_key:
+                self._model = None  # free the old one first
+                self._model = optimize.build_model(load_weights(), settings, self.device)
+                self._model_key = model_key
+            self._renderer = FrameRenderer(self._model, settings, load_grams(), self.device, self.worker)
+            self._job_key = job_key
+        return self._renderer
+
+
+__all__ = ["FrameTask", "FrameOutput", "FrameRenderer", "RendererCache", "frame_seed"]

@@ -24,7 +24,7 @@ from .errors import FrameError, InputError
 from .features import check_layers
 from .files import check_writable_output
 from .job import Job, open_job
-from .render import FrameOutput, FrameRenderer, FrameTask, frame_seed
+from .render import FrameOutput, FrameTask, RendererCache, frame_seed
 from .weights import Weights, load_weights
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
@@ -45,7 +45,8 @@ class VideoResult:
     job_dir: Path
     frames: int
     chains: int
-    rendered: int  # frames rendered by this run (the rest were resumed)
+    rendered: int  # frame renders done by this run (a blended seam frame is rendered twice)
+    resumed: int  # frame renders found finished in the job directory
     redone: int  # frames redone because their worker died
     seconds: float
     workers: int
@@ -67,10 +68,14 @@ def _sha256(path) -> str:
 class LocalExecutor:
     """Renders each frame in this process when asked for results: one at a time, no Ray."""
 
-    def __init__(self, weights: Weights, settings, grams, device: str, threads: int):
-        self.renderer = FrameRenderer(weights, settings, grams, device, threads)
+    def __init__(self, device: str = "cpu", threads: int | None = None):
+        self.cache = RendererCache(device, threads)
+        self.threads = threads or torch.get_num_threads()
         self.queue: list = []
         self.workers, self.redone = 1, 0
+
+    def begin(self, weights: Weights, settings, grams) -> None:
+        self.renderer = self.cache.get(weights.identity, lambda: weights, settings, str(id(grams)), lambda: grams)
 
     def capacity(self) -> int:
         return 1 - len(self.queue)
@@ -128,8 +133,12 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                   weights: str | Weights = "vgg19", job_dir=None, address: str | None = None,
                   workers: int | None = None, threads: int | None = None, executor: str = "ray",
                   restart: bool = False, device: str = "auto",
-                  progress: Callable[[VideoProgress], None] | None = None) -> VideoResult:
-    """Stylize a whole video into ``output`` (H.264 MP4, source fps and audio), resumably."""
+                  progress: Callable[[VideoProgress], None] | None = None, pool=None) -> VideoResult:
+    """Stylize a whole video into ``output`` (H.264 MP4, source fps and audio), resumably.
+
+    ``pool``: an executor to use and leave open (batch mode shares one across jobs);
+    otherwise one is made from ``executor``, ``address``, ``workers`` and ``threads``.
+    """
     started = time.perf_counter()
     settings.validate()
     output = check_writable_output(output)
@@ -155,9 +164,10 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         chains = plan.plan_chains(index["frames"], index["cuts"], settings.segment_length, settings.overlap)
         scheduler = plan.ChainScheduler(chains, job.is_done, sequential=settings.init == "prev")
         total = sum(len(c.frames) for c in chains)
+        resumed = total - scheduler.remaining
         rendered, redone, pool_size = 0, 0, 0
         if not scheduler.finished():
-            rendered, redone, pool_size = _render(job, chains, scheduler, settings, weights, styles, size, total,
+            rendered, redone, pool_size = _render(job, chains, scheduler, settings, weights, styles, total, pool,
                                                   executor, address, workers, threads, device, progress)
         if progress:
             progress(VideoProgress("encode", 0, index["frames"]))
@@ -165,40 +175,35 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                      info.path if info.has_audio else None, settings.crf)
         if progress:
             progress(VideoProgress("encode", index["frames"], index["frames"]))
-    return VideoResult(output, job_dir, index["frames"], len(chains), rendered, redone,
+    return VideoResult(output, job_dir, index["frames"], len(chains), rendered, resumed, redone,
                        time.perf_counter() - started, pool_size)
 
 
-def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, size, total, executor_name,
+def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, total, pool, executor_name,
             address, workers, threads, device, progress):
     style = settings.style
-    device = optimize.pick_device(device) if executor_name == "local" else None
     with torch.no_grad():
         model = optimize.build_model(weights, style)
         grams = optimize.style_targets(model, optimize.prepare_styles(styles, style.size, style.style_scale, "cpu"),
                                        style.style_layers, style.style_blend_weights)
         grams = {name: gram.numpy() for name, gram in grams.items()}
     del model
-    parallel = len(chains) if settings.init == "prev" else scheduler.remaining
-    started_ray = False
-    if executor_name == "local":
-        threads = threads or job.manifest.get("run", {}).get("threads") or torch.get_num_threads()
-        executor = LocalExecutor(weights, style, grams, str(device), threads)
-    else:
+    # A resumed job keeps its torch thread count: CPU results depend on it (bitwise).
+    threads = threads or job.manifest.get("run", {}).get("threads")
+    executor, started_ray = pool, False
+    if executor is None and executor_name == "local":
+        executor = LocalExecutor(str(optimize.pick_device(device)), threads)
+    elif executor is None:
         from . import workers as ray_workers
 
-        started_ray = ray_workers.connect(address)
-        gpus = ray_workers.cluster_gpus()
-        capacity = gpus or ray_workers.cluster_cpus()
-        count = max(1, min(workers or capacity, parallel))
-        threads = (threads or job.manifest.get("run", {}).get("threads")
-                   or (1 if gpus else max(1, ray_workers.cluster_cpus() // count)))
-        executor = ray_workers.RayExecutor(weights, style, grams, count, threads, gpus > 0)
-    _remember(job, threads=threads)
+        parallel = len(chains) if settings.init == "prev" else scheduler.remaining
+        executor, started_ray = ray_workers.make_pool(address, workers, threads, parallel)
+    executor.begin(weights, style, grams)
+    _remember(job, threads=executor.threads)
     chain_start = {c.index: c.start for c in chains}
     attempts: dict = {}
     done_count = total - scheduler.remaining
-    rendered = 0
+    rendered, redone_before = 0, executor.redone
     if progress:
         progress(VideoProgress("render", done_count, total, f"{executor.workers} workers"))
     try:
@@ -216,7 +221,8 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, si
                 if isinstance(out, FrameOutput):
                     job.write_frame(item.chain, item.frame, out.image, {
                         "loss": out.loss, "content_loss": out.content_loss, "style_loss": out.style_loss,
-                        "evaluations": out.evaluations, "seconds": round(out.seconds, 3), "worker": out.worker})
+                        "evaluations": out.evaluations, "seconds": round(out.seconds, 3), "worker": out.worker,
+                        **({"fallback": out.fallback} if out.fallback else {})})
                     scheduler.done(item)
                     done_count, rendered = done_count + 1, rendered + 1
                     if progress:
@@ -230,12 +236,12 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, si
                 if attempts[key] >= FRAME_ATTEMPTS:
                     raise FrameError(f"frame {item.frame} (chain {item.chain}) failed {attempts[key]} times: {out}")
     finally:
-        redone = executor.redone
-        pool = executor.workers
-        executor.close()
+        redone, size = executor.redone - redone_before, executor.workers
+        if pool is None:
+            executor.close()
         if started_ray:
             ray_workers.shutdown(started_ray)
-    return rendered, redone, pool
+    return rendered, redone, size
 
 
 def _remember(job: Job, **values) -> None:

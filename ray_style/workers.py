@@ -13,11 +13,11 @@ import socket
 from dataclasses import dataclass
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from .errors import FrameError, InputError
 from .plan import FrameJob
-from .render import FrameOutput, FrameRenderer, FrameTask
+from .render import FrameOutput, FrameTask, RendererCache
 
 ACTOR_RESTARTS = 3  # per actor: its process dies (killed, node lost) → Ray restarts it
 REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many times per worker
@@ -25,23 +25,22 @@ REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many tim
 
 @ray.remote
 class FrameActor:
-    """Loads the model on its first frame from the shared references, then keeps it.
+    """Renders frames; builds its model on the first frame of a job from the shared references.
 
     The references come with each call, not the constructor: a restarted actor re-runs only
     its constructor, and Ray cannot promise object-store constructor arguments to a restart.
+    The model is kept across jobs that share weights, layers and pooling (batch mode).
     """
 
-    def __init__(self, settings, device: str, threads: int):
-        self.settings, self.device, self.threads = settings, device, threads
-        self.renderer: FrameRenderer | None = None
+    def __init__(self, device: str, threads: int):
+        node = ray.get_runtime_context().get_node_id()[:8]
+        self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{node}:{os.getpid()}")
 
-    def render(self, shared: list, task: FrameTask) -> FrameOutput:
-        if self.renderer is None:
-            weights, grams = ray.get(shared)  # [weights ref, style targets ref], nested: not resolved by Ray
-            node = ray.get_runtime_context().get_node_id()[:8]
-            self.renderer = FrameRenderer(weights, self.settings, grams, self.device, self.threads,
-                                          worker=f"{socket.gethostname()}/{node}:{os.getpid()}")
-        return self.renderer.render(task)
+    def render(self, shared: list, settings, task: FrameTask) -> FrameOutput:
+        weights_ref, grams_ref = shared  # nested in a list, so Ray hands us the references
+        renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings,
+                                  grams_ref.hex(), lambda: ray.get(grams_ref))
+        return renderer.render(task)
 
 
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
@@ -68,6 +67,16 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
                          "(e.g. ray://HEAD:10001 or HEAD:6379) or unset RAY_ADDRESS") from None
 
 
+def make_pool(address: str | None, workers: int | None, threads: int | None, parallel: int | None = None):
+    """Join or start Ray and start a pool: one actor per GPU, else CPU workers with
+    ``threads`` torch threads each. Returns (pool, whether we started Ray)."""
+    started = connect(address)
+    gpus = cluster_gpus()
+    count = max(1, min(workers or gpus or cluster_cpus(), parallel or 1 << 30))
+    threads = threads or (1 if gpus else max(1, cluster_cpus() // count))
+    return RayExecutor(count, threads, gpus > 0), started
+
+
 def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
@@ -83,17 +92,25 @@ class _Worker:
 
 
 class RayExecutor:
-    """Frames onto a pool of :class:`FrameActor`; results as they finish (``ray.wait``)."""
+    """A pool of :class:`FrameActor`; frames in, results as they finish (``ray.wait``).
 
-    def __init__(self, weights, settings, grams, workers: int, threads: int, gpus: bool,
-                 resources: dict | None = None):
-        self.weights_ref, self.grams_ref = ray.put(weights), ray.put(grams)
-        self.settings, self.threads, self.gpus = settings, threads, gpus
-        self.resources = resources or {}
+    One pool can serve several jobs in turn (:meth:`begin` each); weights are ``ray.put`` once
+    per weights source, style targets once per job.
+    """
+
+    def __init__(self, workers: int, threads: int, gpus: bool, resources: dict | None = None):
+        self.threads, self.gpus, self.resources = threads, gpus, resources or {}
         self.replacements_left = REPLACEMENTS_PER_WORKER * workers
         self.idle = [self._start() for _ in range(workers)]
         self.in_flight: dict = {}
         self.redone = 0  # frames given back because their worker died
+        self._weights_identity = self._shared = self._settings = None
+
+    def begin(self, weights, settings, grams) -> None:
+        """Use these weights, settings and style targets for the frames submitted from now on."""
+        if weights.identity != self._weights_identity:
+            self._weights_ref, self._weights_identity = ray.put(weights), weights.identity
+        self._shared, self._settings = [self._weights_ref, ray.put(grams)], settings
 
     def _start(self) -> _Worker:
         # SPREAD: one worker per node before doubling up, so a lost node costs the fewest frames.
@@ -103,8 +120,7 @@ class RayExecutor:
             options.update(num_gpus=1, num_cpus=1)
         else:
             options.update(num_cpus=self.threads)
-        actor = FrameActor.options(**options).remote(self.settings, "cuda" if self.gpus else "cpu", self.threads)
-        return _Worker(actor)
+        return _Worker(FrameActor.options(**options).remote("cuda" if self.gpus else "cpu", self.threads))
 
     @property
     def workers(self) -> int:
@@ -115,7 +131,7 @@ class RayExecutor:
 
     def submit(self, job: FrameJob, task: FrameTask) -> None:
         worker = self.idle.pop()
-        self.in_flight[worker.actor.render.remote([self.weights_ref, self.grams_ref], task)] = (worker, job)
+        self.in_flight[worker.actor.render.remote(self._shared, self._settings, task)] = (worker, job)
 
     def wait(self) -> list[tuple[FrameJob, FrameOutput | BaseException]]:
         """At least one finished (job, output or error); a dead worker's job comes back as
@@ -133,6 +149,10 @@ class RayExecutor:
                 self.idle.append(worker)
                 cause = error.cause if isinstance(error.cause, BaseException) else error
                 results.append((job, cause))
+            except ActorUnavailableError as error:  # restarting: the frame goes back, the worker stays
+                self.redone += 1
+                self.idle.append(worker)
+                results.append((job, WorkerLost(str(error).splitlines()[0])))
             except (RayActorError, GetTimeoutError) as error:
                 self.redone += 1
                 worker.deaths += 1
@@ -164,4 +184,4 @@ def shutdown(started: bool) -> None:
         ray.shutdown()
 
 
-__all__ = ["RayExecutor", "WorkerLost", "connect", "cluster_gpus", "cluster_cpus", "shutdown"]
+__all__ = ["RayExecutor", "WorkerLost", "connect", "make_pool", "cluster_gpus", "cluster_cpus", "shutdown"]

@@ -14,10 +14,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture()
-def two_nodes(monkeypatch):
+def two_nodes():
     from ray.cluster_utils import Cluster
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # local test cluster only (DESIGN.md §4)
     if ray.is_initialized():
         ray.shutdown()
     # The head has room for a restarted actor after the second node is gone.
