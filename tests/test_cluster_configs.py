@@ -1,0 +1,65 @@
+"""The cluster files parse, have the fields their tools require, and keep authentication on."""
+from pathlib import Path
+
+import yaml
+
+CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
+
+
+def containers(pod_template):
+    return pod_template["spec"]["containers"]
+
+
+def check_ray_cluster_spec(spec):
+    assert spec["rayVersion"] == "2.60.0"
+    head = spec["headGroupSpec"]
+    assert head["serviceType"] == "ClusterIP"  # never a public LoadBalancer
+    groups = spec["workerGroupSpecs"]
+    gpu = [g for g in groups if any("nvidia.com/gpu" in c["resources"]["limits"] for c in containers(g["template"]))]
+    assert gpu and all(g["minReplicas"] == 0 and g["maxReplicas"] >= 1 for g in gpu)
+    for template in [head["template"]] + [g["template"] for g in groups]:
+        for container in containers(template):
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+            assert container["image"]
+
+
+def test_kuberay_raycluster():
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay-raycluster.yaml").read_text()))
+    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["metadata"]["name"]
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    check_ray_cluster_spec(cluster["spec"])
+    claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    mounts = containers(cluster["spec"]["headGroupSpec"]["template"])[0]["volumeMounts"]
+    assert any(m["mountPath"] == "/data" for m in mounts) and claim["metadata"]["name"] == "ray-style-data"
+
+
+def test_kuberay_rayjob():
+    job = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert job["spec"]["entrypoint"].startswith("ray-style video ") and "--job-dir /data/" in job["spec"]["entrypoint"]
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    check_ray_cluster_spec(job["spec"]["rayClusterSpec"])
+
+
+def test_autoscaler_yaml():
+    config = yaml.safe_load((CLUSTER / "autoscaler-aws.yaml").read_text())
+    for key in ("cluster_name", "max_workers", "provider", "auth", "available_node_types", "head_node_type",
+                "setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
+        assert key in config, key
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    gpu = types["gpu_worker"]
+    assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1 and "node_config" in gpu
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "RAY_AUTH_MODE=token" in head_start and "--dashboard-host=127.0.0.1" in head_start
+    assert "RAY_AUTH_MODE=token" in " ".join(config["worker_start_ray_commands"])
+    assert any("ray_style[offline]" in c for c in config["setup_commands"])
+
+
+def test_image_installs_the_package():
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "FROM rayproject/ray:2.60.0" in dockerfile
+    assert '[offline]"' in dockerfile and "ray-style --version" in dockerfile
