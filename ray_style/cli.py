@@ -163,9 +163,13 @@ def add_video_commands(commands) -> None:
     vid.add_argument("input", help="input video")
     vid.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
     vid.add_argument("-o", "--output", required=True, help="output video (.mp4)")
-    vid.add_argument("--init", choices=("prev", "content", "noise"), default=VIDEO.init,
-                     help="seed each frame from its chain's previous stylized frame (prev), or stylize "
-                          "frames independently from content or noise (default %(default)s)")
+    vid.add_argument("--init", choices=("prev", "flow", "content", "noise"), default=VIDEO.init,
+                     help="seed each frame from its chain's previous stylized frame (prev), that frame "
+                          "warped along the optical flow (flow), or stylize frames independently from "
+                          "content or noise (default %(default)s)")
+    vid.add_argument("--temporal-weight", type=float, default=VIDEO.temporal_weight,
+                     help="temporal loss weight for seeded frames (default: the weights source's with "
+                          "--init flow, else 0)")
     vid.add_argument("--start-init", choices=("content", "noise"), default=VIDEO.start_init,
                      help="how a chain's first frame starts (%(default)s)")
     vid.add_argument("--start-iters", type=int, default=VIDEO.start_iters,
@@ -182,6 +186,7 @@ def add_video_commands(commands) -> None:
     vid.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
     vid.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="local renders in this process without Ray (%(default)s)")
+    vid.add_argument("--no-report", action="store_true", help="skip the evaluation report at the end")
     vid.add_argument("-q", "--quiet", action="store_true")
     add_style_options(vid, VIDEO.style)
     vid.set_defaults(run=cmd_video)
@@ -196,6 +201,15 @@ def add_video_commands(commands) -> None:
     batch.add_argument("-q", "--quiet", action="store_true")
     batch.set_defaults(run=cmd_batch)
 
+    ev = commands.add_parser("evaluate", help="warping error and losses of a stylized video, with a report")
+    ev.add_argument("output", help="the stylized video")
+    ev.add_argument("--source", required=True, help="the video it was made from")
+    ev.add_argument("--style", nargs="+", help="artwork(s), for the style and content losses")
+    ev.add_argument("--weights", default="vgg19", help="as for `image` (needed with --style)")
+    ev.add_argument("--report-dir", help="write charts, a contact sheet and a side-by-side preview here")
+    ev.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    ev.set_defaults(run=cmd_evaluate)
+
     status = commands.add_parser("status", help="progress of a running or stopped video job")
     status.add_argument("job_dir")
     status.add_argument("--json", action="store_true")
@@ -208,7 +222,8 @@ def cmd_video(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: need at least 1")
     settings = dataclasses.replace(
-        VIDEO, style=style_settings(args, VIDEO.style), init=args.init, start_init=args.start_init,
+        VIDEO, style=style_settings(args, VIDEO.style), init=args.init, temporal_weight=args.temporal_weight,
+        start_init=args.start_init,
         start_iters=args.start_iters, segment_length=args.segment_length, overlap=args.overlap,
         cut_ratio=args.cut_ratio, crf=args.crf).validate()
     progress, close = _stage_bars(args.quiet)
@@ -216,13 +231,17 @@ def cmd_video(args) -> int:
         result = stylize_video(args.input, args.styles, args.output, settings, weights=args.weights,
                                job_dir=args.job_dir, address=args.address, workers=args.workers,
                                threads=args.threads, executor=args.executor, restart=args.restart,
-                               device=args.device, progress=progress)
+                               device=args.device, progress=progress, report=not args.no_report)
     finally:
         close()
     if not args.quiet:
         print(f"wrote {result.output}: {result.frames} frames in {result.chains} chains; {result.rendered} renders now "
               f"by {result.workers} workers, {result.resumed} resumed, {result.redone} redone; {result.seconds:.1f} s; "
               f"job in {result.job_dir}")
+        if result.evaluation is not None:
+            e = result.evaluation
+            print(f"warping error {e.warping_error:.5f}, content loss {e.content_loss:.4g}, style loss "
+                  f"{e.style_loss:.4g} (means per frame); report in {result.job_dir / 'report'}")
     return 0
 
 
@@ -271,6 +290,33 @@ def cmd_batch(args) -> int:
         timing = f", {outcome.seconds:.1f} s" if outcome.ok else ""
         print(f"  {mark} {outcome.job.output}: {outcome.detail}{timing}")
     return 1 if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    import dataclasses as dc
+
+    from . import images, report, video
+    from .weights import load_weights
+
+    out_info = video.probe(args.output)
+    styles = [images.load_image(path) for path in args.style] if args.style else None
+    weights = load_weights(args.weights) if styles else None
+    settings = dc.replace(STYLE, size=max(out_info.width, out_info.height))
+    evaluation = report.evaluate(args.output, args.source, styles, weights, settings)
+    if args.report_dir:
+        report.write_report(evaluation, args.output, args.source, args.report_dir)
+    summary = {"frames": evaluation.frames, "warping_error": evaluation.warping_error,
+               "content_loss": evaluation.content_loss, "style_loss": evaluation.style_loss}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{'video':<40} {'frames':>6} {'warping error':>14} {'content loss':>13} {'style loss':>11}")
+    fmt = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
+    print(f"{Path(args.output).name:<40} {evaluation.frames:>6} {evaluation.warping_error:>14.5f} "
+          f"{fmt(evaluation.content_loss):>13} {fmt(evaluation.style_loss):>11}")
+    if args.report_dir:
+        print(f"report in {args.report_dir}")
+    return 0
 
 
 def cmd_status(args) -> int:

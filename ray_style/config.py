@@ -1,13 +1,12 @@
 """Settings: frozen dataclasses passed down whole; the CLI takes its defaults from here.
 
 ``StyleSettings`` is everything that decides one frame's pixels; ``VideoSettings`` adds what
-decides a video's. Both go into a job's manifest, and :func:`fingerprint` compares them on
-resume.
+decides a video's. Both go into a job's manifest, and :func:`changed_keys` lists what differs
+on resume.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -67,15 +66,19 @@ class StyleSettings:
         return dict(zip(self.style_layers, weights))
 
 
-INITS_VIDEO = ("prev", "content", "noise")
+INITS_VIDEO = ("prev", "flow", "content", "noise")
 
 
 @dataclass(frozen=True)
 class VideoSettings:
     style: StyleSettings = StyleSettings(size=256, iters=150)
     # How each frame after a chain's first starts: from the chain's previous stylized frame
-    # (the product's premise), or independently from its content frame or noise.
+    # (the product's premise), that frame warped along the optical flow (Ruder et al.), or
+    # independently from its content frame or noise.
     init: str = "prev"
+    # Weight of the short-term temporal loss (losses.temporal_loss) for seeded frames; None → the
+    # weights source's tested default with --init flow, 0 otherwise.
+    temporal_weight: float | None = None
     start_init: str = "content"  # a chain's first frame: content or noise
     start_iters: int | None = None  # its budget; None → 2 × style.iters (it starts further away)
     segment_length: int = 48  # frames per chain at most: more → fewer seams, less parallelism
@@ -86,7 +89,9 @@ class VideoSettings:
     def validate(self) -> "VideoSettings":
         self.style.validate()
         if self.init not in INITS_VIDEO:
-            raise InputError(f"unknown --init '{self.init}' for video: use prev, content or noise")
+            raise InputError(f"unknown --init '{self.init}' for video: use prev, flow, content or noise")
+        if self.temporal_weight is not None and self.temporal_weight < 0:
+            raise InputError(f"--temporal-weight must be ≥ 0, got {self.temporal_weight}")
         if self.start_init not in ("content", "noise"):
             raise InputError(f"unknown --start-init '{self.start_init}': use content or noise")
         if self.segment_length < 1 or self.overlap < 0 or self.overlap >= self.segment_length:
@@ -110,12 +115,6 @@ def as_dict(settings) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
-def fingerprint(record: dict) -> str:
-    """A short stable hash of a JSON-ready dict."""
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted names of every value that differs between two nested dicts."""
     changes = []
@@ -128,4 +127,4 @@ def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changes
 
 
-__all__ = ["StyleSettings", "VideoSettings", "as_dict", "fingerprint", "changed_keys", "OPTIMIZERS"]
+__all__ = ["StyleSettings", "VideoSettings", "as_dict", "changed_keys", "OPTIMIZERS"]

@@ -35,6 +35,17 @@ def write_text_atomic(path, text: str) -> None:
         temp.write_text(text)
 
 
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def check_writable_output(path) -> Path:
     """Raise InputError unless ``path`` can be created (its folder exists and is writable)."""
     from .errors import InputError
@@ -50,4 +61,4 @@ def check_writable_output(path) -> Path:
     return path
 
 
-__all__ = ["atomic_path", "write_text_atomic", "check_writable_output"]
+__all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable_output"]

@@ -7,6 +7,7 @@ leaves only whole frames and a re-run continues from them. Layout::
     lock                   flock held by the running driver; holds its pid
     source/000123.png      decoded content frames at the output size
     source/index.json      frame count and shot cuts, written when decoding finished
+    flow/000123.npz        flow from frame 123 to 122 and its reliability mask (--init flow)
     chains/0004/000123.png frame 123 as rendered by chain 4
     frames.jsonl           one record per finished frame: loss, evaluations, seconds, worker
 """
@@ -25,10 +26,10 @@ import numpy as np
 from . import images
 from .config import changed_keys
 from .errors import JobError
-from .files import write_text_atomic
+from .files import atomic_path, write_text_atomic
 
 MANIFEST = "manifest.json"
-OWNED = ("source", "chains", "frames.jsonl", MANIFEST, "report")
+OWNED = ("source", "flow", "chains", "frames.jsonl", MANIFEST, "report")
 
 
 class Job:
@@ -59,6 +60,22 @@ class Job:
 
     def read_source(self, frame: int) -> np.ndarray:
         return images.load_image(self.source_path(frame))
+
+    # optical flow (--init flow)
+    def flow_path(self, frame: int) -> Path:
+        return self.root / "flow" / f"{frame:06d}.npz"
+
+    def write_flow(self, frame: int, back: np.ndarray, mask: np.ndarray) -> None:
+        """Flow from ``frame`` to ``frame - 1`` and its reliability mask, atomically."""
+        path = self.flow_path(frame)
+        path.parent.mkdir(exist_ok=True)
+        with atomic_path(path) as temp:
+            with open(temp, "wb") as handle:
+                np.savez_compressed(handle, back=back.astype(np.float16), mask=mask.astype(np.uint8))
+
+    def read_flow(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.flow_path(frame)) as data:
+            return data["back"].astype(np.float32), data["mask"].astype(np.float32)
 
     # rendered frames
     def is_done(self, chain: int, frame: int) -> bool:

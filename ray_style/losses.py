@@ -65,6 +65,14 @@ def tv_loss(image: Tensor) -> Tensor:
     return _wide(dx).pow(2).flatten(1).sum(1) + _wide(dy).pow(2).flatten(1).sum(1)
 
 
+def temporal_loss(image: Tensor, warped: Tensor, mask: Tensor) -> Tensor:
+    """Short-term temporal loss (Ruder et al. 2016, not in the seed): ``½ Σ c ⊙ (x − ω)²`` with
+    ``ω`` the previous stylized frame warped into this one and ``c`` its reliability mask.
+    A sum like eq. 1 (Ruder divide by the pixel count), so its share does not change with size.
+    ``(B, 3, H, W), (B|1, 3, H, W), (B|1, 1, H, W) -> (B,)``."""
+    return 0.5 * (mask * (_wide(image) - _wide(warped)).pow(2)).flatten(1).sum(1)
+
+
 def gram_per_position(features: Tensor) -> Tensor:
     """``A / M``: the artwork statistic we store and share (size independent)."""
     return gram(features) / (features.shape[2] * features.shape[3])
@@ -77,4 +85,4 @@ def total_loss(content: Tensor, style: Tensor, tv: Tensor, alpha: float, beta: f
 
 
 __all__ = ["gram", "gram_per_position", "content_loss", "style_layer_loss", "style_loss",
-           "tv_loss", "total_loss"]
+           "tv_loss", "temporal_loss", "total_loss"]

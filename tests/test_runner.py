@@ -37,7 +37,9 @@ def test_video_keeps_frame_count_rate_and_audio(tmp_path):
     assert (out.frames, out.fps, out.audio_codec) == (source.frames, source.fps, "aac") == (12, Fraction(25), "aac")
     assert (out.width, out.height) == (32, 18)
     assert result.chains == 3 and result.rendered == 12 + 2 * 2  # two seams, two blended frames each
-    assert {e.stage for e in events} == {"decode", "render", "encode"}
+    assert {e.stage for e in events} == {"decode", "render", "encode", "report"}
+    assert result.evaluation.frames == 12 and result.evaluation.warping_error > 0
+    assert (result.job_dir / "report" / "side_by_side.mp4").exists()
     status = job_status(result.job_dir)
     assert status["renders_done"] == status["renders_total"] == 16 and status["finished"] and not status["running"]
 
@@ -98,3 +100,15 @@ def test_sigkill_mid_job_then_resume_gives_identical_frames(tmp_path):
     assert len(frames_of(tmp_path / "whole.job")) == 14  # 12 frames, one seam of 2
     whole = video.probe(tmp_path / "whole.mp4")
     assert whole.frames == video.probe(tmp_path / "killed.mp4").frames == 12
+
+
+def test_flow_init_caches_flows_and_resumes(tmp_path):
+    settings = dataclasses.replace(TINY, init="flow")
+    events = []
+    result = run(tmp_path, settings, progress=events.append)
+    assert video.probe(result.output).frames == 12 and "flow" in {e.stage for e in events}
+    flows = sorted(p.name for p in (result.job_dir / "flow").iterdir())
+    assert flows == [f"{f:06d}.npz" for f in range(1, 12)]  # each frame a chain seeds into (shared by chains)
+    manifest = (result.job_dir / "manifest.json").read_text()
+    assert '"temporal_weight": 100.0' in manifest  # the random weights' default, resolved and recorded
+    assert run(tmp_path, settings).rendered == 0
