@@ -23,8 +23,8 @@ class FrameTask:
     chain: int
     frame: int
     content: np.ndarray  # (H, W, 3) uint8 source frame at the output size
-    init: np.ndarray | None  # previous stylized frame of the chain (uint8), or None
-    init_kind: str  # "prev", "content" or "noise"
+    init: np.ndarray | None  # the start image for a seeded frame (uint8), else None
+    init_kind: str  # "prev" or "flow" (with init), "content" or "noise" (without)
     iters: int  # evaluation budget: chain starts get more than seeded frames
     seed: int  # derived from the job seed and the frame index
     temporal_target: np.ndarray | None = None  # previous stylized frame warped into this one (uint8)
@@ -46,6 +46,10 @@ class FrameOutput:
     fallback: str | None = None  # set when the frame needed a fallback (e.g. Adam after out of memory)
 
 
+class WorkerLost(Exception):
+    """A frame's worker died (or its result was lost) before answering: redo the frame."""
+
+
 def frame_seed(job_seed: int, frame: int) -> int:
     """Each frame's randomness from the job seed and its index alone (resume-safe)."""
     return (job_seed * 1_000_003 + frame) % (2**63)
@@ -63,7 +67,7 @@ class FrameRenderer:
         if task.init is not None:
             init = images.to_tensor(task.init).to(self.device)
         else:
-            init = optimize.initial_image(task.init_kind if task.init_kind != "prev" else "content", content, task.seed)
+            init = optimize.initial_image(task.init_kind, content, task.seed)  # a chain start or an independent frame
         torch.manual_seed(task.seed)
         temporal = None
         if task.temporal_target is not None and task.temporal_weight > 0:
@@ -115,4 +119,4 @@ class RendererCache:
         return self._renderer
 
 
-__all__ = ["FrameTask", "FrameOutput", "FrameRenderer", "RendererCache", "frame_seed"]
+__all__ = ["FrameTask", "FrameOutput", "FrameRenderer", "RendererCache", "WorkerLost", "frame_seed"]

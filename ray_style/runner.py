@@ -24,7 +24,7 @@ from .errors import FrameError, InputError
 from .features import check_layers
 from .files import check_writable_output, sha256_file, write_text_atomic
 from .job import Job, open_job
-from .render import FrameOutput, FrameTask, RendererCache, frame_seed
+from .render import FrameOutput, FrameTask, RendererCache, WorkerLost, frame_seed
 from .report import Evaluation, evaluate, write_report
 from .weights import Weights, load_weights
 
@@ -234,7 +234,7 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
                         progress(VideoProgress("render", done_count, total))
                     continue
                 scheduler.failed(item)
-                if type(out).__name__ == "WorkerLost":
+                if isinstance(out, WorkerLost):
                     continue
                 key = (item.chain, item.frame)
                 attempts[key] = attempts.get(key, 0) + 1

@@ -13,11 +13,11 @@ import socket
 from dataclasses import dataclass
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
 from .errors import FrameError, InputError
 from .plan import FrameJob
-from .render import FrameOutput, FrameTask, RendererCache
+from .render import FrameOutput, FrameTask, RendererCache, WorkerLost
 
 ACTOR_RESTARTS = 3  # per actor: its process dies (killed, node lost) → Ray restarts it
 REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many times per worker
@@ -104,7 +104,7 @@ class RayExecutor:
         self.idle = [self._start() for _ in range(workers)]
         self.in_flight: dict = {}
         self.redone = 0  # frames given back because their worker died
-        self._weights_identity = self._shared = self._settings = None
+        self._weights_identity = self._weights_ref = self._shared = self._settings = None
 
     def begin(self, weights, settings, grams) -> None:
         """Use these weights, settings and style targets for the frames submitted from now on."""
@@ -149,7 +149,8 @@ class RayExecutor:
                 self.idle.append(worker)
                 cause = error.cause if isinstance(error.cause, BaseException) else error
                 results.append((job, cause))
-            except ActorUnavailableError as error:  # restarting: the frame goes back, the worker stays
+            except (ActorUnavailableError, ObjectLostError) as error:
+                # The actor is restarting, or its node lost the result: redo the frame, keep the worker.
                 self.redone += 1
                 self.idle.append(worker)
                 results.append((job, WorkerLost(str(error).splitlines()[0])))
@@ -175,13 +176,9 @@ class RayExecutor:
             ray.kill(worker.actor, no_restart=True)
 
 
-class WorkerLost(Exception):
-    """A frame's worker died before answering: the frame is to be redone."""
-
-
 def shutdown(started: bool) -> None:
     if started and ray.is_initialized():
         ray.shutdown()
 
 
-__all__ = ["RayExecutor", "WorkerLost", "connect", "make_pool", "cluster_gpus", "cluster_cpus", "shutdown"]
+__all__ = ["RayExecutor", "connect", "make_pool", "cluster_gpus", "cluster_cpus", "shutdown"]
