@@ -298,13 +298,13 @@ def cmd_evaluate(args) -> int:
     from . import images, report, video
     from .weights import load_weights
 
-    out_info = video.probe(args.output)
+    out_info, src_info = video.probe(args.output), video.probe(args.source)
     styles = [images.load_image(path) for path in args.style] if args.style else None
     weights = load_weights(args.weights) if styles else None
     settings = dc.replace(STYLE, size=max(out_info.width, out_info.height))
-    evaluation = report.evaluate(args.output, args.source, styles, weights, settings)
+    evaluation = report.evaluate(out_info, src_info, styles, weights, settings)
     if args.report_dir:
-        report.write_report(evaluation, args.output, args.source, args.report_dir)
+        report.write_report(evaluation, out_info, src_info, args.report_dir)
     summary = {"frames": evaluation.frames, "warping_error": evaluation.warping_error,
                "content_loss": evaluation.content_loss, "style_loss": evaluation.style_loss}
     if args.json:

@@ -34,12 +34,18 @@ class Evaluation:
     per_frame: list[dict] = field(default_factory=list)  # frame, warping_error (to the next), losses
 
 
+def _info(clip) -> video.VideoInfo:
+    """A path is probed (a full decode to count frames); a VideoInfo is used as it is."""
+    return clip if isinstance(clip, video.VideoInfo) else video.probe(clip)
+
+
 def evaluate(output, source, styles: list[np.ndarray] | None = None, weights=None,
              settings: StyleSettings = StyleSettings(), progress=None) -> Evaluation:
-    """Score ``output`` against ``source`` (same frame count); losses only with styles and weights."""
-    out_info, src_info = video.probe(output), video.probe(source)
+    """Score ``output`` against ``source`` (paths or VideoInfos, same frame count); losses
+    only with styles and weights."""
+    out_info, src_info = _info(output), _info(source)
     if out_info.frames != src_info.frames:
-        raise InputError(f"{output} has {out_info.frames} frames but {source} has {src_info.frames}: "
+        raise InputError(f"{out_info.path} has {out_info.frames} frames but {src_info.path} has {src_info.frames}: "
                          "evaluate a stylized video against its own source")
     width, height = out_info.width, out_info.height
     scorer = None
@@ -106,7 +112,8 @@ def _chart(values: list[float], title: str, path: Path, width: int = 640, height
 
 
 def write_report(evaluation: Evaluation, output, source, folder) -> Path:
-    """evaluation.json, per-frame charts, a contact sheet and a side-by-side preview MP4."""
+    """evaluation.json, per-frame charts, a contact sheet and a side-by-side preview MP4
+    (``output`` and ``source`` as for :func:`evaluate`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "evaluation.json", json.dumps(asdict(evaluation), indent=1))
@@ -115,19 +122,20 @@ def write_report(evaluation: Evaluation, output, source, folder) -> Path:
     if evaluation.content_loss is not None:
         _chart([r["content_loss"] for r in rows], "content loss (eq. 1)", folder / "content_loss.png")
         _chart([r["style_loss"] for r in rows], "style loss (eq. 5)", folder / "style_loss.png")
-    out_info, src_info = video.probe(output), video.probe(source)
+    out_info, src_info = _info(output), _info(source)
     size = (evaluation.width, evaluation.height)
     picks = set(np.linspace(0, evaluation.frames - 1, min(6, evaluation.frames)).round().astype(int).tolist())
-    sheet_rows = [[], []]
-    pairs = zip(video.decode(src_info, *size), video.decode(out_info, *size))
-    for index, (src, out) in enumerate(pairs):
-        if index in picks:
-            sheet_rows[0].append(src)
-            sheet_rows[1].append(out)
-    images.save_image(np.concatenate([np.concatenate(r, axis=1) for r in sheet_rows], axis=0), folder / "contact_sheet.png")
-    side_by_side = (np.concatenate([src, out], axis=1)
-                    for src, out in zip(video.decode(src_info, *size), video.decode(out_info, *size)))
-    video.encode(side_by_side, folder / "side_by_side.mp4", 2 * size[0], size[1], out_info.fps)
+    sheet: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def side_by_side():  # one pass over both videos feeds the preview and the contact sheet
+        for index, (src, out) in enumerate(zip(video.decode(src_info, *size), video.decode(out_info, *size))):
+            if index in picks:
+                sheet.append((src, out))
+            yield np.concatenate([src, out], axis=1)
+
+    video.encode(side_by_side(), folder / "side_by_side.mp4", 2 * size[0], size[1], out_info.fps)
+    strips = [np.concatenate([src for src, _ in sheet], axis=1), np.concatenate([out for _, out in sheet], axis=1)]
+    images.save_image(np.concatenate(strips, axis=0), folder / "contact_sheet.png")
     return folder
 
 

@@ -183,8 +183,11 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                 if progress:
                     progress(VideoProgress("report", done, frames))
 
-            evaluation = evaluate(output, info.path, styles, weights, style, progress=report_progress)
-            write_report(evaluation, output, info.path, job.root / "report")
+            # What we just wrote needs no probing (a probe decodes the whole video to count frames).
+            written = dataclasses.replace(info, path=str(output), frames=index["frames"], width=size[0],
+                                          height=size[1], rotate=0)
+            evaluation = evaluate(written, info, styles, weights, style, progress=report_progress)
+            write_report(evaluation, written, info, job.root / "report")
     return VideoResult(output, job_dir, index["frames"], len(chains), rendered, resumed, redone,
                        time.perf_counter() - started, pool_size, evaluation)
 
