@@ -97,7 +97,7 @@ def cmd_image(args) -> int:
     from . import images, optimize
     from .weights import load_weights
 
-    out = images.check_image_output(args.output)
+    out = images.check_image_output(args.output, [args.content, *args.styles])
     init = args.init if args.init in ("noise", "content") else "content"
     settings = style_settings(args, STYLE, init).validate()
     content = images.load_image(args.content)
@@ -125,7 +125,7 @@ def cmd_reconstruct(args) -> int:
     from . import images, optimize, reconstruct
     from .weights import load_weights
 
-    out = images.check_image_output(args.output)
+    out = images.check_image_output(args.output, [args.content, args.style])
     settings = dataclasses.replace(STYLE, size=args.size, iters=args.iters, optimizer=args.optimizer,
                                    pooling=args.pooling, seed=args.seed, init="noise").validate()
     content, style = images.load_image(args.content), images.load_image(args.style)

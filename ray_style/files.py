@@ -46,11 +46,15 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def check_writable_output(path) -> Path:
-    """Raise InputError unless ``path`` can be created (its folder exists and is writable)."""
+def check_writable_output(path, inputs=()) -> Path:
+    """Raise InputError unless ``path`` can be created (its folder exists and is writable)
+    and is none of ``inputs`` (an output never replaces what it is made from)."""
     from .errors import InputError
 
     path = Path(path)
+    for source in inputs:
+        if Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise InputError(f"output {path} is also an input: choose another output name")
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"output {path} is a directory: give a file name")

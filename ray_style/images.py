@@ -69,8 +69,8 @@ def transfer_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(merged, "YCbCr").convert("RGB"))
 
 
-def check_image_output(path) -> Path:
-    path = check_writable_output(path)
+def check_image_output(path, inputs=()) -> Path:
+    path = check_writable_output(path, inputs)
     if path.suffix.lower() not in SAVE_FORMATS:
         raise InputError(f"cannot save {path}: unknown extension '{path.suffix}'. "
                          f"Use one of {', '.join(SAVE_FORMATS)}")

@@ -138,7 +138,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
     """
     started = time.perf_counter()
     settings.validate()
-    output = check_writable_output(output)
+    output = check_writable_output(output, [input_path, *style_paths])
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"output {output} must end in {', '.join(VIDEO_SUFFIXES)}")
     if executor not in ("ray", "local"):

@@ -51,6 +51,7 @@ BAD_IMAGE = [
     ("size out of range", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--size", "9"], 2, "out of range"),
     ("unwritable output", ["image", "{content}", "{style}", "-o", "{tmp}/missing/o.png"], 2, "does not exist"),
     ("unknown extension", ["image", "{content}", "{style}", "-o", "{tmp}/o.xyz"], 2, "unknown extension"),
+    ("output is the content", ["image", "{content}", "{style}", "-o", "{content}"], 2, "is also an input"),
 ]
 BAD_VIDEO = [
     ("missing video", ["video", "{tmp}/nope.mp4", "{style}", "-o", "{tmp}/o.mp4"], 2, "video not found"),
@@ -61,6 +62,8 @@ BAD_VIDEO = [
     ("unreadable style", ["video", "{clip}", "{tmp}/bad.jpg", "-o", "{tmp}/o.mp4"], 2, "cannot read image"),
     ("unwritable output", ["video", "{clip}", "{style}", "-o", "{tmp}/missing/o.mp4"], 2, "does not exist"),
     ("bad --workers", ["video", "{clip}", "{style}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "at least 1"),
+    ("output is the input", ["video", "{tmp}/inputs/frameless.mp4", "{style}", "-o", "{tmp}/inputs/frameless.mp4"], 2,
+     "is also an input"),
 ]
 
 
