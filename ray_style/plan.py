@@ -111,12 +111,16 @@ class ChainScheduler:
     def finished(self) -> bool:
         return self.remaining == 0
 
-    def ready(self) -> list[FrameJob]:
-        jobs = []
+    def ready(self, limit: int | None = None) -> list[FrameJob]:
+        """Up to ``limit`` startable frames, earliest chain first (a film has 10⁵ frames: the
+        driver asks only for as many as it has idle workers)."""
+        jobs: list[FrameJob] = []
         for chain in self.chains:
             frames = self.pending[chain.index]
             candidates = frames[:1] if self.sequential else frames
             for frame in candidates:
+                if limit is not None and len(jobs) >= limit:
+                    return jobs
                 if (chain.index, frame) not in self.in_flight:
                     jobs.append(FrameJob(chain.index, frame, self.sequential and frame > chain.start))
         return jobs

@@ -221,7 +221,7 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
         progress(VideoProgress("render", done_count, total, f"{executor.workers} workers"))
     try:
         while not scheduler.finished():
-            for item in scheduler.ready()[: executor.capacity()]:
+            for item in scheduler.ready(executor.capacity()):
                 task = _task(job, item, item.frame == chain_start[item.chain], settings)
                 executor.submit(item, task)
                 scheduler.started(item)

@@ -44,6 +44,7 @@ def test_scheduler_orders_chains_and_resumes_from_disk():
     assert scheduler.remaining == 3 and (0, 2) not in [(j.chain, j.frame) for j in scheduler.ready()]
     independent = plan.ChainScheduler(chains, lambda c, f: False, sequential=False)
     assert len(independent.ready()) == 6 and not any(j.seeded for j in independent.ready())
+    assert [(j.chain, j.frame) for j in independent.ready(2)] == [(0, 0), (0, 1)]
 
 
 def test_detects_the_real_cut_and_not_motion():
