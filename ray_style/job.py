@@ -44,12 +44,11 @@ class Job:
         return self.root / "source" / f"{frame:06d}.png"
 
     def frame_path(self, chain: int, frame: int) -> Path:
-        return self.root / "chains" / f"{chain:04d}" / f"{frame:06d}.png"
+        return frame_path(self.root, chain, frame)
 
     # source frames
     def source_index(self) -> dict | None:
-        path = self.root / "source" / "index.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return source_index(self.root)
 
     def write_source(self, frame: int, image: np.ndarray) -> None:
         self.source_path(frame).parent.mkdir(exist_ok=True)
@@ -102,6 +101,17 @@ class Job:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def frame_path(root, chain: int, frame: int) -> Path:
+    """Where ``chain``'s render of ``frame`` lives (readable without taking the lock)."""
+    return Path(root) / "chains" / f"{chain:04d}" / f"{frame:06d}.png"
+
+
+def source_index(root) -> dict | None:
+    """Frame count and shot cuts once decoding finished, else None (no lock needed)."""
+    path = Path(root) / "source" / "index.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _lock(root: Path):
@@ -189,4 +199,4 @@ def is_locked(root) -> bool:
         return False
 
 
-__all__ = ["Job", "open_job", "read_log", "is_locked"]
+__all__ = ["Job", "open_job", "read_log", "is_locked", "frame_path", "source_index"]

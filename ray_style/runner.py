@@ -38,7 +38,6 @@ class VideoProgress:
     stage: str  # "decode", "flow", "render", "encode" or "report"
     done: int  # frames done in this stage (render: all finished frames, resumed ones too)
     total: int
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,7 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
     done_count = total - scheduler.remaining
     rendered, redone_before = 0, executor.redone
     if progress:
-        progress(VideoProgress("render", done_count, total, f"{executor.workers} workers"))
+        progress(VideoProgress("render", done_count, total))
     try:
         while not scheduler.finished():
             for item in scheduler.ready(executor.capacity()):
@@ -303,15 +302,14 @@ def _remember(job: Job, **values) -> None:
 def job_status(root) -> dict:
     """What a job directory holds: for `ray-style status`, running or not."""
     from .errors import JobError
-    from .job import is_locked, read_log
+    from .job import frame_path, is_locked, read_log, source_index
 
     root = Path(root)
     manifest_path = root / "manifest.json"
     if not manifest_path.exists():
         raise JobError(f"{root} is not a ray-style job directory (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
-    index = (json.loads((root / "source" / "index.json").read_text())
-             if (root / "source" / "index.json").exists() else None)
+    index = source_index(root)
     records = read_log(root)
     status = {"job_dir": str(root), "running": is_locked(root), "input": manifest.get("run", {}).get("input"),
               "output": manifest.get("run", {}).get("output"), "frames": manifest["input"]["frames"],
@@ -320,8 +318,7 @@ def job_status(root) -> dict:
         vs = manifest["settings"]
         chains = plan.plan_chains(index["frames"], index["cuts"], vs["segment_length"], vs["overlap"])
         total = sum(len(c.frames) for c in chains)
-        done = sum(1 for c in chains for f in c.frames
-                   if (root / "chains" / f"{c.index:04d}" / f"{f:06d}.png").exists())
+        done = sum(1 for c in chains for f in c.frames if frame_path(root, c.index, f).exists())
         status.update(chains=len(chains), shot_cuts=index["cuts"], renders_total=total, renders_done=done)
     if records:
         seconds = [r["seconds"] for r in records[-50:]]
