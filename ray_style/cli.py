@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import OPTIMIZERS, StyleSettings, VideoSettings
+from .config import OPTIMIZERS, PRECISIONS, StyleSettings, VideoSettings
 from .errors import InputError, RayStyleError
 
 STYLE = StyleSettings()
@@ -40,6 +40,13 @@ def add_style_options(parser: argparse.ArgumentParser, defaults: StyleSettings) 
     group.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help="total variation weight (%(default)s)")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam only (%(default)s)")
+    group.add_argument("--lbfgs-history", type=int, default=defaults.lbfgs_history,
+                       help="L-BFGS correction pairs (%(default)s)")
+    group.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                       help="auto (TF32 on GPUs, else fp32), fp32, tf32, or bf16 (VGG in bfloat16, Grams and "
+                            "losses in fp32)")
+    group.add_argument("--scales", type=int, default=defaults.scales,
+                       help="coarse-to-fine: optimize at size/2^(N-1) first, doubling up to --size (%(default)s)")
     group.add_argument("--pooling", choices=("avg", "max"), default=defaults.pooling, help="avg is the paper's")
     group.add_argument("--content-layers", type=_names, default=defaults.content_layers, metavar="L1,L2",
                        help="default relu4_2 (the paper's conv4_2)")
@@ -62,6 +69,7 @@ def add_style_options(parser: argparse.ArgumentParser, defaults: StyleSettings) 
 def style_settings(args, defaults: StyleSettings, init: str | None = None) -> StyleSettings:
     return dataclasses.replace(
         defaults, size=args.size, iters=args.iters, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        lbfgs_history=args.lbfgs_history, precision=args.precision, scales=args.scales,
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling,

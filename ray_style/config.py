@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .errors import InputError
 
 OPTIMIZERS = ("lbfgs", "adam")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 MIN_SIZE, MAX_SIZE = 16, 8192
 
 
@@ -22,6 +23,15 @@ class StyleSettings:
     iters: int = 500  # loss *evaluations* (forward + backward), not L-BFGS iterations
     optimizer: str = "lbfgs"  # the paper's; adam uses less memory
     learning_rate: float = 0.02  # Adam only, in [0, 1] pixel units (neural-style's 10 on 0-255)
+    # L-BFGS correction pairs. neural-style keeps 100; 20 reach within ~2 % of its loss at a
+    # fifth of the memory traffic per step (BENCHMARKS.md), which matters on a GPU.
+    lbfgs_history: int = 20
+    # auto: TF32 convolutions on a CUDA GPU, fp32 elsewhere. bf16: the VGG forward/backward in
+    # bfloat16 autocast, Grams and losses in fp32.
+    precision: str = "auto"
+    # Coarse-to-fine: optimize first at size / 2^(scales-1), then double up to size, each
+    # scale starting from the previous one's result (Gatys et al. 2017). 1: single scale.
+    scales: int = 1
     content_weight: float | None = None  # α; None → the weights source's tested default
     style_weight: float | None = None  # β; None → likewise
     tv_weight: float = 0.0  # not in the paper; smooths high-frequency noise when > 0
@@ -56,6 +66,13 @@ class StyleSettings:
                              f"{len(self.style_layers)} style layers: give one per layer")
         if not 0.05 <= self.style_scale <= 8:
             raise InputError(f"--style-scale {self.style_scale} is out of range: use 0.05…8")
+        if not 1 <= self.lbfgs_history <= 1000:
+            raise InputError(f"--lbfgs-history {self.lbfgs_history}: use 1…1000 correction pairs")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}")
+        if not 1 <= self.scales <= 6 or self.size / 2 ** (self.scales - 1) < MIN_SIZE:
+            raise InputError(f"--scales {self.scales} at --size {self.size}: use 1…6 scales whose smallest "
+                             f"is at least {MIN_SIZE} px")
         if self.learning_rate <= 0:
             raise InputError(f"--learning-rate must be > 0, got {self.learning_rate}")
         return self
@@ -127,4 +144,4 @@ def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changes
 
 
-__all__ = ["StyleSettings", "VideoSettings", "as_dict", "changed_keys", "OPTIMIZERS"]
+__all__ = ["StyleSettings", "VideoSettings", "as_dict", "changed_keys", "OPTIMIZERS", "PRECISIONS"]

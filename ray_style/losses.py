@@ -18,6 +18,10 @@ def _wide(x: Tensor) -> Tensor:
 
 def gram(features: Tensor) -> Tensor:
     """Eq. 3: ``G = F Fᵀ``, unnormalized. ``(B, N, H, W) -> (B, N, N)``, at least float32."""
+    if features.dim() == 4 and not features.is_contiguous() and \
+            features.is_contiguous(memory_format=torch.channels_last):
+        positions = _wide(features.permute(0, 2, 3, 1).flatten(1, 2))  # (B, M, N) without a copy
+        return positions.transpose(1, 2) @ positions
     flat = _wide(features.flatten(2))
     return flat @ flat.transpose(1, 2)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import images, losses
+from . import images, lbfgs, losses
 from .config import StyleSettings
 from .errors import FrameError, InputError
 from .features import VGGFeatures
@@ -43,10 +43,6 @@ class FrameResult:
 ProgressCallback = Callable[[Progress], None]
 
 
-class _BudgetSpent(Exception):
-    """Raised by the closure to end an optimizer exactly at its evaluation budget."""
-
-
 REFERENCE_PIXELS = 256 * 256  # the image area at which a weights source's default β is given
 
 
@@ -68,7 +64,9 @@ def resolve_loss_weights(settings: StyleSettings, weights: Weights, pixels: int)
 def build_model(weights: Weights, settings: StyleSettings, device="cpu") -> VGGFeatures:
     layers = (*settings.content_layers, *settings.style_layers)
     model = VGGFeatures(weights.arch, weights.convs, weights.preprocess, layers, settings.pooling)
-    return model.to(device)
+    device = torch.device(device)
+    # channels-last convolutions on a GPU (tensor cores); weights resident once per model
+    return model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
 
 
 @torch.no_grad()
@@ -101,26 +99,59 @@ def initial_image(kind: str, content: Tensor, seed: int) -> Tensor:
     raise InputError(f"unknown init '{kind}': use noise, content or an image path")
 
 
+def resolve_precision(precision: str, device) -> str:
+    """``auto`` → ``tf32`` on a CUDA GPU, ``fp32`` elsewhere; TF32 exists only on NVIDIA GPUs."""
+    device = torch.device(device)
+    if precision == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32"
+    return precision
+
+
+def _configure(precision: str, device: torch.device) -> None:
+    if device.type == "cuda":  # process-wide switches: one actor renders on one device
+        torch.backends.cudnn.allow_tf32 = precision in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # Grams stay fp32 under bf16
+
+
 class Objective:
-    """``x ↦ (L, L_content, L_style)`` for fixed targets; the same code for every optimizer."""
+    """``x ↦ (L, L_content, L_style)`` per batch element, for fixed targets.
+
+    Under ``precision="bf16"`` only the VGG forward (and its backward) runs in bfloat16
+    autocast; Gram matrices and losses are computed in float32 outside it. On a GPU the
+    image enters the network channels-last, the layout tensor cores want.
+    """
 
     def __init__(self, model: VGGFeatures, settings: StyleSettings, content: Tensor | None,
-                 style_grams: dict[str, Tensor], temporal: tuple[Tensor, Tensor, float] | None = None):
+                 style_grams: dict[str, Tensor], temporal: tuple[Tensor, Tensor, Tensor | float] | None = None):
         self.model, self.settings = model, settings
-        self.temporal = temporal if temporal and temporal[2] > 0 else None  # (warped prev, mask, weight)
+        device = model.mean.device
+        self.precision = resolve_precision(settings.precision, device)
+        _configure(self.precision, device)
+        self.device_type, self.channels_last = device.type, device.type == "cuda"
+        # (warped prev, mask, weight); a weight may be a (B,) tensor, 0 for frames without one
+        self.temporal = temporal if temporal is not None and (torch.is_tensor(temporal[2]) or temporal[2] > 0) else None
         self.layer_weights = settings.layer_weights()
         self.alpha = settings.content_weight if content is not None else 0.0
         self.beta = settings.style_weight if self.layer_weights else 0.0
         if self.alpha is None or self.beta is None:
             raise ValueError("resolve α and β first (resolve_loss_weights)")
         with torch.no_grad():
-            self.content_targets = ({name: f for name, f in model(content).items() if name in settings.content_layers}
+            self.content_targets = ({name: f for name, f in self.features(content).items()
+                                     if name in settings.content_layers}
                                     if content is not None and settings.content_layers else {})
         self.style_grams = style_grams
 
+    def features(self, image: Tensor) -> dict[str, Tensor]:
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.model(image)
+
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        features = self.model(image)
-        zero = image.new_zeros(image.shape[0])
+        features = self.features(image)
+        zero = image.new_zeros(image.shape[0], dtype=torch.float32)
         content = sum((losses.content_loss(features[name], target) for name, target in self.content_targets.items()),
                       zero)
         style = (losses.style_loss(features, self.style_grams, self.layer_weights)
@@ -133,69 +164,96 @@ class Objective:
         return total, content, style
 
 
+def _budgets(iters, batch: int, default: int) -> list[int]:
+    if iters is None:
+        return [default] * batch
+    if isinstance(iters, int):
+        return [iters] * batch
+    if len(iters) != batch:
+        raise ValueError(f"{len(iters)} budgets for a batch of {batch}")
+    return [int(i) for i in iters]
+
+
+def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
+                  style_grams: dict[str, Tensor], *, iters: int | list[int] | None = None,
+                  progress: ProgressCallback | None = None, report_every: int = 10,
+                  temporal: tuple[Tensor, Tensor, Tensor | float] | None = None) -> list[FrameResult]:
+    """Optimize the ``B`` images of ``init`` ``(B, 3, H, W)`` independently, in one batched
+    forward per evaluation; ``iters`` is one evaluation budget or one per image.
+
+    ``content=None`` optimizes style alone; an empty ``settings.style_layers`` content alone
+    (the seed's reconstructions). The loop never reads a tensor on the host except to report
+    progress every ``report_every`` evaluations (only when ``progress`` is given). Pixels stay
+    in [0, 1]: L-BFGS projects its steps onto the box, so the image it optimizes is the image
+    it delivers. Raises :class:`FrameError` on a non-finite loss.
+    """
+    started = time.perf_counter()
+    budgets = _budgets(iters, init.shape[0], settings.iters)
+    total_evals = max(budgets)
+    objective = Objective(model, settings, content, style_grams, temporal)
+    budget = torch.tensor(budgets, device=init.device)
+
+    def loss_fn(image: Tensor) -> Tensor:
+        return objective(image)[0]
+
+    def report(evaluations: int, losses_now: Tensor) -> None:
+        if progress and (evaluations % report_every == 0 or evaluations == total_evals):
+            progress(Progress(evaluations, total_evals, losses_now.sum().item()))
+
+    if settings.optimizer == "lbfgs":
+        count = [1]
+
+        def on_step(state: lbfgs.LBFGSState) -> None:
+            count[0] += 1
+            report(count[0], state.f)
+
+        state = lbfgs.minimize(loss_fn, init, total_evals, memory=settings.lbfgs_history, budget=budget,
+                               bounds=(0.0, 1.0), on_step=on_step if progress else None)
+        final = state.x.view_as(init)
+    else:
+        final = _adam(loss_fn, init, total_evals, budget, settings.learning_rate, report)
+
+    with torch.no_grad():
+        total, content_value, style_value = (v.tolist() for v in objective(final))
+    seconds = time.perf_counter() - started
+    results = []
+    for index, evaluations in enumerate(budgets):
+        if not math.isfinite(total[index]):
+            hint = " or --learning-rate" if settings.optimizer == "adam" else ""
+            raise FrameError(f"loss is {total[index]} after {evaluations} evaluations: lower --style-weight{hint}")
+        results.append(FrameResult(final[index:index + 1].detach(), total[index], content_value[index],
+                                   style_value[index], evaluations, seconds))
+    return results
+
+
+def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate: float, report) -> Tensor:
+    """Adam on the image; each image keeps its best clamped evaluation within its budget."""
+    image = init.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=learning_rate)
+    best_image = image.detach().clamp(0, 1)
+    best_loss = torch.full((init.shape[0],), math.inf, device=init.device)
+    for evaluation in range(evaluations):
+        optimizer.zero_grad(set_to_none=True)
+        values = loss_fn(image)
+        values.sum().backward()
+        with torch.no_grad():
+            better = (values.detach() < best_loss) & (evaluation < budget)
+            best_loss = torch.where(better, values.detach(), best_loss)
+            best_image = torch.where(better[:, None, None, None], image.detach().clamp(0, 1), best_image)
+        report(evaluation + 1, values.detach())
+        optimizer.step()
+        with torch.no_grad():
+            image.clamp_(0, 1)
+    return best_image
+
+
 def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
             style_grams: dict[str, Tensor], *, iters: int | None = None,
             progress: ProgressCallback | None = None, report_every: int = 10,
             temporal: tuple[Tensor, Tensor, float] | None = None) -> FrameResult:
-    """Optimize ``init`` for ``iters`` loss evaluations (default ``settings.iters``).
-
-    ``content=None`` optimizes style alone; an empty ``settings.style_layers`` content alone
-    (the seed's reconstructions). Raises :class:`FrameError` on a non-finite loss.
-    """
-    started = time.perf_counter()
-    total_evals = settings.iters if iters is None else iters
-    objective = Objective(model, settings, content, style_grams, temporal)
-    image = init.detach().clone().requires_grad_(True)
-    # The best image evaluated so far, kept on the device without a host sync: a line search's
-    # last trial point need not be its best, and the budget may end in the middle of one.
-    best_image, best_loss = image.detach().clone(), torch.full((), math.inf, device=image.device)
-    evaluations = 0
-
-    def closure() -> Tensor:
-        nonlocal evaluations, best_image, best_loss
-        if evaluations == total_evals:
-            raise _BudgetSpent
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective(image)[0].sum()
-        loss.backward()
-        evaluations += 1
-        value = loss.detach()
-        better = value < best_loss
-        best_image = torch.where(better, image.detach(), best_image)
-        best_loss = torch.where(better, value, best_loss)
-        # .item() synchronizes a GPU, so only every report_every evaluations.
-        if evaluations % report_every == 0 or evaluations == total_evals:
-            reported = value.item()
-            if not math.isfinite(reported):
-                raise FrameError(f"loss became {reported} after {evaluations} evaluations: lower "
-                                 "--style-weight or the learning rate, or use --optimizer lbfgs")
-            if progress:
-                progress(Progress(evaluations, total_evals, reported))
-        return loss
-
-    try:
-        if settings.optimizer == "lbfgs":
-            # Strong-Wolfe line search: without it, the first quasi-Newton step is estimated from
-            # a tiny step whose gradient change is float32 noise at Caffe-scale losses, and
-            # diverges to inf (seen at 64-128 px). Tolerances off: we count evaluations ourselves,
-            # and with a content init torch's tolerance_grad would stop at once (DESIGN.md §6).
-            optimizer = torch.optim.LBFGS([image], lr=1, max_iter=total_evals + 1, max_eval=2 * total_evals + 25,
-                                          tolerance_grad=-1, tolerance_change=-1, history_size=100,
-                                          line_search_fn="strong_wolfe")
-            optimizer.step(closure)
-        else:
-            optimizer = torch.optim.Adam([image], lr=settings.learning_rate)
-            for _ in range(total_evals):
-                optimizer.step(closure)
-    except _BudgetSpent:
-        pass
-
-    with torch.no_grad():
-        final = best_image.clamp(0, 1)
-        total, content_value, style_value = (v.sum().item() for v in objective(final))
-    if not math.isfinite(total):
-        raise FrameError(f"loss is {total} after {evaluations} evaluations: lower --style-weight")
-    return FrameResult(final, total, content_value, style_value, evaluations, time.perf_counter() - started)
+    """One image ``(1, 3, H, W)``: :func:`stylize_batch` with a batch of one."""
+    return stylize_batch(model, settings, init, content, style_grams, iters=iters, progress=progress,
+                         report_every=report_every, temporal=temporal)[0]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -241,5 +299,5 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
     return output, result
 
 
-__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_image", "style_targets",
+__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_batch", "resolve_precision", "stylize_image", "style_targets",
            "initial_image", "build_model", "resolve_loss_weights", "pick_device", "prepare_styles"]

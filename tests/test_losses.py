@@ -86,3 +86,9 @@ def test_losses_are_per_batch_element():
     assert losses.content_loss(x, torch.zeros(1, 2, 4, 4)).shape == (3,)
     assert losses.tv_loss(torch.rand(3, 3, 5, 5)).shape == (3,)
     assert losses.tv_loss(torch.ones(1, 3, 5, 5)).item() == 0
+
+
+def test_gram_of_a_channels_last_map_equals_the_contiguous_one():
+    features = torch.rand(2, 5, 4, 3)
+    torch.testing.assert_close(losses.gram(features.contiguous(memory_format=torch.channels_last)),
+                               losses.gram(features))
