@@ -86,7 +86,9 @@ class Bar:
         self.bar = tqdm(total=total, unit=unit, desc=desc, disable=not enabled, dynamic_ncols=True,
                         file=sys.stderr, initial=initial)
 
-    def to(self, done: int, **postfix) -> None:
+    def to(self, done: int, total: int | None = None, **postfix) -> None:
+        if total is not None and total != self.bar.total:
+            self.bar.total = total
         self.bar.update(done - self.bar.n)
         if postfix:
             self.bar.set_postfix(**postfix, refresh=False)
@@ -114,11 +116,11 @@ def cmd_image(args) -> int:
     device = optimize.pick_device(args.device)
     weights = load_weights(args.weights)
     _check_layers(weights, settings)
-    bar = Bar(settings.iters, "eval", Path(out).name, not args.quiet)
+    bar = Bar(settings.iters * settings.scales, "eval", Path(out).name, not args.quiet)
     try:
         output, result = optimize.stylize_image(
             content, styles, settings, weights, init_image=init_image, device=device,
-            progress=lambda p: bar.to(p.evaluation, loss=f"{p.loss:.4g}"))
+            progress=lambda p: bar.to(p.evaluation, p.total, loss=f"{p.loss:.4g}"))
     finally:
         bar.close()
     images.save_image(output, out)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import images, lbfgs, losses
@@ -256,6 +257,52 @@ def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: 
                          report_every=report_every, temporal=temporal)[0]
 
 
+COARSEST_SIDE = 16  # VGG's four poolings before relu5_1 need 16 px on each side
+
+
+def scale_shapes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
+    """Coarse-to-fine image shapes, coarsest first, each half the next, ending at full size;
+    scales with a side under 16 px are left out."""
+    shapes = [(round(height / 2 ** k), round(width / 2 ** k)) for k in reversed(range(scales))]
+    return [shape for shape in shapes[:-1] if min(shape) >= COARSEST_SIDE] + shapes[-1:]
+
+
+def _resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
+    if tuple(image.shape[-2:]) == shape:
+        return image
+    return F.interpolate(image, shape, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
+                           style_grams: dict[str, Tensor], *, iters: int | None = None,
+                           progress: ProgressCallback | None = None,
+                           temporal: tuple[Tensor, Tensor, float] | None = None) -> FrameResult:
+    """``settings.scales`` rounds of :func:`stylize` at doubling sizes, each starting from the
+    previous result upsampled (Gatys et al. 2017, "Controlling Perceptual Factors"): the
+    coarse rounds settle the large-scale layout cheaply. Every round gets ``iters``
+    evaluations; the result counts all of them. β follows the area (see
+    :func:`resolve_loss_weights`) so every round strikes the same balance.
+    """
+    budget = settings.iters if iters is None else iters
+    shapes = scale_shapes(init.shape[-2], init.shape[-1], settings.scales)
+    full_area = init.shape[-2] * init.shape[-1]
+    image, spent, seconds, result = init, 0, 0.0, None
+    for shape in shapes:
+        area = shape[0] * shape[1] / full_area
+        scaled = dataclasses.replace(settings, style_weight=settings.style_weight * area)
+        round_temporal = (None if temporal is None else
+                          (_resize(temporal[0], shape), _resize(temporal[1], shape), temporal[2]))
+        offset = spent
+
+        def shifted(p: Progress, offset=offset) -> None:
+            progress(Progress(offset + p.evaluation, budget * len(shapes), p.loss))
+
+        result = stylize(model, scaled, _resize(image, shape), None if content is None else _resize(content, shape),
+                         style_grams, iters=budget, progress=shifted if progress else None, temporal=round_temporal)
+        image, spent, seconds = result.image, spent + result.evaluations, seconds + result.seconds
+    return dataclasses.replace(result, evaluations=spent, seconds=seconds)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -292,12 +339,12 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
         init = images.to_tensor(images.resize(init_image, content_small.shape[1], content_small.shape[0])).to(device)
     else:
         init = initial_image(settings.init, content_tensor, settings.seed)
-    result = stylize(model, settings, init, content_tensor, grams, progress=progress)
+    result = stylize_coarse_to_fine(model, settings, init, content_tensor, grams, progress=progress)
     output = images.to_uint8(result.image)
     if settings.original_colors:
         output = images.transfer_colors(output, content_small)
     return output, result
 
 
-__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_batch", "resolve_precision", "stylize_image", "style_targets",
+__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes", "resolve_precision", "stylize_image", "style_targets",
            "initial_image", "build_model", "resolve_loss_weights", "pick_device", "prepare_styles"]

@@ -74,9 +74,10 @@ class FrameRenderer:
             mask = torch.from_numpy(np.array(task.temporal_mask, np.float32))[None, None].to(self.device)
             temporal = (images.to_tensor(task.temporal_target).to(self.device), mask, task.temporal_weight)
         settings, fallback = self.settings, None
+        # Coarse-to-fine only where a frame starts from scratch; a seeded frame is already close.
+        optimizer = optimize.stylize_coarse_to_fine if task.init is None else optimize.stylize
         try:
-            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters,
-                                      temporal=temporal)
+            result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
         except torch.OutOfMemoryError:
             if settings.optimizer != "lbfgs":
                 raise
@@ -84,8 +85,7 @@ class FrameRenderer:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
-            result = optimize.stylize(self.model, settings, init, content, self.grams, iters=task.iters,
-                                      temporal=temporal)
+            result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
         image = images.to_uint8(result.image)
         if settings.original_colors:
             image = images.transfer_colors(image, task.content)

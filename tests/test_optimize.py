@@ -150,3 +150,21 @@ def test_precision_resolution():
     assert optimize.resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(InputError, match="unknown precision 'fp8'"):
         StyleSettings(precision="fp8").validate()
+
+
+def test_scale_shapes_double_up_to_full_size():
+    assert optimize.scale_shapes(90, 160, 3) == [(22, 40), (45, 80), (90, 160)]
+    assert optimize.scale_shapes(90, 160, 1) == [(90, 160)]
+    assert optimize.scale_shapes(24, 32, 3) == [(24, 32)]  # 12 × 16 and 6 × 8 are too small for VGG
+    with pytest.raises(InputError, match="--scales 4 at --size 32"):
+        StyleSettings(size=32, scales=4).validate()
+
+
+def test_coarse_to_fine_runs_every_scale_and_reports_all_evaluations(random_vgg):
+    settings = dataclasses.replace(TINY, size=64, scales=2, iters=5)
+    seen = []
+    out, result = run(random_vgg, settings, progress=seen.append)
+    assert out.shape == (48, 64, 3) and result.evaluations == 10
+    assert seen[-1].evaluation == 10 and seen[-1].total == 10
+    single, _ = run(random_vgg, dataclasses.replace(settings, scales=1))
+    assert not np.array_equal(out, single)
