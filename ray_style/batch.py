@@ -134,19 +134,21 @@ def read_spec(path) -> list[BatchJob]:
 
 def run_batch(jobs: list[BatchJob], *, executor: str = "ray", address: str | None = None,
               workers: int | None = None, threads: int | None = None, device: str = "auto",
-              on_job=None, progress=None) -> list[BatchOutcome]:
+              on_job=None, progress=None, frames_per_worker: int = 1) -> list[BatchOutcome]:
     """Run every job on one pool; ``on_job(index, job)`` before each, ``progress`` as for video."""
     from .runner import LocalExecutor, stylize_video
 
     started_ray = False
+    if not 1 <= frames_per_worker <= 64:
+        raise InputError(f"--frames-per-worker {frames_per_worker}: use 1…64")
     if executor == "local":
         from .optimize import pick_device
 
-        pool = LocalExecutor(str(pick_device(device)), threads)
+        pool = LocalExecutor(str(pick_device(device)), threads, frames_per_worker)
     else:
         from . import workers as ray_workers
 
-        pool, started_ray = ray_workers.make_pool(address, workers, threads)
+        pool, started_ray = ray_workers.make_pool(address, workers, threads, frames_per_worker=frames_per_worker)
     outcomes = []
     try:
         for index, job in enumerate(jobs):

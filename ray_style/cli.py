@@ -194,6 +194,9 @@ def add_video_commands(commands) -> None:
     vid.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
     vid.add_argument("--workers", type=int, help="frame workers (default: one per GPU, else per CPU)")
     vid.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
+    vid.add_argument("--frames-per-worker", type=int, default=1,
+                     help="frames of different chains a worker optimizes as one batch; >1 can fill a GPU "
+                          "at small sizes (%(default)s)")
     vid.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="local renders in this process without Ray (%(default)s)")
     vid.add_argument("--no-report", action="store_true", help="skip the evaluation report at the end")
@@ -206,6 +209,7 @@ def add_video_commands(commands) -> None:
     batch.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
     batch.add_argument("--workers", type=int, help="frame workers (default: one per GPU, else per CPU)")
     batch.add_argument("--threads", type=int, help="torch threads per CPU worker")
+    batch.add_argument("--frames-per-worker", type=int, default=1, help="as for `video` (%(default)s)")
     batch.add_argument("--executor", choices=("ray", "local"), default="ray")
     batch.add_argument("--device", default="auto", help="for --executor local")
     batch.add_argument("-q", "--quiet", action="store_true")
@@ -241,7 +245,8 @@ def cmd_video(args) -> int:
         result = stylize_video(args.input, args.styles, args.output, settings, weights=args.weights,
                                job_dir=args.job_dir, address=args.address, workers=args.workers,
                                threads=args.threads, executor=args.executor, restart=args.restart,
-                               device=args.device, progress=progress, report=not args.no_report)
+                               device=args.device, progress=progress, report=not args.no_report,
+                               frames_per_worker=args.frames_per_worker)
     finally:
         close()
     if not args.quiet:
@@ -290,7 +295,8 @@ def cmd_batch(args) -> int:
 
     try:
         outcomes = run_batch(jobs, executor=args.executor, address=args.address, workers=args.workers,
-                             threads=args.threads, device=args.device, on_job=on_job, progress=progress)
+                             threads=args.threads, device=args.device, on_job=on_job, progress=progress,
+                             frames_per_worker=args.frames_per_worker)
     finally:
         close()
     failed = [o for o in outcomes if not o.ok]

@@ -15,6 +15,7 @@ import torch
 
 from . import images, optimize
 from .config import StyleSettings
+from .errors import FrameError
 from .weights import Weights
 
 
@@ -62,17 +63,28 @@ class FrameRenderer:
         self.model, self.settings, self.device, self.worker = model, settings, torch.device(device), worker
         self.grams = {name: torch.from_numpy(np.array(g)).to(self.device) for name, g in style_grams.items()}
 
-    def render(self, task: FrameTask) -> FrameOutput:
+    def _tensors(self, task: FrameTask):
         content = images.to_tensor(task.content).to(self.device)
         if task.init is not None:
             init = images.to_tensor(task.init).to(self.device)
         else:
             init = optimize.initial_image(task.init_kind, content, task.seed)  # a chain start or an independent frame
-        torch.manual_seed(task.seed)
         temporal = None
         if task.temporal_target is not None and task.temporal_weight > 0:
             mask = torch.from_numpy(np.array(task.temporal_mask, np.float32))[None, None].to(self.device)
             temporal = (images.to_tensor(task.temporal_target).to(self.device), mask, task.temporal_weight)
+        return content, init, temporal
+
+    def _output(self, task: FrameTask, result: optimize.FrameResult, settings, fallback=None) -> FrameOutput:
+        image = images.to_uint8(result.image)
+        if settings.original_colors:
+            image = images.transfer_colors(image, task.content)
+        return FrameOutput(task.chain, task.frame, image, result.loss, result.content_loss, result.style_loss,
+                           result.evaluations, result.seconds, self.worker, fallback)
+
+    def render(self, task: FrameTask) -> FrameOutput:
+        content, init, temporal = self._tensors(task)
+        torch.manual_seed(task.seed)
         settings, fallback = self.settings, None
         # Coarse-to-fine only where a frame starts from scratch; a seeded frame is already close.
         optimizer = optimize.stylize_coarse_to_fine if task.init is None else optimize.stylize
@@ -81,16 +93,49 @@ class FrameRenderer:
         except torch.OutOfMemoryError:
             if settings.optimizer != "lbfgs":
                 raise
-            # L-BFGS keeps 100 gradient pairs; Adam keeps two moments: retry once with less memory.
+            # L-BFGS keeps its gradient pairs; Adam keeps two moments: retry once with less memory.
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
             result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
-        image = images.to_uint8(result.image)
-        if settings.original_colors:
-            image = images.transfer_colors(image, task.content)
-        return FrameOutput(task.chain, task.frame, image, result.loss, result.content_loss, result.style_loss,
-                           result.evaluations, result.seconds, self.worker, fallback)
+        return self._output(task, result, settings, fallback)
+
+    def render_many(self, tasks: list[FrameTask]) -> list[FrameOutput | Exception]:
+        """Several frames (of different chains) in one batched optimization where they can
+        share it: seeded frames with equal budgets. Others, and a batch that fails (a
+        non-finite loss, out of memory), are rendered one by one, so an error names its frame."""
+        batchable = [t for t in tasks if t.init is not None]
+        budgets = {t.iters for t in batchable}
+        if len(batchable) < 2 or len(budgets) != 1:
+            return [self._one(task) for task in tasks]
+        try:
+            outputs = dict(zip(map(id, batchable), self._batch(batchable)))
+        except (FrameError, torch.OutOfMemoryError):
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            outputs = {}
+        return [outputs[id(task)] if id(task) in outputs else self._one(task) for task in tasks]
+
+    def _one(self, task: FrameTask) -> FrameOutput | Exception:
+        try:
+            return self.render(task)
+        except FrameError as error:
+            return error
+
+    def _batch(self, tasks: list[FrameTask]) -> list[FrameOutput]:
+        parts = [self._tensors(task) for task in tasks]
+        content = torch.cat([c for c, _, _ in parts])
+        init = torch.cat([i for _, i, _ in parts])
+        temporal = None
+        if any(t is not None for _, _, t in parts):
+            zeros = (torch.zeros_like(content[:1]), torch.zeros_like(content[:1, :1]), 0.0)
+            chosen = [t if t is not None else zeros for _, _, t in parts]
+            temporal = (torch.cat([t[0] for t in chosen]), torch.cat([t[1] for t in chosen]),
+                        torch.tensor([float(t[2]) for t in chosen], device=self.device))
+        torch.manual_seed(tasks[0].seed)
+        results = optimize.stylize_batch(self.model, self.settings, init, content, self.grams,
+                                         iters=tasks[0].iters, temporal=temporal)
+        return [self._output(task, result, self.settings) for task, result in zip(tasks, results)]
 
 
 class RendererCache:

@@ -60,11 +60,13 @@ def default_job_dir(output) -> Path:
 
 
 class LocalExecutor:
-    """Renders each frame in this process when asked for results: one at a time, no Ray."""
+    """Renders frames in this process when asked for results (``frames_per_worker`` at a
+    time, batched where they can be), no Ray."""
 
-    def __init__(self, device: str = "cpu", threads: int | None = None):
+    def __init__(self, device: str = "cpu", threads: int | None = None, frames_per_worker: int = 1):
         self.cache = RendererCache(device, threads)
         self.threads = threads or torch.get_num_threads()
+        self.frames_per_worker = frames_per_worker
         self.queue: list = []
         self.workers, self.redone = 1, 0
 
@@ -72,17 +74,14 @@ class LocalExecutor:
         self.renderer = self.cache.get(weights.identity, lambda: weights, settings, str(id(grams)), lambda: grams)
 
     def capacity(self) -> int:
-        return 1 - len(self.queue)
+        return self.frames_per_worker - len(self.queue)
 
     def submit(self, job, task) -> None:
         self.queue.append((job, task))
 
     def wait(self):
-        job, task = self.queue.pop()
-        try:
-            return [(job, self.renderer.render(task))]
-        except FrameError as error:
-            return [(job, error)]
+        queue, self.queue = self.queue, []
+        return list(zip((job for job, _ in queue), self.renderer.render_many([task for _, task in queue])))
 
     def close(self) -> None:
         pass
@@ -128,11 +127,13 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                   workers: int | None = None, threads: int | None = None, executor: str = "ray",
                   restart: bool = False, device: str = "auto",
                   progress: Callable[[VideoProgress], None] | None = None, pool=None,
-                  report: bool = True) -> VideoResult:
+                  report: bool = True, frames_per_worker: int = 1) -> VideoResult:
     """Stylize a whole video into ``output`` (H.264 MP4, source fps and audio), resumably.
 
     ``pool``: an executor to use and leave open (batch mode shares one across jobs);
-    otherwise one is made from ``executor``, ``address``, ``workers`` and ``threads``.
+    otherwise one is made from ``executor``, ``address``, ``workers``, ``threads`` and
+    ``frames_per_worker`` (frames of different chains one worker optimizes as one batch: on a
+    GPU, small frames fill it better; results then depend on which frames share a batch).
     ``report``: evaluate the result (warping error, losses) into ``JOB_DIR/report``.
     """
     started = time.perf_counter()
@@ -142,6 +143,8 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         raise InputError(f"output {output} must end in {', '.join(VIDEO_SUFFIXES)}")
     if executor not in ("ray", "local"):
         raise InputError(f"unknown executor '{executor}': use ray or local")
+    if not 1 <= frames_per_worker <= 64:
+        raise InputError(f"--frames-per-worker {frames_per_worker}: use 1…64")
     if not style_paths:
         raise InputError("give at least one style image")
     info = video.probe(input_path)
@@ -169,7 +172,8 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         rendered, redone, pool_size = 0, 0, 0
         if not scheduler.finished():
             rendered, redone, pool_size = _render(job, chains, scheduler, settings, weights, styles, total, pool,
-                                                  executor, address, workers, threads, device, progress)
+                                                  executor, address, workers, threads, device, progress,
+                                                  frames_per_worker)
         if progress:
             progress(VideoProgress("encode", 0, index["frames"]))
         video.encode((_blend(job, chains, t) for t in range(index["frames"])), output, *size, info.fps,
@@ -192,7 +196,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
 
 
 def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, total, pool, executor_name,
-            address, workers, threads, device, progress):
+            address, workers, threads, device, progress, frames_per_worker):
     style = settings.style
     with torch.no_grad():
         model = optimize.build_model(weights, style)
@@ -204,12 +208,13 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
     threads = threads or job.manifest.get("run", {}).get("threads")
     executor, started_ray = pool, False
     if executor is None and executor_name == "local":
-        executor = LocalExecutor(str(optimize.pick_device(device)), threads)
+        executor = LocalExecutor(str(optimize.pick_device(device)), threads, frames_per_worker)
     elif executor is None:
         from . import workers as ray_workers
 
         parallel = len(chains) if settings.init in SEEDED else scheduler.remaining
-        executor, started_ray = ray_workers.make_pool(address, workers, threads, parallel)
+        parallel = -(-parallel // frames_per_worker)
+        executor, started_ray = ray_workers.make_pool(address, workers, threads, parallel, frames_per_worker)
     executor.begin(weights, style, grams)
     _remember(job, threads=executor.threads)
     chain_start = {c.index: c.start for c in chains}

@@ -1,7 +1,8 @@
 """Ray actors and the executor the driver loop talks to: the only module that imports ray.
 
 Each actor loads the model and the style targets once (both ``ray.put`` once by the driver)
-and renders one frame per call. The executor keeps at most one task per actor in flight,
+and renders one call's frames (one, or several of different chains optimized as one batch).
+The executor keeps at most one call per actor in flight,
 hands results back as they finish, and turns dead workers into frames to redo: actors restart
 (bounded), and one that is gone for good is replaced (bounded) or dropped.
 """
@@ -36,11 +37,11 @@ class FrameActor:
         node = ray.get_runtime_context().get_node_id()[:8]
         self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{node}:{os.getpid()}")
 
-    def render(self, shared: list, settings, task: FrameTask) -> FrameOutput:
+    def render(self, shared: list, settings, tasks: list[FrameTask]) -> list[FrameOutput | Exception]:
         weights_ref, grams_ref = shared  # nested in a list, so Ray hands us the references
         renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings,
                                   grams_ref.hex(), lambda: ray.get(grams_ref))
-        return renderer.render(task)
+        return renderer.render_many(tasks)
 
 
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
@@ -67,14 +68,15 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
                          "(e.g. ray://HEAD:10001 or HEAD:6379) or unset RAY_ADDRESS") from None
 
 
-def make_pool(address: str | None, workers: int | None, threads: int | None, parallel: int | None = None):
+def make_pool(address: str | None, workers: int | None, threads: int | None, parallel: int | None = None,
+              frames_per_worker: int = 1):
     """Join or start Ray and start a pool: one actor per GPU, else CPU workers with
     ``threads`` torch threads each. Returns (pool, whether we started Ray)."""
     started = connect(address)
     gpus = cluster_gpus()
     count = max(1, min(workers or gpus or cluster_cpus(), parallel or 1 << 30))
     threads = threads or (1 if gpus else max(1, cluster_cpus() // count))
-    return RayExecutor(count, threads, gpus > 0), started
+    return RayExecutor(count, threads, gpus > 0, frames_per_worker=frames_per_worker), started
 
 
 def cluster_gpus() -> int:
@@ -98,11 +100,14 @@ class RayExecutor:
     per weights source, style targets once per job.
     """
 
-    def __init__(self, workers: int, threads: int, gpus: bool, resources: dict | None = None):
+    def __init__(self, workers: int, threads: int, gpus: bool, resources: dict | None = None,
+                 frames_per_worker: int = 1):
         self.threads, self.gpus, self.resources = threads, gpus, resources or {}
+        self.frames_per_worker = frames_per_worker
         self.replacements_left = REPLACEMENTS_PER_WORKER * workers
         self.idle = [self._start() for _ in range(workers)]
-        self.in_flight: dict = {}
+        self.in_flight: dict = {}  # call → (worker, its frame jobs)
+        self.pending: list = []  # (job, task) submitted, not yet sent
         self.redone = 0  # frames given back because their worker died
         self._weights_identity = self._weights_ref = self._shared = self._settings = None
 
@@ -127,38 +132,50 @@ class RayExecutor:
         return len(self.idle) + len(self.in_flight)
 
     def capacity(self) -> int:
-        return len(self.idle)
+        """Frames the pool can take now: ``frames_per_worker`` per idle worker."""
+        return len(self.idle) * self.frames_per_worker - len(self.pending)
 
     def submit(self, job: FrameJob, task: FrameTask) -> None:
-        worker = self.idle.pop()
-        self.in_flight[worker.actor.render.remote(self._shared, self._settings, task)] = (worker, job)
+        self.pending.append((job, task))
+
+    def _send(self) -> None:
+        # Spread first, batch second: two frames and two idle workers make two calls.
+        calls = min(len(self.idle), len(self.pending))
+        groups = [self.pending[i::calls] for i in range(calls)]
+        self.pending = []
+        for group in groups:
+            worker = self.idle.pop()
+            ref = worker.actor.render.remote(self._shared, self._settings, [task for _, task in group])
+            self.in_flight[ref] = (worker, [job for job, _ in group])
 
     def wait(self) -> list[tuple[FrameJob, FrameOutput | BaseException]]:
-        """At least one finished (job, output or error); a dead worker's job comes back as
-        :class:`WorkerLost` so the driver re-queues it."""
+        """At least one finished (job, output or error); a dead worker's jobs come back as
+        :class:`WorkerLost` so the driver re-queues them."""
+        if self.pending:
+            self._send()
         if not self.in_flight:
             raise FrameError("no workers left: every worker died more often than allowed")
         ready, _ = ray.wait(list(self.in_flight), num_returns=1)
         results = []
         for ref in ready:
-            worker, job = self.in_flight.pop(ref)
+            worker, jobs = self.in_flight.pop(ref)
             try:
-                results.append((job, ray.get(ref)))
+                results += zip(jobs, ray.get(ref))
                 self.idle.append(worker)
-            except RayTaskError as error:  # the frame itself raised
+            except RayTaskError as error:  # the call itself raised
                 self.idle.append(worker)
                 cause = error.cause if isinstance(error.cause, BaseException) else error
-                results.append((job, cause))
+                results += [(job, cause) for job in jobs]
             except (ActorUnavailableError, ObjectLostError) as error:
-                # The actor is restarting, or its node lost the result: redo the frame, keep the worker.
-                self.redone += 1
+                # The actor is restarting, or its node lost the result: redo the frames, keep the worker.
+                self.redone += len(jobs)
                 self.idle.append(worker)
-                results.append((job, WorkerLost(str(error).splitlines()[0])))
+                results += [(job, WorkerLost(str(error).splitlines()[0])) for job in jobs]
             except (RayActorError, GetTimeoutError) as error:
-                self.redone += 1
+                self.redone += len(jobs)
                 worker.deaths += 1
                 self._recover(worker)
-                results.append((job, WorkerLost(str(error).splitlines()[0])))
+                results += [(job, WorkerLost(str(error).splitlines()[0])) for job in jobs]
         return results
 
     def _recover(self, worker: _Worker) -> None:

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
-from ray_style import optimize
+from ray_style import images, optimize
+from ray_style.errors import FrameError
 from ray_style.config import StyleSettings
 from ray_style.render import FrameTask, RendererCache, frame_seed
 
@@ -51,3 +53,45 @@ def test_out_of_memory_retries_with_adam(random_vgg, monkeypatch):
     monkeypatch.setattr(optimize, "stylize", tight_memory)
     out = r.render(task())
     assert seen == ["lbfgs", "adam"] and out.fallback == "adam after out of memory"
+
+
+def _seeded(frame, chain, temporal=False, iters=4):
+    rng = np.random.default_rng(frame)
+    content = rng.integers(0, 256, (18, 32, 3), dtype=np.uint8)
+    init = rng.integers(0, 256, (18, 32, 3), dtype=np.uint8)
+    extra = (init, np.ones((18, 32), np.uint8), 50.0) if temporal else ()
+    return FrameTask(chain, frame, content, init, "flow" if temporal else "prev", iters, frame_seed(0, frame), *extra)
+
+
+def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monkeypatch):
+    _, r = renderer(random_vgg)
+    tasks = [_seeded(3, 0, temporal=True), _seeded(9, 1), task()]  # two seeded frames, one chain start
+    batches = []
+    real = optimize.stylize_batch
+
+    def spy(model, settings, init, *args, **kwargs):
+        batches.append(init.shape[0])
+        return real(model, settings, init, *args, **kwargs)
+
+    monkeypatch.setattr(optimize, "stylize_batch", spy)
+    outputs = r.render_many(tasks)
+    assert [(o.chain, o.frame) for o in outputs] == [(0, 3), (1, 9), (0, 5)]
+    assert batches == [2, 1]  # the seeded pair in one batch, the chain start alone
+    singles = [r.render(t) for t in tasks]
+    for batched, single in zip(outputs, singles):
+        assert np.abs(batched.image.astype(int) - single.image.astype(int)).max() <= 2
+        assert batched.loss == pytest.approx(single.loss, rel=1e-3)
+
+
+def test_a_failing_batch_is_retried_frame_by_frame(random_vgg, monkeypatch):
+    _, r = renderer(random_vgg)
+    real = optimize.stylize_batch
+
+    def nan_in_frame_9(model, settings, init, *args, **kwargs):
+        if init.shape[0] > 1 or float(init.mean()) == float(images.to_tensor(_seeded(9, 1).init).mean()):
+            raise FrameError("loss is nan after 4 evaluations: lower --style-weight")
+        return real(model, settings, init, *args, **kwargs)
+
+    monkeypatch.setattr(optimize, "stylize_batch", nan_in_frame_9)
+    outputs = r.render_many([_seeded(3, 0), _seeded(9, 1)])
+    assert outputs[0].frame == 3 and isinstance(outputs[1], FrameError)
