@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from ray_style import images, lbfgs, optimize, video
+from ray_style import images, lbfgs, optimize
 from ray_style.config import StyleSettings, VideoSettings
 from ray_style.features import BLOCK_CHANNELS, CONVS_PER_BLOCK
 from ray_style.weights import load_weights, random_weights
@@ -248,16 +248,18 @@ def section_scales(args, device) -> dict:
         def progress(p, started=started, trace=trace):
             trace.append((time.perf_counter() - started, p.evaluation, p.loss))
 
-        result = optimize.stylize_coarse_to_fine(model, settings, content, content, grams, progress=progress)
+        result = optimize.stylize_coarse_to_fine(model, settings, content, content, grams, progress=progress,
+                                                 report_every=1)
         seconds = time.perf_counter() - started
-        final_scale = trace[-args.scales_iters:]  # the full-size round's reports
+        rounds = len(optimize.scale_shapes(*content.shape[-2:], scales))
+        final_scale = [entry for entry in trace if entry[1] > (rounds - 1) * args.scales_iters]  # at full size
         if target is None:
             target = result.loss
         reached = next(((t, e) for t, e, loss in final_scale if loss <= target), (None, None))
         rows.append({"scales": scales, "size": list(photo.shape[1::-1]), "evaluations_per_scale": args.scales_iters,
                      "seconds": round(seconds, 2), "final_loss": float(f"{result.loss:.4g}"),
                      "seconds_to_single_scale_loss": None if reached[0] is None else round(reached[0], 2),
-                     "evaluations_to_it": reached[1]})
+                     "evaluations_to_it": None if reached[1] is None else reached[1] - (rounds - 1) * args.scales_iters})
         print(json.dumps(rows[-1]), flush=True)
     return {"rows": rows, "weights": weights.identity}
 
@@ -273,7 +275,7 @@ def section_seeding(args, device) -> dict:
 
 
 def section_pipeline(args, device) -> dict:
-    from ray_style import workers
+    from ray_style import video, workers
     from ray_style.runner import stylize_video
 
     style = StyleSettings(size=args.pipeline_size, iters=args.pipeline_iters, content_weight=1.0, style_weight=1e3)
@@ -337,6 +339,10 @@ def _run_section(name: str, args, device) -> dict:
     return result
 
 
+def _note(section: dict) -> list[str]:
+    return [section["note"], ""] if section.get("note") else []
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows]
@@ -348,11 +354,15 @@ def render_markdown(results: dict, command: str) -> str:
     out = [BEGIN, "## Performance suite", "",
            f"`{command}` — {m['date']}; {m['cpu']}, {m['threads']} torch threads, device {m['device']}"
            f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}; Python {m['python']}, torch {m['torch']}, "
-           f"ray {m['ray'] or 'not installed'}. Raw: `benchmarks/results_suite_{m['device'].split(':')[0]}.json`.", ""]
+           f"ray {m['ray'] or 'not installed'}. Raw: `benchmarks/results_suite_{m['device'].split(':')[0]}.json`. "
+           "A section measured by a later run names its own command and date.", ""]
     s = results["sections"]
+    for name, section in s.items():
+        if section.get("command") and section["command"] != command:
+            section.setdefault("note", f"(measured {section['date']} by `{section['command']}`)")
     if "evals" in s:
         rows = s["evals"]["rows"]
-        out += ["### One evaluation (forward + input gradient + losses)", "",
+        out += ["### One evaluation (forward + input gradient + losses)", "", *_note(s["evals"]),
                 "Random weights (speed does not depend on their values), square images, median after warm-up. "
                 "GFLOP: the 3×3 convolutions to conv5_1, forward and input gradient.", "",
                 _table(["arch", "size", "precision", "ms", "GFLOP", "TFLOP/s", "of peak", "GPU MiB"],
@@ -361,7 +371,7 @@ def render_markdown(results: dict, command: str) -> str:
                 "", f"Peak host RSS: {s['evals']['peak_host_rss_mib']} MiB.", ""]
     if "frame" in s:
         rows = s["frame"]["rows"]
-        out += ["### A whole frame: device-side L-BFGS against torch.optim.LBFGS", "",
+        out += ["### A whole frame: device-side L-BFGS against torch.optim.LBFGS", "", *_note(s["frame"]),
                 f"Weights `{s['frame']['weights']}`, the sample photo and painting, content init, the same number of "
                 "evaluations each. Ours: `optimize.stylize` (history 20, projected onto [0, 1]). Reference: "
                 "`torch.optim.LBFGS` (strong Wolfe, history 100, clamped at the end), as ray_style used before.", "",
@@ -373,14 +383,14 @@ def render_markdown(results: dict, command: str) -> str:
                 "", f"Peak host RSS: {s['frame']['peak_host_rss_mib']} MiB.", ""]
     if "batch" in s:
         rows = s["batch"]["rows"]
-        out += ["### Frames optimized in one batch (`--frames-per-worker`)", "",
+        out += ["### Frames optimized in one batch (`--frames-per-worker`)", "", *_note(s["batch"]),
                 _table(["frames per batch", "size", "evaluations", "seconds", "frames/s", "× batch 1"],
                        [[r["batch"], f"{r['size']}²", r["evaluations"], r["seconds"], r["frames_per_s"],
                          r["vs_batch_1"]] for r in rows]),
                 "", f"Peak host RSS: {s['batch']['peak_host_rss_mib']} MiB.", ""]
     if "scales" in s:
         rows = s["scales"]["rows"]
-        out += ["### Coarse-to-fine (`--scales`)", "",
+        out += ["### Coarse-to-fine (`--scales`)", "", *_note(s["scales"]),
                 f"Weights `{s['scales']['weights']}`, the sample photo and painting; each scale gets the same "
                 "evaluations. Target: the single-scale run's final loss, at full size.", "",
                 _table(["scales", "size", "evaluations per scale", "total s", "final loss", "s to single-scale loss",
@@ -390,7 +400,7 @@ def render_markdown(results: dict, command: str) -> str:
                 "", f"Peak host RSS: {s['scales']['peak_host_rss_mib']} MiB.", ""]
     if "seeding" in s:
         r = s["seeding"]
-        out += ["### Seeding's payoff", "",
+        out += ["### Seeding's payoff", "", *_note(s["seeding"]),
                 f"Weights `{r['weights']}`, the sample clip at {'×'.join(map(str, r['size']))}; target: the loss a "
                 f"chain start (content init, {r['start_iters']} evaluations) reaches on the same frame; budget "
                 f"{r['budget']}.", "",
@@ -402,7 +412,7 @@ def render_markdown(results: dict, command: str) -> str:
                     f"(unreached: {r['unreached_noise']} from noise). Peak host RSS: {r['peak_host_rss_mib']} MiB.", ""]
     if "pipeline" in s:
         r = s["pipeline"]
-        out += ["### The pipeline: Ray against a plain loop, and actors", "",
+        out += ["### The pipeline: Ray against a plain loop, and actors", "", *_note(s["pipeline"]),
                 f"The sample clip ({r['frames']} frames) at {r['size']} px, {r['evaluations']} evaluations per frame, "
                 f"random weights. Plain loop: the same driver rendering in-process (`--executor local`).", "",
                 _table(["run", "seconds", "× plain loop", "frames identical"],
@@ -443,8 +453,8 @@ def parse(argv=None):
     args.frame_iters = 500 if gpu else (60 if args.quick else 150)
     args.batches = [1, 2, 4] if not gpu else [1, 2, 4, 8]
     args.batch_size, args.batch_iters = (256, 100) if gpu else (64, 30)
-    args.scales, args.scales_size = [2, 3], (512 if gpu else (128 if args.quick else 256))
-    args.scales_iters = 300 if gpu else (60 if args.quick else 150)
+    args.scales, args.scales_size = [2, 3], (1024 if gpu else (128 if args.quick else 384))
+    args.scales_iters = 300 if gpu else (60 if args.quick else 100)
     args.seeding_size, args.seeding_iters = (96, 60) if args.quick else (128, 80)
     args.seeding_frames = "1,25" if args.quick else "1,13,25,37"
     args.pipeline_size, args.pipeline_iters = (64, 20) if args.quick else (96, 30)
@@ -464,6 +474,7 @@ def main(argv=None) -> int:
         print(f"unknown section(s) {', '.join(unknown)}: use {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     results = {"machine": machine(device), "sections": {}}
+    command = ("python -m benchmarks.suite " + " ".join(argv)).strip()
     for name in wanted:
         if name == "pipeline":
             try:
@@ -482,13 +493,18 @@ def main(argv=None) -> int:
         if process.returncode or not found:
             print(f"{name}: failed (exit {process.returncode})", flush=True)
             continue
-        results["sections"][name] = found[0]
-    command = "python -m benchmarks.suite " + " ".join(a for a in argv)
-    markdown = render_markdown(results, command.strip())
-    print(markdown)
+        results["sections"][name] = {**found[0], "command": command, "date": results["machine"]["date"]}
     raw = ROOT / "benchmarks" / f"results_suite_{device.type}.json"
-    raw.write_text(json.dumps(results, indent=1))
+    if raw.exists() and not args.no_write:  # sections not rerun keep their earlier results
+        earlier = json.loads(raw.read_text())
+        results = {"machine": earlier["machine"], "command": earlier.get("command", command),
+                   "sections": {**earlier["sections"], **results["sections"]}}
+    else:
+        results["command"] = command
+    markdown = render_markdown(results, results["command"])
+    print(markdown)
     if not args.no_write:
+        raw.write_text(json.dumps(results, indent=1))
         write_benchmarks(markdown, ROOT / "BENCHMARKS.md")
     return 0
 

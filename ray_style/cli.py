@@ -45,6 +45,8 @@ def add_style_options(parser: argparse.ArgumentParser, defaults: StyleSettings) 
     group.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                        help="auto (TF32 on GPUs, else fp32), fp32, tf32, or bf16 (VGG in bfloat16, Grams and "
                             "losses in fp32)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the objective (first frame of each size compiles, then faster)")
     group.add_argument("--scales", type=int, default=defaults.scales,
                        help="coarse-to-fine: optimize at size/2^(N-1) first, doubling up to --size (%(default)s)")
     group.add_argument("--pooling", choices=("avg", "max"), default=defaults.pooling, help="avg is the paper's")
@@ -69,7 +71,7 @@ def add_style_options(parser: argparse.ArgumentParser, defaults: StyleSettings) 
 def style_settings(args, defaults: StyleSettings, init: str | None = None) -> StyleSettings:
     return dataclasses.replace(
         defaults, size=args.size, iters=args.iters, optimizer=args.optimizer, learning_rate=args.learning_rate,
-        lbfgs_history=args.lbfgs_history, precision=args.precision, scales=args.scales,
+        lbfgs_history=args.lbfgs_history, precision=args.precision, scales=args.scales, compile=args.compile,
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling,

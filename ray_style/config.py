@@ -32,6 +32,9 @@ class StyleSettings:
     # Coarse-to-fine: optimize first at size / 2^(scales-1), then double up to size, each
     # scale starting from the previous one's result (Gatys et al. 2017). 1: single scale.
     scales: int = 1
+    # torch.compile the objective (VGG forward, Grams, losses) into fused kernels; the first
+    # frame of each shape pays the compilation (tens of seconds).
+    compile: bool = False
     content_weight: float | None = None  # α; None → the weights source's tested default
     style_weight: float | None = None  # β; None → likewise
     tv_weight: float = 0.0  # not in the paper; smooths high-frequency noise when > 0

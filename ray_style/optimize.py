@@ -145,24 +145,45 @@ class Objective:
         self.style_grams = style_grams
 
     def features(self, image: Tensor) -> dict[str, Tensor]:
-        if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.model(image)
+        return _features(self.model, image, self.channels_last, self.precision == "bf16")
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        features = self.features(image)
-        zero = image.new_zeros(image.shape[0], dtype=torch.float32)
-        content = sum((losses.content_loss(features[name], target) for name, target in self.content_targets.items()),
-                      zero)
-        style = (losses.style_loss(features, self.style_grams, self.layer_weights)
-                 if self.layer_weights and self.beta else zero)
-        tv = losses.tv_loss(image) if self.settings.tv_weight else zero
-        total = losses.total_loss(content, style, tv, self.alpha, self.beta, self.settings.tv_weight)
-        if self.temporal is not None:
-            warped, mask, weight = self.temporal
-            total = total + weight * losses.temporal_loss(image, warped, mask)
-        return total, content, style
+        terms = _compiled_terms() if self.settings.compile else _terms
+        return terms(self.model, image, self.content_targets, self.style_grams, self.layer_weights, self.alpha,
+                     self.beta, self.settings.tv_weight, self.temporal, self.channels_last, self.precision == "bf16")
+
+
+def _features(model: VGGFeatures, image: Tensor, channels_last: bool, bf16: bool) -> dict[str, Tensor]:
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return model(image)
+
+
+def _terms(model, image, content_targets, style_grams, layer_weights, alpha, beta, tv_weight, temporal,
+           channels_last, bf16) -> tuple[Tensor, Tensor, Tensor]:
+    """The objective as one pure function of tensors (what ``--compile`` hands torch.compile)."""
+    features = _features(model, image, channels_last, bf16)
+    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    content = sum((losses.content_loss(features[name], target) for name, target in content_targets.items()), zero)
+    style = losses.style_loss(features, style_grams, layer_weights) if layer_weights and beta else zero
+    tv = losses.tv_loss(image) if tv_weight else zero
+    total = losses.total_loss(content, style, tv, alpha, beta, tv_weight)
+    if temporal is not None:
+        warped, mask, weight = temporal
+        total = total + weight * losses.temporal_loss(image, warped, mask)
+    return total, content, style
+
+
+_COMPILED: list = []
+
+
+def _compiled_terms():
+    """One compiled objective per process: frames of one shape reuse its kernels (dynamo
+    guards on shapes and settings, not on the tensors' values)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_terms, dynamic=False))
+    return _COMPILED[0]
 
 
 def _budgets(iters, batch: int, default: int) -> list[int]:
@@ -275,7 +296,7 @@ def _resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
 
 def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
                            style_grams: dict[str, Tensor], *, iters: int | None = None,
-                           progress: ProgressCallback | None = None,
+                           progress: ProgressCallback | None = None, report_every: int = 10,
                            temporal: tuple[Tensor, Tensor, float] | None = None) -> FrameResult:
     """``settings.scales`` rounds of :func:`stylize` at doubling sizes, each starting from the
     previous result upsampled (Gatys et al. 2017, "Controlling Perceptual Factors"): the
@@ -298,7 +319,8 @@ def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Te
             progress(Progress(offset + p.evaluation, budget * len(shapes), p.loss))
 
         result = stylize(model, scaled, _resize(image, shape), None if content is None else _resize(content, shape),
-                         style_grams, iters=budget, progress=shifted if progress else None, temporal=round_temporal)
+                         style_grams, iters=budget, progress=shifted if progress else None, report_every=report_every,
+                         temporal=round_temporal)
         image, spent, seconds = result.image, spent + result.evaluations, seconds + result.seconds
     return dataclasses.replace(result, evaluations=spent, seconds=seconds)
 

@@ -168,3 +168,20 @@ def test_coarse_to_fine_runs_every_scale_and_reports_all_evaluations(random_vgg)
     assert seen[-1].evaluation == 10 and seen[-1].total == 10
     single, _ = run(random_vgg, dataclasses.replace(settings, scales=1))
     assert not np.array_equal(out, single)
+
+
+@pytest.mark.slow
+def test_compiled_objective_matches_eager(random_vgg):
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("torch.compile on CPU needs a C compiler")
+    model, content, grams = _objective_parts(random_vgg)
+    image = torch.rand_like(content).requires_grad_(True)
+    results = []
+    for compiled in (False, True):
+        objective = optimize.Objective(model, dataclasses.replace(TINY, compile=compiled), content, grams)
+        total = objective(image)[0]
+        results.append((total.detach(), torch.autograd.grad(total.sum(), image)[0]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-3, atol=1e-6)
