@@ -26,8 +26,7 @@ from ray_style.weights import load_weights
 
 def run(model, settings, init, content, grams, budget, target=-1.0):
     """Optimize; return (evaluations until the running best loss ≤ target or None, best loss,
-    loss of the clamped output). Losses are compared before clamping to [0, 1] on both sides,
-    as the optimizer sees them."""
+    loss of the delivered image). The optimizer keeps pixels in [0, 1], so the last two agree."""
     best, reached = [float("inf")], [None]
 
     def progress(p):

@@ -3,15 +3,17 @@
 ``torch.optim.LBFGS`` converts losses and gradient norms to Python numbers several times per
 evaluation (each a GPU synchronization) and walks its history in ~4 × history small kernels.
 Here every decision is a ``torch.where`` on the device, so a frame's whole optimization is a
-fixed sequence of kernels (CUDA-graph capturable), and ``B`` independent problems (frames of
+fixed sequence of kernels the host can queue ahead (the state is updated in place, ready for
+CUDA-graph capture, which is not tried yet), and ``B`` independent problems (frames of
 different chains) advance in lockstep through one batched forward pass.
 
 Per iteration: try ``x + t d``; accept if the loss is finite and satisfies Armijo's
 sufficient decrease, else shrink ``t`` by safeguarded quadratic interpolation and retry the
 same direction. An accepted pair ``(s, y)`` is stored when ``sᵀy > 0``. The direction is
 ``-H g`` in Byrd, Nocedal & Schnabel's compact form (1994), with ``H₀ = γI``: two passes
-over the history per iteration instead of a sequential two-loop recursion. The accepted
-point only ever improves, so it is the best point evaluated.
+over the history per iteration instead of a sequential two-loop recursion. With ``bounds``,
+steps are projected onto the box and variables held at a bound leave the quasi-Newton step.
+The accepted point only ever improves, so it is the best point evaluated.
 """
 from __future__ import annotations
 

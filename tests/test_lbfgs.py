@@ -105,3 +105,18 @@ def test_the_loop_never_reads_a_tensor_on_the_host():
             bool(torch.ones(()))  # the guard works
         state = lbfgs.minimize(loss, torch.zeros(2, solution.numel()), 20, bounds=(-1.0, 1.0))
     assert torch.isfinite(state.f).all()
+
+
+def test_the_optimizer_imports_without_ffmpeg_or_ray():
+    # A GPU machine running the benchmark suite may have neither.
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('imageio_ffmpeg', 'ray'): raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import ray_style, benchmarks.suite\n"
+            "from ray_style import lbfgs, optimize\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
