@@ -52,6 +52,10 @@ BAD_IMAGE = [
     ("unwritable output", ["image", "{content}", "{style}", "-o", "{tmp}/missing/o.png"], 2, "does not exist"),
     ("unknown extension", ["image", "{content}", "{style}", "-o", "{tmp}/o.xyz"], 2, "unknown extension"),
     ("output is the content", ["image", "{content}", "{style}", "-o", "{content}"], 2, "is also an input"),
+    ("no L-BFGS history", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--lbfgs-history", "0"], 2,
+     "--lbfgs-history 0"),
+    ("scales below VGG's minimum", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--size", "32", "--scales",
+                                    "4"], 2, "--scales 4 at --size 32"),
 ]
 BAD_VIDEO = [
     ("missing video", ["video", "{tmp}/nope.mp4", "{style}", "-o", "{tmp}/o.mp4"], 2, "video not found"),
@@ -62,6 +66,8 @@ BAD_VIDEO = [
     ("unreadable style", ["video", "{clip}", "{tmp}/bad.jpg", "-o", "{tmp}/o.mp4"], 2, "cannot read image"),
     ("unwritable output", ["video", "{clip}", "{style}", "-o", "{tmp}/missing/o.mp4"], 2, "does not exist"),
     ("bad --workers", ["video", "{clip}", "{style}", "-o", "{tmp}/o.mp4", "--workers", "0"], 2, "at least 1"),
+    ("bad --frames-per-worker", ["video", "{clip}", "{style}", "-o", "{tmp}/o.mp4", "--frames-per-worker", "0"], 2,
+     "--frames-per-worker 0: use 1…64"),
     ("output is the input", ["video", "{tmp}/inputs/frameless.mp4", "{style}", "-o", "{tmp}/inputs/frameless.mp4"], 2,
      "is also an input"),
 ]
