@@ -239,35 +239,37 @@ def section_batch(args, device) -> dict:
 
 def section_scales(args, device) -> dict:
     weights = load_weights(args.weights)
-    photo = images.resize_long_edge(images.load_image(SAMPLE_PHOTO), args.scales_size)
-    content = images.to_tensor(photo).to(device)
-    base = optimize.resolve_loss_weights(StyleSettings(size=args.scales_size, iters=args.scales_iters), weights,
-                                         photo.shape[0] * photo.shape[1])
-    model = optimize.build_model(weights, base, device)
-    grams = optimize.style_targets(model, optimize.prepare_styles([images.load_image(SAMPLE_STYLE)],
-                                                                  args.scales_size, 1.0, device), base.style_layers)
-    rows, target = [], None
-    for scales in (1, *args.scales):
-        settings = dataclasses.replace(base, scales=scales)
-        trace = []
-        started = time.perf_counter()
+    rows = []
+    for size in args.scales_sizes:
+        photo = images.resize_long_edge(images.load_image(SAMPLE_PHOTO), size)
+        content = images.to_tensor(photo).to(device)
+        base = optimize.resolve_loss_weights(StyleSettings(size=size, iters=args.scales_iters), weights,
+                                             photo.shape[0] * photo.shape[1])
+        model = optimize.build_model(weights, base, device)
+        grams = optimize.style_targets(model, optimize.prepare_styles([images.load_image(SAMPLE_STYLE)], size, 1.0,
+                                                                      device), base.style_layers)
+        target = None
+        for scales in (1, *args.scales):
+            settings = dataclasses.replace(base, scales=scales)
+            trace = []
+            started = time.perf_counter()
 
-        def progress(p, started=started, trace=trace):
-            trace.append((time.perf_counter() - started, p.evaluation, p.loss))
+            def progress(p, started=started, trace=trace):
+                trace.append((time.perf_counter() - started, p.evaluation, p.loss))
 
-        result = optimize.stylize_coarse_to_fine(model, settings, content, content, grams, progress=progress,
-                                                 report_every=1)
-        seconds = time.perf_counter() - started
-        rounds = len(optimize.scale_shapes(*content.shape[-2:], scales))
-        final_scale = [entry for entry in trace if entry[1] > (rounds - 1) * args.scales_iters]  # at full size
-        if target is None:
-            target = result.loss
-        reached = next(((t, e) for t, e, loss in final_scale if loss <= target), (None, None))
-        rows.append({"scales": scales, "size": list(photo.shape[1::-1]), "evaluations_per_scale": args.scales_iters,
-                     "seconds": round(seconds, 2), "final_loss": float(f"{result.loss:.4g}"),
-                     "seconds_to_single_scale_loss": None if reached[0] is None else round(reached[0], 2),
-                     "evaluations_to_it": None if reached[1] is None else reached[1] - (rounds - 1) * args.scales_iters})
-        print(json.dumps(rows[-1]), flush=True)
+            result = optimize.stylize_coarse_to_fine(model, settings, content, content, grams, progress=progress,
+                                                     report_every=1)
+            seconds = time.perf_counter() - started
+            earlier = (len(optimize.scale_shapes(*content.shape[-2:], scales)) - 1) * args.scales_iters
+            final_scale = [entry for entry in trace if entry[1] > earlier]  # the full-size round
+            if target is None:
+                target = result.loss
+            reached = next(((t, e) for t, e, loss in final_scale if loss <= target), (None, None))
+            rows.append({"scales": scales, "size": list(photo.shape[1::-1]), "evaluations_per_scale": args.scales_iters,
+                         "seconds": round(seconds, 2), "final_loss": float(f"{result.loss:.4g}"),
+                         "seconds_to_single_scale_loss": None if reached[0] is None else round(reached[0], 2),
+                         "evaluations_to_it": None if reached[1] is None else reached[1] - earlier})
+            print(json.dumps(rows[-1]), flush=True)
     return {"rows": rows, "weights": weights.identity}
 
 
@@ -471,7 +473,7 @@ def parse(argv=None):
     args.frame_iters = 500 if gpu else (60 if args.quick else 150)
     args.batches = [1, 2, 4] if not gpu else [1, 2, 4, 8]
     args.batch_size, args.batch_iters = (256, 100) if gpu else (64, 30)
-    args.scales, args.scales_size = [2, 3], (1024 if gpu else (128 if args.quick else 384))
+    args.scales, args.scales_sizes = [2, 3], ([1024] if gpu else ([128] if args.quick else [384, 512]))
     args.scales_iters = 300 if gpu else (60 if args.quick else 100)
     args.seeding_size, args.seeding_iters = (96, 60) if args.quick else (128, 80)
     args.seeding_frames = "1,25" if args.quick else "1,13,25,37"
