@@ -216,7 +216,7 @@ def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, to
         parallel = -(-parallel // frames_per_worker)
         executor, started_ray = ray_workers.make_pool(address, workers, threads, parallel, frames_per_worker)
     executor.begin(weights, style, grams)
-    _remember(job, threads=executor.threads)
+    _remember(job, threads=executor.threads, frames_per_worker=getattr(executor, "frames_per_worker", 1))
     chain_start = {c.index: c.start for c in chains}
     attempts: dict = {}
     done_count = total - scheduler.remaining
