@@ -114,9 +114,20 @@ def test_flow_init_caches_flows_and_resumes(tmp_path):
     assert run(tmp_path, settings).rendered == 0
 
 
-def test_batched_frames_per_worker_render_every_frame_once(tmp_path):
+def test_batched_frames_per_worker_render_every_frame_once(tmp_path, monkeypatch):
+    from ray_style import optimize
+
+    batch_sizes, real = [], optimize.stylize_batch
+
+    def spy(model, settings, init, *args, **kwargs):
+        batch_sizes.append(init.shape[0])
+        return real(model, settings, init, *args, **kwargs)
+
+    monkeypatch.setattr(optimize, "stylize_batch", spy)
     result = run(tmp_path, frames_per_worker=3)
     assert result.rendered == 16 and video.probe(result.output).frames == 12
+    assert max(batch_sizes) == 3  # the three chains' seeded frames went together
+    assert '"frames_per_worker": 3' in (result.job_dir / "manifest.json").read_text()
     reference = run(tmp_path, name="single")
     # Same frames, optimized in batches of the three chains' seeded frames: close, not bitwise.
     import numpy as np

@@ -62,5 +62,10 @@ def test_killed_actor_frame_is_redone_and_output_unchanged(tmp_path, local_ray):
 def test_frames_of_different_chains_share_a_worker_call(tmp_path, local_ray):
     result = ray_run(tmp_path, "batched", frames_per_worker=2)
     assert video.probe(result.output).frames == 12 and result.rendered == 16
-    records = [line for line in (result.job_dir / "frames.jsonl").read_text().splitlines()]
+    import json
+
+    records = [json.loads(line) for line in (result.job_dir / "frames.jsonl").read_text().splitlines()]
     assert len(records) == 16
+    # Frames of one batch share its wall time and worker: some call carried two frames.
+    calls = [(r["worker"], r["seconds"]) for r in records]
+    assert len(set(calls)) < len(calls)
