@@ -1,4 +1,5 @@
 """Two Ray nodes on one machine: frames spread over both; a node stopped mid-job loses nothing."""
+import dataclasses
 import os
 import threading
 import time
@@ -35,8 +36,12 @@ def nodes_in_log(job_dir):
     return [line.split('"worker": "')[1].split('"')[0].split("/")[1].split(":")[0] for line in lines]
 
 
+# Frames long enough (~0.5 s) that the node is stopped in the middle of one, not between two.
+SLOWER = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, iters=40))
+
+
 def run(tmp_path, name, address):
-    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", executor="ray",
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", SLOWER, weights="random", executor="ray",
                          address=address, workers=2, threads=1)
 
 
@@ -54,6 +59,7 @@ def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_node
         deadline = time.time() + 120
         while time.time() < deadline:
             if log.exists() and node_id in log.read_text():
+                time.sleep(0.15)  # into the next frame the node was handed at once
                 cluster.remove_node(second, allow_graceful=False)
                 stopped.append(time.time())
                 return
