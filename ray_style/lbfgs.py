@@ -141,8 +141,8 @@ def step(loss_fn: LossFn, state: LBFGSState, shape, bounds: tuple[float, float] 
     sufficient = f_new <= state.f + ARMIJO * torch.clamp(_dot(state.g, s), max=0.0)
     accept = active & torch.isfinite(f_new) & sufficient
     y = g_new - state.g
-    sy_new = _dot(s, y)
-    store = accept & (sy_new > 1e-10 * _dot(y, y))
+    sy_new, yy_new = _dot(s, y), _dot(y, y)
+    store = accept & (sy_new > 1e-10 * yy_new)
 
     slot = state.slot
     state.history[rows, slot] = torch.where(store[:, None], s, state.history[rows, slot])
@@ -157,7 +157,7 @@ def step(loss_fn: LossFn, state: LBFGSState, shape, bounds: tuple[float, float] 
     state.yy[rows, :, slot] = torch.where(keep, state.yy[rows, :, slot], ys[:, :, 1])
     state.age[rows, slot] = torch.where(store, state.iteration, state.age[rows, slot])
     state.slot.copy_(torch.where(store, (slot + 1) % m, slot))
-    state.gamma.copy_(torch.where(store, sy_new / _dot(y, y).clamp_min(1e-30), state.gamma))
+    state.gamma.copy_(torch.where(store, sy_new / yy_new.clamp_min(1e-30), state.gamma))
 
     state.x.copy_(torch.where(accept[:, None], state.trial.detach(), state.x))
     state.f.copy_(torch.where(accept, f_new, state.f))
