@@ -136,11 +136,10 @@ def run_batch(jobs: list[BatchJob], *, executor: str = "ray", address: str | Non
               workers: int | None = None, threads: int | None = None, device: str = "auto",
               on_job=None, progress=None, frames_per_worker: int = 1) -> list[BatchOutcome]:
     """Run every job on one pool; ``on_job(index, job)`` before each, ``progress`` as for video."""
-    from .runner import LocalExecutor, stylize_video
+    from .runner import LocalExecutor, check_frames_per_worker, stylize_video
 
     started_ray = False
-    if not 1 <= frames_per_worker <= 64:
-        raise InputError(f"--frames-per-worker {frames_per_worker}: use 1…64")
+    check_frames_per_worker(frames_per_worker)
     if executor == "local":
         from .optimize import pick_device
 

@@ -122,6 +122,11 @@ def _blend(job: Job, chains, frame: int) -> np.ndarray:
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
+def check_frames_per_worker(frames: int) -> None:
+    if not 1 <= frames <= 64:
+        raise InputError(f"--frames-per-worker {frames}: use 1…64")
+
+
 def stylize_video(input_path, style_paths, output, settings: VideoSettings = VideoSettings(), *,
                   weights: str | Weights = "vgg19", job_dir=None, address: str | None = None,
                   workers: int | None = None, threads: int | None = None, executor: str = "ray",
@@ -143,8 +148,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         raise InputError(f"output {output} must end in {', '.join(VIDEO_SUFFIXES)}")
     if executor not in ("ray", "local"):
         raise InputError(f"unknown executor '{executor}': use ray or local")
-    if not 1 <= frames_per_worker <= 64:
-        raise InputError(f"--frames-per-worker {frames_per_worker}: use 1…64")
+    check_frames_per_worker(frames_per_worker)
     if not style_paths:
         raise InputError("give at least one style image")
     info = video.probe(input_path)
