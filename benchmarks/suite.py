@@ -229,7 +229,6 @@ def section_batch(args, device) -> dict:
     for batch in args.batches:
         model, settings, content, grams = _problem("vgg19", args.batch_size, args.batch_size, device, batch=batch)
         settings = dataclasses.replace(settings, iters=args.batch_iters)
-        optimize.stylize_batch(model, settings, content, content, grams, iters=3)
 
         def frame_batch():
             optimize.stylize_batch(model, settings, content, content, grams)
