@@ -36,6 +36,21 @@ class FrameError(RayStyleError):
     exit_code = 5
 
 
+class StorageError(RayStyleError):
+    """A write that failed for want of space or permission (disk full, quota, read-only).
+
+    Whatever was finished before it is kept; nothing partial replaces a final file.
+    """
+
+    exit_code = 6
+
+
+class ClusterError(RayStyleError):
+    """A Ray cluster that cannot be reached, or cannot place a single worker in time."""
+
+    exit_code = 7
+
+
 def did_you_mean(name: str, choices) -> str:
     """A ' Did you mean …?' suffix for an unknown name, or '' when nothing is close."""
     import difflib
