@@ -1,0 +1,557 @@
+"""The live job page: ``JOB/report/index.html``, rewritten atomically as frames finish.
+
+One static, self-contained file: no JavaScript, no external fetches; charts are inline SVG
+drawn here, thumbnails are ``data:`` URIs, so the file alone can be shared. While the job runs
+a ``<meta http-equiv="refresh">`` reloads it; when the job ends it becomes the final report.
+Everything that comes from the input or the job directory (paths, worker names, event
+details) is HTML-escaped: nothing in a job directory may execute in the browser.
+
+:class:`LivePage` tails ``frames.jsonl`` and ``events.jsonl`` from where it last stopped, so a
+refresh costs the new lines only, however long the job; :func:`render_html` is pure.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import html
+import io
+import json
+import math
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .files import write_text_atomic
+
+STATES = ("running", "finished", "failed", "stopped")
+LATEST = 6  # thumbnails shown, newest first
+THUMB_WIDTH = 240  # px; a 1080p frame's thumbnail stays a few kB of JPEG
+RATE_WINDOW = 50  # recent renders the frame rate and ETA are measured over
+WORKER_WINDOW = 20  # recent renders per worker for its frames per second
+EVENTS_SHOWN = 30
+CHART_POINTS = 600  # a chart of 170,000 frames is drawn from this many bins
+FAILURE_KINDS = ("failed", "redone", "repaired", "warning")
+# Repeated in the page itself, for when the file is opened without our server (shared).
+# frame-ancestors is left out: Chromium ignores it in a <meta> and says so in the console.
+META_CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+# ---------------------------------------------------------------- reading the job directory
+def parse_line(line: str) -> dict | None:
+    """One JSON record, or None. A line cut short by a crash has the next run's record glued to
+    its end (the writer appends after the torn bytes): that record is recovered."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+        start = line.find("{", 1)
+        while start != -1 and record is None:
+            try:
+                record = json.loads(line[start:])
+            except json.JSONDecodeError:
+                start = line.find("{", start + 1)
+    return record if isinstance(record, dict) else None
+
+
+class Tail:
+    """New whole lines of an append-only file since the last call.
+
+    A last line without its newline (being written, or torn by a crash) is left for the next
+    call; a file that shrank or was replaced (``--restart``) is read again from the start.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.offset = 0
+        self.identity: tuple[int, int] | None = None
+
+    def read(self) -> tuple[list[dict], bool]:
+        """``(records, restarted)``: ``restarted`` when the file was replaced or truncated."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            restarted = self.offset > 0
+            self.offset, self.identity = 0, None
+            return [], restarted
+        restarted = False
+        if self.identity not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self.offset:
+            self.offset, restarted = 0, True
+        self.identity = (stat.st_dev, stat.st_ino)
+        if stat.st_size == self.offset:
+            return [], restarted
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(stat.st_size - self.offset)
+        whole = data.rfind(b"\n") + 1
+        self.offset += whole
+        records = [parse_line(line) for line in data[:whole].decode("utf-8", "replace").splitlines()]
+        return [r for r in records if r is not None], restarted
+
+
+# ---------------------------------------------------------------- arithmetic
+def recent_rate(times: list[float]) -> float | None:
+    """Renders per second over ``times`` (finish times, oldest first), or None from fewer than
+    two distinct times. With parallel workers this is the job's rate, not one worker's."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def eta_seconds(remaining: int, rate: float | None) -> float | None:
+    if remaining <= 0:
+        return 0.0
+    return remaining / rate if rate else None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def _number(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------- thumbnails
+def thumbnail(image: np.ndarray, max_width: int = THUMB_WIDTH) -> np.ndarray:
+    """``(H, W, 3)`` uint8 → at most ``max_width`` wide, aspect kept (box filter: cheap, and
+    what the browser test reproduces)."""
+    height, width = image.shape[:2]
+    if width <= max_width:
+        return image
+    size = (max_width, max(1, round(height * max_width / width)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+
+
+def data_uri(image: np.ndarray, quality: int = 85) -> str:
+    """A JPEG ``data:`` URI of ``image`` (``(H, W, 3)`` uint8)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _thumbnail_uri(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            return data_uri(thumbnail(np.asarray(image.convert("RGB"))))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None  # missing or unreadable: the page says so instead of failing the job
+
+
+# ---------------------------------------------------------------- the snapshot
+@dataclass
+class Thumb:
+    chain: int
+    frame: int
+    source: str | None  # data: URI, or None when the file could not be read
+    stylized: str | None
+    seconds: float | None = None
+    worker: str | None = None
+
+
+@dataclass
+class WorkerRow:
+    name: str
+    renders: int
+    frames_per_second: float | None  # while busy: 1 / mean seconds of its recent renders
+    last_seen: float
+
+
+@dataclass
+class Snapshot:
+    """Everything the page shows; :func:`render_html` turns it into HTML without I/O."""
+
+    title: str
+    state: str
+    now: float
+    done: int
+    total: int
+    rate: float | None = None  # renders per second, recent
+    eta: float | None = None  # seconds
+    run: dict = field(default_factory=dict)  # the manifest's "run": input, styles, output
+    frame_size: tuple[int, int] | None = None
+    latest: list[Thumb] = field(default_factory=list)
+    loss: list[tuple[int, float]] = field(default_factory=list)  # (frame, loss)
+    warping: list[tuple[int, float]] = field(default_factory=list)  # (frame, warping error)
+    workers: list[WorkerRow] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # newest first
+    event_counts: dict = field(default_factory=dict)
+    fallbacks: int = 0
+    evaluation: dict | None = None
+    message: str | None = None  # why the job failed or stopped
+    refresh_s: int = 5
+    links: list[str] = field(default_factory=list)  # report files beside index.html
+
+
+class LivePage:
+    """Keeps a job's page up to date: ``write`` after frames finish, ``maybe_write`` to throttle.
+
+    ``total_renders``: renders the job needs (a seam frame counts once per chain).
+    """
+
+    def __init__(self, job_root, total_renders: int, title: str | None = None, refresh_s: int = 5):
+        self.root = Path(job_root)
+        self.total = total_renders
+        self.title = title
+        self.refresh_s = refresh_s
+        self.frames, self.events = Tail(self.root / "frames.jsonl"), Tail(self.root / "events.jsonl")
+        self.last_written = 0.0
+        self.created = time.time()
+        self._thumbs: dict[tuple[int, int], Thumb] = {}
+        self._reset_frames()
+        self._reset_events()
+
+    def _reset_frames(self) -> None:
+        self.done_keys: set[int] = set()
+        self.times: collections.deque = collections.deque(maxlen=RATE_WINDOW)
+        self.latest: collections.deque = collections.deque(maxlen=LATEST)
+        self.loss: dict[int, float] = {}
+        self.warping: dict[int, float] = {}
+        self.worker_renders: collections.Counter = collections.Counter()
+        self.worker_seconds: dict[str, collections.deque] = {}
+        self.worker_seen: dict[str, float] = {}
+        self.fallbacks = 0
+
+    def _reset_events(self) -> None:
+        self.recent_events: collections.deque = collections.deque(maxlen=EVENTS_SHOWN)
+        self.event_counts: collections.Counter = collections.Counter()
+
+    # incremental state
+    def update(self) -> None:
+        """Read what was appended to frames.jsonl and events.jsonl since the last call."""
+        records, restarted = self.frames.read()
+        if restarted:
+            self._reset_frames()
+        for record in records:
+            self._add_frame(record)
+        events, restarted = self.events.read()
+        if restarted:
+            self._reset_events()
+        for event in events:
+            self.recent_events.append(event)
+            self.event_counts[str(event.get("kind", "event"))] += 1
+
+    def _add_frame(self, record: dict) -> None:
+        chain, frame = record.get("chain"), record.get("frame")
+        if not isinstance(chain, int) or not isinstance(frame, int):
+            return
+        self.done_keys.add(chain * 10_000_000 + frame)  # one int per render: 170,000 stay small
+        finished = _float(record.get("time"))
+        if finished is not None:
+            self.times.append(finished)
+        self.latest.append((chain, frame, _float(record.get("seconds")), record.get("worker")))
+        if (loss := _float(record.get("loss"))) is not None:
+            self.loss[frame] = loss
+        if (warping := _float(record.get("warping_error"))) is not None:
+            self.warping[frame] = warping
+        if record.get("fallback"):
+            self.fallbacks += 1
+        worker = record.get("worker")
+        if worker is not None:
+            worker = str(worker)
+            self.worker_renders[worker] += 1
+            if (seconds := _float(record.get("seconds"))) is not None:
+                self.worker_seconds.setdefault(worker, collections.deque(maxlen=WORKER_WINDOW)).append(seconds)
+            self.worker_seen[worker] = max(self.worker_seen.get(worker, 0.0), finished or 0.0)
+
+    def _thumb(self, chain: int, frame: int, seconds, worker) -> Thumb:
+        key = (chain, frame)
+        if key not in self._thumbs or None in (self._thumbs[key].source, self._thumbs[key].stylized):
+            self._thumbs[key] = Thumb(chain, frame, _thumbnail_uri(self.root / "source" / f"{frame:06d}.png"),
+                                      _thumbnail_uri(self.root / "chains" / f"{chain:04d}" / f"{frame:06d}.png"),
+                                      seconds, None if worker is None else str(worker))
+        return self._thumbs[key]
+
+    def snapshot(self, state: str = "running", evaluation: dict | None = None, message: str | None = None,
+                 now: float | None = None) -> Snapshot:
+        if state not in STATES:
+            raise ValueError(f"state {state!r}: use one of {', '.join(STATES)}")
+        self.update()
+        manifest = _read_manifest(self.root)
+        run = manifest.get("run", {}) if isinstance(manifest.get("run"), dict) else {}
+        latest = [self._thumb(*entry) for entry in reversed(self.latest)]
+        self._thumbs = {(t.chain, t.frame): t for t in latest}  # only what is shown stays cached
+        done = min(len(self.done_keys), self.total) if self.total else len(self.done_keys)
+        # A resumed job's log starts with the earlier run's renders; the gap between runs is no rate.
+        times = [t for t in self.times if t >= self.created]
+        rate = recent_rate(times if len(times) >= 2 else [t for t in self.times if t < self.created])
+        warping = self.warping
+        if evaluation and evaluation.get("per_frame"):
+            warping = {int(row["frame"]): float(row["warping_error"]) for row in evaluation["per_frame"]
+                       if isinstance(row, dict) and _float(row.get("warping_error")) is not None
+                       and isinstance(row.get("frame"), int)}
+        report = self.root / "report"
+        links = sorted(p.name for p in report.glob("*") if p.is_file() and not p.name.startswith(".")
+                       and p.name != "index.html") if report.is_dir() else []
+        return Snapshot(
+            title=self.title or _default_title(run), state=state, now=time.time() if now is None else now,
+            done=done, total=self.total, rate=rate, eta=eta_seconds(self.total - done, rate) if state == "running"
+            else None, run=run, frame_size=_frame_size(manifest), latest=latest,
+            loss=sorted(self.loss.items()), warping=sorted(warping.items()), workers=[
+                WorkerRow(name, count, _per_second(self.worker_seconds.get(name)), self.worker_seen.get(name, 0.0))
+                for name, count in sorted(self.worker_renders.items())],
+            events=list(reversed(self.recent_events)), event_counts=dict(self.event_counts),
+            fallbacks=self.fallbacks, evaluation=evaluation, message=message, refresh_s=self.refresh_s,
+            links=links)
+
+    # writing
+    def write(self, state: str = "running", evaluation: dict | None = None, message: str | None = None) -> Path:
+        """Rewrite ``JOB/report/index.html`` atomically; ``evaluation``: the final
+        ``dataclasses.asdict(Evaluation)``; ``message``: why the job failed or stopped."""
+        snapshot = self.snapshot(state, evaluation, message)
+        path = self.root / "report" / "index.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, render_html(snapshot))
+        self.last_written = time.monotonic()
+        return path
+
+    def maybe_write(self, min_interval_s: float = 2.0, state: str = "running") -> bool:
+        """``write`` unless the page was written less than ``min_interval_s`` ago."""
+        if self.last_written and time.monotonic() - self.last_written < min_interval_s:
+            return False
+        self.write(state)
+        return True
+
+
+def _float(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _per_second(seconds) -> float | None:
+    if not seconds:
+        return None
+    mean = sum(seconds) / len(seconds)
+    return 1.0 / mean if mean > 0 else None
+
+
+def _read_manifest(root: Path) -> dict:
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _frame_size(manifest: dict) -> tuple[int, int] | None:
+    size = manifest.get("frame_size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size[0], size[1]
+    return None
+
+
+def _default_title(run: dict) -> str:
+    name = Path(str(run.get("input") or "video")).name
+    styles = run.get("styles") if isinstance(run.get("styles"), list) else []
+    styled = " × ".join(Path(str(s)).name for s in styles)
+    return f"{name} × {styled}" if styled else name
+
+
+# ---------------------------------------------------------------- HTML
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def line_chart_svg(points: list[tuple[int, float]], title: str, width: int = 470, height: int = 170,
+                   max_points: int = CHART_POINTS) -> str:
+    """An inline SVG line chart of ``(x, y)`` points; more than ``max_points`` are averaged
+    into that many bins of x, so the page stays small for long videos."""
+    left, right, top, bottom = 56, width - 8, 22, height - 22
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
+             f'<text x="{left}" y="14" class="t">{_e(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" class="frame"/>']
+    points = [(x, y) for x, y in points if math.isfinite(y)]
+    if not points:
+        parts.append(f'<text x="{left + 8}" y="{(top + bottom) // 2}" class="l">no values yet</text></svg>')
+        return "".join(parts)
+    xs = np.array([p[0] for p in points], dtype=np.float64)
+    ys = np.array([p[1] for p in points], dtype=np.float64)
+    if len(xs) > max_points:
+        bins = np.minimum(((xs - xs[0]) / max(xs[-1] - xs[0], 1) * max_points).astype(int), max_points - 1)
+        counts = np.bincount(bins, minlength=max_points)
+        keep = counts > 0
+        xs = (np.bincount(bins, xs, max_points)[keep] / counts[keep])
+        ys = (np.bincount(bins, ys, max_points)[keep] / counts[keep])
+    x_low, x_high, y_low, y_high = xs.min(), xs.max(), ys.min(), ys.max()
+    px = left + (right - left) * (xs - x_low) / ((x_high - x_low) or 1.0)
+    py = bottom - (bottom - top) * (ys - y_low) / ((y_high - y_low) or 1.0)
+    if len(px) == 1:
+        parts.append(f'<circle cx="{px[0]:.1f}" cy="{py[0]:.1f}" r="3" class="p"/>')
+    else:
+        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(px, py))
+        parts.append(f'<polyline points="{coords}" class="line"/>')
+    parts += [f'<text x="{left - 4}" y="{top + 9}" class="l r">{_number(float(y_high))}</text>',
+              f'<text x="{left - 4}" y="{bottom}" class="l r">{_number(float(y_low))}</text>',
+              f'<text x="{left}" y="{height - 6}" class="l">frame {int(x_low)}</text>',
+              f'<text x="{right}" y="{height - 6}" class="l r">frame {int(x_high)}</text></svg>']
+    return "".join(parts)
+
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1000px;padding:12px 16px;color:#222;background:#fafafa}
+h1{font-size:20px;margin:4px 0}h2{font-size:16px;margin:18px 0 6px;border-bottom:1px solid #ddd}
+.meta{color:#555;font-size:13px;word-break:break-all}.state{font-weight:600;padding:1px 8px;border-radius:9px}
+.running{background:#dbeafe}.finished{background:#dcfce7}.failed{background:#fee2e2}.stopped{background:#fef3c7}
+.bar{height:14px;background:#e5e7eb;border-radius:7px;overflow:hidden;margin:6px 0}
+.bar div{height:100%;background:#2563eb}
+.stats{display:flex;gap:26px;flex-wrap:wrap}.stats b{font-size:20px;display:block}
+.thumbs{display:grid;grid-template-columns:repeat(3,1fr);gap:10px}
+figure{margin:0;background:#fff;border:1px solid #e5e7eb;border-radius:6px;padding:6px}
+figure .pair{display:flex;gap:4px}figure img{width:50%;height:auto;display:block}
+figcaption{font-size:12px;color:#555;margin-top:3px}.missing{width:50%;font-size:12px;color:#999}
+.charts{display:flex;gap:12px;flex-wrap:wrap}
+svg{background:#fff;border:1px solid #e5e7eb;border-radius:6px}svg .t{font-size:13px;font-weight:600}
+svg .l{font-size:11px;fill:#555}svg .r{text-anchor:end}svg .frame{fill:none;stroke:#ddd}
+svg .line{fill:none;stroke:#2563eb;stroke-width:1.5}svg .p{fill:#2563eb}
+table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}.detail{word-break:break-all}
+.msg{padding:8px;border-radius:6px;background:#fee2e2}video,.sheet{max-width:100%}
+"""
+
+
+def render_html(snapshot: Snapshot) -> str:
+    """The whole page for ``snapshot``: a pure function, no I/O."""
+    s = snapshot
+    head = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{_e(META_CSP)}">',
+            '<meta name="referrer" content="no-referrer">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">']
+    if s.state == "running":
+        head.append(f'<meta http-equiv="refresh" content="{int(s.refresh_s)}">')
+    head += ['<link rel="icon" href="data:,">', f"<title>{_e(s.title)} — ray-style</title>",
+             f"<style>{CSS}</style></head><body>"]
+    body = [_header(s), _progress(s)]
+    if s.message:
+        body.append(f'<p class="msg" id="message">{_e(s.message)}</p>')
+    if s.evaluation is not None:
+        body.append(_evaluation(s))
+    body += [_thumbnails(s), _charts(s), _workers(s), _events(s), "</body></html>"]
+    return "".join(head + body) + "\n"
+
+
+def _header(s: Snapshot) -> str:
+    run = s.run
+    styles = run.get("styles") if isinstance(run.get("styles"), list) else []
+    size = f" · {s.frame_size[0]}×{s.frame_size[1]} px" if s.frame_size else ""
+    return (f"<h1>{_e(s.title)}</h1>"
+            f'<p class="meta"><span class="state {_e(s.state)}" id="state">{_e(s.state)}</span> · updated '
+            f'{_e(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.now)))}{_e(size)}<br>'
+            f'input <span id="input">{_e(run.get("input", "—"))}</span><br>'
+            f'style {_e(", ".join(str(p) for p in styles) or "—")} · output {_e(run.get("output", "—"))}</p>')
+
+
+def _progress(s: Snapshot) -> str:
+    share = s.done / s.total if s.total else 0.0
+    rate = (f"{s.rate:.3g} frames/s ({1 / s.rate:.3g} s per frame)" if s.rate else "—")
+    eta = format_duration(s.eta) if s.state == "running" else ("done" if s.state == "finished" else "—")
+    return ("<h2>Progress</h2>"
+            f'<div class="bar" title="{share:.1%}"><div style="width:{share * 100:.2f}%"></div></div>'
+            '<div class="stats">'
+            f'<div><b><span id="done">{s.done}</span> / <span id="total">{s.total}</span></b>renders done '
+            f"({share:.1%})</div>"
+            f'<div><b id="rate">{_e(rate)}</b>recent rate</div>'
+            f'<div><b id="eta">{_e(eta)}</b>time left</div></div>')
+
+
+def _thumbnails(s: Snapshot) -> str:
+    if not s.latest:
+        return '<h2>Latest frames</h2><p id="latest">no frame finished yet</p>'
+    figures = []
+    for t in s.latest:
+        images = []
+        for kind, uri in (("source", t.source), ("stylized", t.stylized)):
+            alt = f"{kind} frame {t.frame}"
+            images.append(f'<img class="{kind}" src="{_e(uri)}" alt="{_e(alt)}">' if uri
+                          else f'<span class="missing">{_e(alt)} unavailable</span>')
+        took = f" · {t.seconds:.1f} s" if t.seconds is not None else ""
+        who = f" · {_e(t.worker)}" if t.worker else ""
+        figures.append(f'<figure data-frame="{t.frame}" data-chain="{t.chain}"><div class="pair">{"".join(images)}'
+                       f"</div><figcaption>frame {t.frame} · chain {t.chain}{_e(took)}{who}</figcaption></figure>")
+    return ('<h2>Latest frames <small>(source · stylized, newest first)</small></h2>'
+            f'<div class="thumbs" id="latest">{"".join(figures)}</div>')
+
+
+def _charts(s: Snapshot) -> str:
+    warping_title = ("warping error to the next frame" if s.evaluation else "warping error (per frame)")
+    return ('<h2>Per frame</h2><div class="charts">'
+            f'<div id="loss-chart">{line_chart_svg(s.loss, "loss (α·content + β·style)")}</div>'
+            f'<div id="warping-chart">{line_chart_svg(s.warping, warping_title)}</div></div>')
+
+
+def _workers(s: Snapshot) -> str:
+    if not s.workers:
+        return '<h2>Workers</h2><p id="workers">none seen yet</p>'
+    rows = "".join(
+        f"<tr><td>{_e(w.name)}</td><td class=n>{w.renders}</td>"
+        f"<td class=n>{'—' if w.frames_per_second is None else f'{w.frames_per_second:.3g}'}</td>"
+        f"<td class=n>{_e(format_duration(s.now - w.last_seen)) + ' ago' if w.last_seen else '—'}</td></tr>"
+        for w in s.workers)
+    return ('<h2>Workers</h2><table id="workers"><tr><th>worker</th><th>renders</th>'
+            f"<th>frames/s while busy</th><th>last frame</th></tr>{rows}</table>")
+
+
+def _events(s: Snapshot) -> str:
+    counts = dict(s.event_counts)
+    summary = ", ".join(f"{count} {_e(kind)}" for kind, count in sorted(counts.items())) or "none"
+    fallback = f"; {s.fallbacks} renders fell back" if s.fallbacks else ""
+    out = f'<h2>Failures and redone frames</h2><p id="event-counts">{summary}{fallback}</p>'
+    if s.events:
+        rows = []
+        for event in s.events:
+            when = _float(event.get("time"))
+            stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "—"
+            rows.append(f"<tr><td>{_e(stamp)}</td><td>{_e(event.get('kind', 'event'))}</td>"
+                        f"<td class=n>{_e(event.get('chain', '—'))}</td><td class=n>{_e(event.get('frame', '—'))}</td>"
+                        f"<td>{_e(event.get('worker', '—'))}</td><td class=detail>{_e(event.get('detail', ''))}</td>"
+                        "</tr>")
+        out += ('<table id="events"><tr><th>time</th><th>event</th><th>chain</th><th>frame</th><th>worker</th>'
+                f"<th>detail</th></tr>{''.join(rows)}</table>")
+    return out
+
+
+def _evaluation(s: Snapshot) -> str:
+    e = s.evaluation or {}
+    rows = [("warping error", e.get("warping_error"), "mean over consecutive pairs, lower is steadier"),
+            ("content loss", e.get("content_loss"), "eq. 1 against the source, mean per frame"),
+            ("style loss", e.get("style_loss"), "eq. 5 against the artwork, mean per frame")]
+    table = "".join(f'<tr><td>{name}</td><td class=n id="eval-{name.split()[0]}">{_e(_number(value))}</td>'
+                    f"<td>{note}</td></tr>" for name, value, note in rows)
+    extra = ""
+    if "contact_sheet.png" in s.links:
+        extra += '<p><img class="sheet" src="contact_sheet.png" alt="contact sheet: source above, stylized below"></p>'
+    if "side_by_side.mp4" in s.links:
+        extra += '<p><video controls preload="metadata" src="side_by_side.mp4"></video></p>'
+    # "./" and quoting keep a file named like a URL ("javascript:…") a relative path.
+    files = " · ".join(f'<a href="./{_e(urllib.parse.quote(name))}">{_e(name)}</a>' for name in s.links)
+    return (f'<h2>Final evaluation</h2><table id="evaluation">{table}</table>{extra}'
+            + (f'<p class="meta">report files: {files}</p>' if files else ""))
+
+
+__all__ = ["LivePage", "Snapshot", "Thumb", "WorkerRow", "render_html", "line_chart_svg", "recent_rate",
+           "eta_seconds", "format_duration", "thumbnail", "data_uri", "parse_line", "Tail"]
