@@ -150,7 +150,8 @@ def thumbnail(image: np.ndarray, max_width: int = THUMB_WIDTH) -> np.ndarray:
 def data_uri(image: np.ndarray, quality: int = 85) -> str:
     """A JPEG ``data:`` URI of ``image`` (``(H, W, 3)`` uint8)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    # 4:4:4 chroma: a painted texture keeps its colours (4:2:0 smears them ~50 % more).
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -195,8 +196,8 @@ class Snapshot:
     run: dict = field(default_factory=dict)  # the manifest's "run": input, styles, output
     frame_size: tuple[int, int] | None = None
     latest: list[Thumb] = field(default_factory=list)
-    loss: list[tuple[int, float]] = field(default_factory=list)  # (frame, loss)
-    warping: list[tuple[int, float]] = field(default_factory=list)  # (frame, warping error)
+    loss: object = ()  # (frame, loss) pairs: a list, or an ``(N, 2)`` array
+    warping: object = ()  # (frame, warping error) pairs
     workers: list[WorkerRow] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)  # newest first
     event_counts: dict = field(default_factory=dict)
@@ -229,8 +230,7 @@ class LivePage:
         self.done_keys: set[int] = set()
         self.times: collections.deque = collections.deque(maxlen=RATE_WINDOW)
         self.latest: collections.deque = collections.deque(maxlen=LATEST)
-        self.loss: dict[int, float] = {}
-        self.warping: dict[int, float] = {}
+        self.loss, self.warping = FrameSeries(), FrameSeries()
         self.worker_renders: collections.Counter = collections.Counter()
         self.worker_seconds: dict[str, collections.deque] = {}
         self.worker_seen: dict[str, float] = {}
@@ -265,9 +265,9 @@ class LivePage:
             self.times.append(finished)
         self.latest.append((chain, frame, _float(record.get("seconds")), record.get("worker")))
         if (loss := _float(record.get("loss"))) is not None:
-            self.loss[frame] = loss
+            self.loss.set(frame, loss)
         if (warping := _float(record.get("warping_error"))) is not None:
-            self.warping[frame] = warping
+            self.warping.set(frame, warping)
         if record.get("fallback"):
             self.fallbacks += 1
         worker = record.get("worker")
@@ -299,11 +299,11 @@ class LivePage:
         # A resumed job's log starts with the earlier run's renders; the gap between runs is no rate.
         times = [t for t in self.times if t >= self.created]
         rate = recent_rate(times if len(times) >= 2 else [t for t in self.times if t < self.created])
-        warping = self.warping
+        warping = self.warping.points()
         if evaluation and evaluation.get("per_frame"):
-            warping = {int(row["frame"]): float(row["warping_error"]) for row in evaluation["per_frame"]
+            warping = [(row["frame"], row["warping_error"]) for row in evaluation["per_frame"]
                        if isinstance(row, dict) and _float(row.get("warping_error")) is not None
-                       and isinstance(row.get("frame"), int)}
+                       and isinstance(row.get("frame"), int)]
         report = self.root / "report"
         links = sorted(p.name for p in report.glob("*") if p.is_file() and not p.name.startswith(".")
                        and p.name != "index.html") if report.is_dir() else []
@@ -311,7 +311,7 @@ class LivePage:
             title=self.title or _default_title(run), state=state, now=time.time() if now is None else now,
             done=done, total=self.total, rate=rate, eta=eta_seconds(self.total - done, rate) if state == "running"
             else None, run=run, frame_size=_frame_size(manifest), latest=latest,
-            loss=sorted(self.loss.items()), warping=sorted(warping.items()), workers=[
+            loss=self.loss.points(), warping=warping, workers=[
                 WorkerRow(name, count, _per_second(self.worker_seconds.get(name)), self.worker_seen.get(name, 0.0))
                 for name, count in sorted(self.worker_renders.items())],
             events=list(reversed(self.recent_events)), event_counts=dict(self.event_counts),
@@ -335,6 +335,28 @@ class LivePage:
             return False
         self.write(state)
         return True
+
+
+class FrameSeries:
+    """One value per frame index (the last one set wins: a seam frame has two renders), kept
+    in a growing array so a 170,000-frame chart costs no per-refresh sort."""
+
+    def __init__(self):
+        self.values = np.full(1024, np.nan)
+
+    def set(self, frame: int, value: float) -> None:
+        if frame < 0:
+            return
+        if frame >= len(self.values):
+            grown = np.full(max(2 * len(self.values), frame + 1), np.nan)
+            grown[:len(self.values)] = self.values
+            self.values = grown
+        self.values[frame] = value
+
+    def points(self) -> np.ndarray:
+        """``(N, 2)``: frame, value for the frames that have one, in frame order."""
+        frames = np.flatnonzero(np.isfinite(self.values))
+        return np.stack([frames.astype(np.float64), self.values[frames]], axis=1)
 
 
 def _float(value) -> float | None:
@@ -377,21 +399,22 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def line_chart_svg(points: list[tuple[int, float]], title: str, width: int = 470, height: int = 170,
+def line_chart_svg(points, title: str, width: int = 470, height: int = 170,
                    max_points: int = CHART_POINTS) -> str:
-    """An inline SVG line chart of ``(x, y)`` points; more than ``max_points`` are averaged
-    into that many bins of x, so the page stays small for long videos."""
+    """An inline SVG line chart of ``(x, y)`` points (a list of pairs or an ``(N, 2)`` array,
+    x ascending); more than ``max_points`` are averaged into that many bins of x, so the page
+    stays small for long videos."""
     left, right, top, bottom = 56, width - 8, 22, height - 22
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
              f'<text x="{left}" y="14" class="t">{_e(title)}</text>',
              f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" class="frame"/>']
-    points = [(x, y) for x, y in points if math.isfinite(y)]
-    if not points:
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    points = points[np.isfinite(points[:, 1])]
+    if not len(points):
         parts.append(f'<text x="{left + 8}" y="{(top + bottom) // 2}" class="l">no values yet</text></svg>')
         return "".join(parts)
-    xs = np.array([p[0] for p in points], dtype=np.float64)
-    ys = np.array([p[1] for p in points], dtype=np.float64)
+    xs, ys = points[:, 0], points[:, 1]
     if len(xs) > max_points:
         bins = np.minimum(((xs - xs[0]) / max(xs[-1] - xs[0], 1) * max_points).astype(int), max_points - 1)
         counts = np.bincount(bins, minlength=max_points)
