@@ -296,6 +296,8 @@ class LivePage:
         latest = [self._thumb(*entry) for entry in reversed(self.latest)]
         self._thumbs = {(t.chain, t.frame): t for t in latest}  # only what is shown stays cached
         done = min(len(self.done_keys), self.total) if self.total else len(self.done_keys)
+        if state == "finished":  # a render whose log line a crash cut off still counts then
+            done = self.total or done
         # A resumed job's log starts with the earlier run's renders; the gap between runs is no rate.
         times = [t for t in self.times if t >= self.created]
         rate = recent_rate(times if len(times) >= 2 else [t for t in self.times if t < self.created])
