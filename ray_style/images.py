@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 from .files import atomic_path, check_writable_output
@@ -17,14 +17,71 @@ SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                 ".tif": "TIFF", ".tiff": "TIFF"}
 
 
+def _stretch(values: np.ndarray, top: float | None) -> np.ndarray:
+    """``values`` scaled so 0…``top`` maps to 0…255 (``top`` None: their own min…max), uint8."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (0.0, top) if top is not None else (float(values.min()), float(values.max()))
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _grey_to_rgb(image: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float greyscale image with its true values kept: Pillow's own
+    conversion clips everything above 255 to white."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        finite = values[np.isfinite(values)]
+        inside = finite.size and finite.min() >= 0 and finite.max() <= 1
+        grey = _stretch(values, 1.0 if inside else None)
+    elif values.size and values.min() >= 0 and values.max() <= 65535:  # 16-bit samples (PNG, TIFF, PGM)
+        grey = _stretch(values, 65535.0)
+    else:
+        grey = _stretch(values, None)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """Through the file's ICC profile when it has one (print CMYK is far from Pillow's formula)."""
+    profile = image.info.get("icc_profile")
+    if profile:
+        from io import BytesIO
+
+        from PIL import ImageCms
+
+        try:
+            return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(BytesIO(profile)),
+                                             ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    return image.convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow image as RGB ``(H, W, 3)`` uint8, as it is meant to look: upright (EXIF
+    orientation), transparency over white, 16-bit and float greyscale scaled, CMYK converted."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return _grey_to_rgb(image)
+    if image.mode == "CMYK":
+        return np.asarray(_cmyk_to_rgb(image))
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
 def load_image(path) -> np.ndarray:
-    """An RGB ``(H, W, 3)`` uint8 array, or :class:`InputError` saying why not."""
+    """An RGB ``(H, W, 3)`` uint8 array (see :func:`to_rgb`), or :class:`InputError` saying why not."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return to_rgb(image)
     except Image.DecompressionBombError as error:
         raise InputError(f"refusing {path}: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -87,5 +144,5 @@ def save_image(image: np.ndarray, path, compress_level: int = 6) -> Path:
     return path
 
 
-__all__ = ["load_image", "fit_long_edge", "resize", "resize_long_edge", "to_tensor", "to_uint8",
+__all__ = ["load_image", "to_rgb", "fit_long_edge", "resize", "resize_long_edge", "to_tensor", "to_uint8",
            "transfer_colors", "save_image", "check_image_output"]
