@@ -2,33 +2,58 @@
 
 Frames stream as generators of ``(H, W, 3)`` uint8 arrays; nothing holds a whole video.
 ffmpeg's own parser decides what is a video, and its complaint reaches the user in one line.
+Every source frame is one frame here, with its own timestamp: nothing is duplicated or dropped
+to force a constant rate, so phone and screen recordings (variable rate) keep their timing.
+An output is renamed into place only once ffmpeg succeeded and the file holds every frame sent.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
+import errno
+import functools
 import re
+import struct
 import subprocess
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .files import atomic_path, check_writable_output
+from .errors import InputError, StorageError
+from .files import atomic_path, check_writable_output, storage_message
 
 MAX_PIXELS = 8192 * 8192  # decoded frame size we accept (inputs are untrusted)
+
+# Output containers by extension, as ffmpeg's muxer names them (.m4v is an MP4 file).
+MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+OUTPUT_SUFFIXES = tuple(MUXERS)
+VFR_TIMEBASE = 90000  # ticks per second for variable-rate output timestamps (MPEG's clock)
+# ffmpeg's words (strerror) for the storage failures files.STORAGE_ERRNOS explains to the user.
+_STORAGE_FAILURES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                     "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES,
+                     "File too large": errno.EFBIG}
+_DAMAGE = re.compile(r"partial file|corrupt|Invalid data|error while decoding|Truncat|Error splitting", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
-    frames: int  # counted by decoding, not fps × duration
-    fps: Fraction  # exact where the float is a known NTSC rate (30000/1001 …)
+    frames: int  # decoded, one per source frame (not fps × duration)
+    fps: Fraction  # the nominal rate (exact where the float is a known NTSC rate); the average when variable
     width: int  # as displayed: after rotation and non-square pixels
     height: int
     rotate: int
-    audio_codec: str | None  # None: no audio stream
+    audio_codec: str | None  # the first audio track's codec; None: no audio stream
+    audio_codecs: tuple[str, ...] = ()  # every audio track's codec, in stream order
+    # Each frame's presentation time in seconds from the file's start; None when frame i is at i / fps
+    # (constant rate from zero, within a quarter frame).
+    timestamps: tuple[float, ...] | None = None
+    expected_frames: int | None = None  # what the container promises (duration × rate); None: unknown
+    warnings: tuple[str, ...] = ()  # one line each, for the user (a truncated file …)
 
     @property
     def has_audio(self) -> bool:
@@ -41,6 +66,14 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@functools.lru_cache(maxsize=None)
+def encoders() -> frozenset[str]:
+    """Names of the encoders the bundled ffmpeg has (``libvpx-vp9``, ``libopus`` …)."""
+    listing = subprocess.run([_ffmpeg(), "-hide_banner", "-encoders"], capture_output=True, text=True,
+                             errors="replace", stdin=subprocess.DEVNULL).stdout
+    return frozenset(m.group(1) for m in re.finditer(r"^ [VAS][\w.]{5} (\S+)", listing, re.MULTILINE))
+
+
 def exact_rate(fps: float) -> Fraction:
     """ffmpeg's header prints rates rounded (29.97); restore NTSC's exact fractions."""
     for base in (24, 30, 48, 60, 120):
@@ -49,53 +82,203 @@ def exact_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+class _Process:
+    """An ffmpeg child whose stderr is drained by a thread (a full pipe would hang it), keeping the
+    last lines as evidence; leaving the ``with`` block kills it if it still runs."""
+
+    def __init__(self, args: Sequence[str], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
+        self.args = [_ffmpeg(), "-hide_banner", *args]
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.process = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        for raw in self.process.stderr:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                self.tail.append(line)
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        self._drain.join()
+        return code
+
+    def complaint(self) -> str:
+        """ffmpeg's last few lines, joined into one."""
+        return " | ".join(list(self.tail)[-3:]) or "no message"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self.wait()
+        self.process.stderr.close()
+
+
+# ---------------------------------------------------------------- probing
+
 def _header(path: Path) -> str:
     result = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
                             errors="replace", stdin=subprocess.DEVNULL)
     return result.stderr
 
 
-def probe(path) -> VideoInfo:
-    """Everything we need about an input video, or :class:`InputError` saying why it is not one."""
-    import imageio_ffmpeg
+def _streams(header: str) -> list[tuple[str, str, list[str]]]:
+    """``(kind, stream line, its metadata lines)`` for each stream of input #0, in order."""
+    streams: list[tuple[str, str, list[str]]] = []
+    for line in header.split("Output #0")[0].splitlines():
+        match = re.match(r"\s*Stream #0:\d+.*?: (Video|Audio|Subtitle|Data|Attachment):", line)
+        if match:
+            streams.append((match.group(1), line, []))
+        elif streams and line.startswith("      "):
+            streams[-1][2].append(line)
+    return streams
 
+
+def _audio_codecs(header: str) -> tuple[str, ...]:
+    return tuple(re.search(r"Audio: (\w+)", line).group(1) for kind, line, _ in _streams(header) if kind == "Audio")
+
+
+def _seconds(text: str) -> float | None:
+    match = re.search(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else None
+
+
+def _nominal_rate(line: str) -> float | None:
+    """The stream's average rate ("25 fps"), else its base rate ("25 tbr", "1k tbr")."""
+    for pattern in (r"([\d.]+)(k?) fps", r"([\d.]+)(k?) tbr"):
+        match = re.search(pattern, line)
+        if match and float(match.group(1)) > 0:
+            return float(match.group(1)) * (1000 if match.group(2) else 1)
+    return None
+
+
+def _display_size(line: str, extra: list[str]) -> tuple[int, int, int]:
+    """``(width, height, rotate)`` as displayed, from the stream line and its side data."""
+    width, height = map(int, re.search(r", (\d{1,6})x(\d{1,6})", line).groups())
+    sar = re.search(r"\[SAR (\d+):(\d+) DAR", line)
+    if sar and int(sar.group(1)) and int(sar.group(2)):  # non-square pixels: display width differs
+        width = round(width * int(sar.group(1)) / int(sar.group(2)))
+    # ffmpeg ≥ 6 prints a display matrix (counter-clockwise degrees); older ones a "rotate" tag.
+    matrix = next((re.search(r"rotation of (-?[\d.]+) degrees", x, re.IGNORECASE) for x in extra
+                   if re.search(r"rotation of", x, re.IGNORECASE)), None)
+    tag = next((re.search(r"rotate\s+:\s*(-?\d+)", x) for x in extra if re.search(r"rotate\s+:", x)), None)
+    rotate = round(-float(matrix.group(1))) % 360 if matrix else int(tag.group(1)) % 360 if tag else 0
+    if rotate in (90, 270):
+        width, height = height, width
+    return width, height, rotate
+
+
+def _frame_times(path: Path) -> tuple[list[float | None], bool, str]:
+    """Decode every frame once, one per source frame: ``(presentation times, ffmpeg reported damage,
+    its last line)``. The same cost as counting frames by decoding."""
+    times: list[float | None] = []
+    damaged, last = False, "no message"
+    args = ["-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-fps_mode", "passthrough", "-vf", "showinfo=checksum=0", "-f", "null", "-"]
+    process = subprocess.Popen([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for raw in process.stderr:
+            line = raw.decode(errors="replace").strip()
+            frame = re.search(r"\bn:\s*\d+\s+pts:\s*\S+\s+pts_time:(\S+)", line)
+            if frame:
+                times.append(float(frame.group(1)) if frame.group(1) != "NOPTS" else None)
+            elif line and "Parsed_showinfo" not in line:
+                damaged = damaged or bool(_DAMAGE.search(line))
+                last = line
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stderr.close()
+    return times, damaged, last
+
+
+def _timing(times: list[float | None], nominal: float | None) -> tuple[Fraction, tuple[float, ...] | None]:
+    """``(fps, timestamps)``: timestamps is None when frame i sits at i / fps within a quarter frame."""
+    known = [t for t in times if t is not None]
+    increasing = len(known) == len(times) and all(b > a for a, b in zip(known, known[1:]))
+    average = (len(known) - 1) / (known[-1] - known[0]) if increasing and len(known) > 1 else None
+    rate = nominal or average
+    if not rate:
+        return Fraction(0), None
+    fps = exact_rate(rate)
+    if not increasing:  # missing or disordered timestamps: nothing to keep, fall back to the nominal rate
+        return fps, None
+    period = 1 / float(fps)
+    if all(abs(t - i * period) <= period / 4 for i, t in enumerate(known)):
+        return fps, None
+    return (exact_rate(average) if average else fps), tuple(round(t, 6) for t in known)
+
+
+def _expected(header: str, line: str, extra: list[str], rate: float | None, start: float) -> tuple[int | None, int]:
+    """``(frames the container promises, slack)``: the video stream's own duration where the container
+    records it (Matroska), else the file's, which includes audio that may outlast the video by a
+    fraction of a second; the slack absorbs that so only real losses are reported."""
+    own = next((_seconds(x) for x in extra if re.match(r"\s*DURATION\s*:", x)), None)
+    whole = re.search(r"Duration: (\d+:\d\d:\d\d(?:\.\d+)?)", header)
+    duration = own if own is not None else _seconds(whole.group(1)) if whole else None
+    if duration is None or not rate:
+        return None, 0
+    return round((duration - start) * rate), (1 if own is not None else max(1, round(0.25 * rate)))
+
+
+def _average_rate(line: str) -> float | None:
+    match = re.search(r"([\d.]+)(k?) fps", line)
+    return float(match.group(1)) * (1000 if match.group(2) else 1) if match and float(match.group(1)) > 0 else None
+
+
+def probe(path) -> VideoInfo:
+    """Everything we need about an input video, or :class:`InputError` saying why it is not one.
+
+    Decodes the video once (to count frames and read each one's timestamp)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video not found: {path}")
     header = _header(path)
-    video_line = next((line for line in header.splitlines() if re.search(r"Stream #.*: Video:", line)), None)
+    streams = _streams(header)
+    video = next(((line, extra) for kind, line, extra in streams if kind == "Video"), None)
     container = re.search(r"Input #0, ([\w,]+), from", header)
-    if video_line is None:
+    if video is None:
         complaint = next((line.strip() for line in header.splitlines() if str(path) in line and "Input #0" not in line),
                          "no video stream")
-        kind = "an audio-only file" if re.search(r"Stream #.*: Audio:", header) else "not a video ffmpeg can read"
+        kind = "an audio-only file" if any(k == "Audio" for k, _, _ in streams) else "not a video ffmpeg can read"
         raise InputError(f"{path} is {kind} ({complaint}): give a video file such as .mp4, .mov or .mkv")
     if container and re.search(r"_pipe|image2", container.group(1)):
         raise InputError(f"{path} is a still image, not a video: use `ray-style image` for it")
+    line, extra = video
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        reader.close()
-        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except (RuntimeError, OSError, StopIteration) as error:
-        raise InputError(f"{path} has a video stream but no frame could be decoded "
-                         f"(ffmpeg: {str(error).strip().splitlines()[-1]}): the file is empty or damaged") from None
-    if frames < 1:
-        raise InputError(f"{path} has a video stream but no frame could be decoded: the file is empty or damaged")
-    if not meta.get("fps"):
-        raise InputError(f"{path}: ffmpeg reports no frame rate; remux it with a constant rate first")
-    width, height = meta["size"]
-    sar = re.search(r"\[SAR (\d+):(\d+) DAR", video_line)
-    if sar and int(sar.group(1)) and int(sar.group(2)):  # non-square pixels: display width differs
-        width = round(width * int(sar.group(1)) / int(sar.group(2)))
-    rotate = int(meta.get("rotate") or 0) % 360
-    if rotate in (90, 270):
-        width, height = height, width
+        width, height, rotate = _display_size(line, extra)
+    except AttributeError:
+        raise InputError(f"{path}: ffmpeg reports no frame size for its video stream; the file is damaged") from None
     if width * height > MAX_PIXELS:
         raise InputError(f"{path} is {width}x{height}: larger than we decode ({MAX_PIXELS} pixels)")
-    audio = re.search(r"Stream #.*: Audio: (\w+)", header)
-    return VideoInfo(str(path), int(frames), exact_rate(float(meta["fps"])), int(width), int(height),
-                     rotate, audio.group(1) if audio else None)
+    times, damaged, last = _frame_times(path)
+    if not times:
+        raise InputError(f"{path} has a video stream but no frame could be decoded "
+                         f"(ffmpeg: {last}): the file is empty or damaged")
+    nominal = _nominal_rate(line)
+    fps, timestamps = _timing(times, nominal)
+    if not fps:
+        raise InputError(f"{path}: ffmpeg reports no frame rate and the frames carry no timestamps; "
+                         "remux it with a constant rate first")
+    # A variable-rate stream's base rate ("1k tbr") says nothing about its length; its average does.
+    expected, slack = _expected(header, line, extra, _average_rate(line) or float(fps), times[0] or 0.0)
+    warnings = []
+    if expected is not None and len(times) < expected - (0 if damaged else slack):
+        warnings.append(f"{path}: decoded {len(times)} frames but the container promises {expected}; "
+                        "the file looks truncated or damaged, so the output will be shorter")
+    codecs = _audio_codecs(header)
+    return VideoInfo(str(path), len(times), fps, int(width), int(height), rotate, codecs[0] if codecs else None,
+                     codecs, timestamps, expected, tuple(warnings))
 
 
 def frame_size(info: VideoInfo, size: int | None) -> tuple[int, int]:
@@ -106,40 +289,189 @@ def frame_size(info: VideoInfo, size: int | None) -> tuple[int, int]:
 
 
 def decode(info: VideoInfo, width: int, height: int) -> Iterator[np.ndarray]:
-    """Stream every frame, scaled to ``width × height`` RGB (ffmpeg applies the rotation)."""
-    import logging
-
-    import imageio_ffmpeg
-
-    # imageio-ffmpeg warns that the scaled size differs from the source's: that is the point.
-    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
-    reader = imageio_ffmpeg.read_frames(info.path, output_params=["-vf", f"scale={width}:{height}:flags=lanczos"])
-    try:
-        next(reader)
-        for raw in reader:
+    """Stream every source frame, exactly once each, scaled to ``width × height`` RGB
+    (ffmpeg applies the rotation)."""
+    args = ["-nostdin", "-v", "error", "-i", info.path, "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-fps_mode", "passthrough", "-vf", f"scale={width}:{height}:flags=lanczos",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    size, count = width * height * 3, 0
+    with _Process(args, stdout=subprocess.PIPE) as ffmpeg:
+        while True:
+            raw = ffmpeg.process.stdout.read(size)
+            if len(raw) < size:
+                break
+            count += 1
             yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
-    finally:
-        reader.close()
+        if ffmpeg.wait() != 0 and count < info.frames:
+            raise InputError(f"{info.path}: ffmpeg stopped after {count} of {info.frames} frames "
+                             f"({ffmpeg.complaint()}): the file changed or is damaged")
 
 
-def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fraction,
-           audio_from: str | None = None, crf: int = 18) -> Path:
-    """H.264 MP4 of ``frames`` at exactly ``fps``, the source's audio copied; atomic."""
-    import imageio_ffmpeg
+# ---------------------------------------------------------------- encoding
 
-    path = check_writable_output(path)
-    with atomic_path(path, suffix=".mp4") as temp:
-        writer = imageio_ffmpeg.write_frames(
-            str(temp), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            macro_block_size=2, output_params=["-crf", str(crf), "-movflags", "+faststart"],
-            audio_path=audio_from, audio_codec="copy" if audio_from else None, ffmpeg_log_level="error")
-        writer.send(None)
-        try:
-            for frame in frames:
-                writer.send(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
+def check_output_suffix(path) -> Path:
+    """``path`` if we can write its container, else :class:`InputError` (call before any work)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MUXERS:
+        raise InputError(f"output {path} must end in {', '.join(OUTPUT_SUFFIXES)}")
+    if suffix == ".webm" and not ({"libvpx-vp9"} <= encoders() and encoders() & {"libopus", "libvorbis"}):
+        raise InputError(f"cannot write {path}: this ffmpeg has no VP9 or Opus/Vorbis encoder for WebM; "
+                         "use .mp4, .mov or .mkv")
     return path
 
 
-__all__ = ["VideoInfo", "probe", "frame_size", "decode", "encode", "exact_rate"]
+def _audio_source(source) -> tuple[str | None, tuple[str, ...]]:
+    """``(path, audio codecs)`` of a VideoInfo or a media path (read from its header)."""
+    if source is None:
+        return None, ()
+    if isinstance(source, VideoInfo):
+        return source.path, source.audio_codecs or ((source.audio_codec,) if source.audio_codec else ())
+    return str(source), _audio_codecs(_header(Path(source)))
+
+
+def _fits(source: str, track: int | None, muxer: str, codec: str) -> bool:
+    """Whether ffmpeg can write audio ``track`` (every track: None) of ``source`` as ``codec``
+    into ``muxer``: a fraction-of-a-second dry run into a pipe, so ffmpeg's own rules decide."""
+    fragmented = ["-movflags", "frag_keyframe+empty_moov"] if muxer in ("mp4", "mov") else []
+    args = ["-nostdin", "-v", "error", "-i", source, "-map", "0:a" if track is None else f"0:a:{track}",
+            "-c:a", codec, "-t", "0.2", *fragmented, "-f", muxer, "pipe:1"]
+    return subprocess.run([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def _reencoder(muxer: str) -> str:
+    if muxer != "webm":
+        return "aac"
+    return "libopus" if "libopus" in encoders() else "libvorbis"
+
+
+def plan_audio(source, path) -> tuple[str, ...]:
+    """For each audio track of ``source`` (a VideoInfo or a path), ``"copy"`` where the container
+    ``path`` names can hold its codec, else the encoder that re-encodes it (AAC; Opus for WebM).
+    :class:`InputError` if a track can be neither: call it before the work, encode calls it again."""
+    source_path, codecs = _audio_source(source)
+    if not codecs:
+        return ()
+    muxer = MUXERS[check_output_suffix(path).suffix.lower()]
+    if _fits(source_path, None, muxer, "copy"):
+        return ("copy",) * len(codecs)
+    plan = []
+    for track, codec in enumerate(codecs):
+        if _fits(source_path, track, muxer, "copy"):
+            plan.append("copy")
+        elif _fits(source_path, track, muxer, _reencoder(muxer)):
+            plan.append(_reencoder(muxer))
+        else:
+            raise InputError(f"{source_path}: audio track {track + 1} ({codec}) can be neither copied into nor "
+                             f"re-encoded for {Path(path).suffix}; remux the input without it")
+    return tuple(plan)
+
+
+def _video_args(muxer: str, crf: int) -> list[str]:
+    if muxer == "webm":
+        # VP9's quality scale is not x264's: its suggested 31 for HD matches x264's default 23.
+        return ["-c:v", "libvpx-vp9", "-crf", str(min(63, round(crf * 31 / 23))), "-b:v", "0",
+                "-row-mt", "1", "-deadline", "good", "-cpu-used", "2", "-pix_fmt", "yuv420p"]
+    return ["-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+
+
+def _ivf_header(width: int, height: int, timebase: Fraction) -> bytes:
+    """An IVF stream header for raw RGB24 frames: the simplest container that carries each frame's
+    timestamp through a pipe (rawvideo has none; a variable rate needs them)."""
+    return (b"DKIF" + struct.pack("<HH", 0, 32) + b"RGB\x18"
+            + struct.pack("<HHII", width, height, timebase.denominator, timebase.numerator) + bytes(8))
+
+
+def _ticks(count: int, fps: Fraction, timestamps: Sequence[float] | None, first: float) -> int:
+    """Frame ``count``'s timestamp in IVF ticks (1/fps for a constant rate, else 1/VFR_TIMEBASE)."""
+    if timestamps is None:
+        return count
+    if count >= len(timestamps):
+        raise ValueError(f"encode got more frames than the {len(timestamps)} timestamps given")
+    return round((timestamps[count] - first) * VFR_TIMEBASE)
+
+
+def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: int, fps: Fraction,
+          timestamps: Sequence[float] | None) -> tuple[int, int]:
+    """Send every frame to ffmpeg's stdin: ``(frames given, frames sent)`` (fewer sent if ffmpeg died)."""
+    timebase = 1 / fps if timestamps is None else Fraction(1, VFR_TIMEBASE)
+    first = timestamps[0] if timestamps else 0.0
+    given, sent, last_tick = 0, 0, -1
+    try:
+        ffmpeg.process.stdin.write(_ivf_header(width, height, timebase))
+        for frame in frames:
+            given += 1
+            if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+                raise ValueError(f"encode expects ({height}, {width}, 3) uint8 frames, got {frame.shape} {frame.dtype}")
+            tick = max(_ticks(sent, fps, timestamps, first), last_tick + 1)  # strictly increasing for the muxer
+            ffmpeg.process.stdin.write(struct.pack("<IQ", frame.nbytes, tick))
+            ffmpeg.process.stdin.write(np.ascontiguousarray(frame).data)
+            sent, last_tick = sent + 1, tick
+        ffmpeg.process.stdin.close()
+    except BrokenPipeError:  # ffmpeg quit early: its stderr says why
+        pass
+    return given, sent
+
+
+def _written(path: Path) -> tuple[int, int, str]:
+    """``(video packets, audio streams, ffmpeg's complaint)`` of a written file, by reading its
+    packets without decoding them."""
+    args = ["-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-",
+            "-progress", "pipe:1"]
+    result = subprocess.run([_ffmpeg(), "-hide_banner", *args], capture_output=True, text=True, errors="replace",
+                            stdin=subprocess.DEVNULL)
+    counts = re.findall(r"^frame=(\d+)", result.stdout, re.MULTILINE)
+    audio = sum(1 for kind, _, _ in _streams(result.stderr) if kind == "Audio")
+    lines = [x.strip() for x in result.stderr.splitlines() if x.strip()]
+    return (int(counts[-1]) if counts and result.returncode == 0 else 0), audio, (lines[-1] if lines else "no message")
+
+
+def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fraction, audio_from=None,
+           crf: int = 18, timestamps: Sequence[float] | None = None) -> Path:
+    """Write ``frames`` to ``path`` in the container its extension names (H.264; VP9 for WebM) with
+    every audio track of ``audio_from`` (a VideoInfo or a path), each copied where the container
+    holds its codec, else re-encoded; atomic, and verified before it replaces anything.
+
+    ``timestamps`` (seconds from the file's start, one per frame; a VideoInfo's): a variable-rate
+    output with exactly that timing; None: frame i at i / ``fps``. Raises :class:`StorageError` for
+    a full disk, :class:`InputError` for any other ffmpeg failure; an old ``path`` is then untouched.
+    """
+    path = check_output_suffix(check_writable_output(path))
+    muxer = MUXERS[path.suffix.lower()]
+    source, _ = _audio_source(audio_from)
+    audio = plan_audio(audio_from, path)
+    inputs = ["-c:v", "rawvideo", "-f", "ivf", "-i", "pipe:0"]
+    if timestamps:
+        inputs = ["-itsoffset", f"{timestamps[0]:.6f}", *inputs]  # ffmpeg would start the video at zero
+    args = ["-v", "error", "-y", *inputs]
+    if audio:
+        args += ["-i", source, "-map", "0:v:0", "-map", "1:a"]
+        for track, codec in enumerate(audio):
+            args += [f"-c:a:{track}", codec]
+    args += ["-fps_mode", "passthrough", "-enc_time_base", "demux", *_video_args(muxer, crf)]
+    if muxer in ("mp4", "mov"):
+        args += ["-movflags", "+faststart"]
+    with atomic_path(path) as temp:
+        with _Process([*args, "-f", muxer, str(temp)], stdin=subprocess.PIPE) as ffmpeg:
+            given, sent = _feed(ffmpeg, frames, width, height, fps, timestamps)
+            code = ffmpeg.wait()
+            failure = ffmpeg.complaint() if code != 0 else None
+        if given == 0:
+            raise InputError(f"nothing to write to {path}: no frames were given")
+        if failure is None:
+            packets, tracks, complaint = _written(temp)
+            if (packets, tracks) != (sent, len(audio)):
+                failure = (f"the written file holds {packets} frames and {tracks} audio tracks, "
+                           f"not {sent} and {len(audio)} ({complaint})")
+        if failure is not None:
+            for line in ffmpeg.tail:
+                for words, number in _STORAGE_FAILURES.items():
+                    if words.lower() in line.lower():
+                        raise StorageError(f"{storage_message(path, number)} (ffmpeg: {line})")
+            raise InputError(f"ffmpeg could not write {path} ({failure}); the previous file, if any, is unchanged")
+    return path
+
+
+__all__ = ["VideoInfo", "probe", "frame_size", "decode", "encode", "exact_rate", "check_output_suffix",
+           "plan_audio", "encoders", "OUTPUT_SUFFIXES", "MAX_PIXELS"]

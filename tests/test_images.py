@@ -82,7 +82,8 @@ def test_exif_orientation_makes_a_phone_photo_upright(tmp_path, suffix):
     stored[:6, :6] = 255
     exif = Image.Exif()
     exif[ORIENTATION] = 6  # "rotate 90° clockwise to display"
-    Image.fromarray(stored).save(tmp_path / f"phone{suffix}", exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
+    options = {"quality": 100} if suffix == ".jpg" else {}
+    Image.fromarray(stored).save(tmp_path / f"phone{suffix}", exif=exif, **options)
     loaded = images.load_image(tmp_path / f"phone{suffix}")
     assert loaded.shape == (40, 20, 3)  # upright: tall
     assert loaded[2, -3].min() > 200 and loaded[2, 2].max() < 50  # the marker moved to the top right
