@@ -406,7 +406,7 @@ def line_chart_svg(points, title: str, width: int = 470, height: int = 170,
     """An inline SVG line chart of ``(x, y)`` points (a list of pairs or an ``(N, 2)`` array,
     x ascending); more than ``max_points`` are averaged into that many bins of x, so the page
     stays small for long videos."""
-    left, right, top, bottom = 56, width - 8, 22, height - 22
+    left, right, top, bottom = 62, width - 8, 22, height - 22
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
              f'<text x="{left}" y="14" class="t">{_e(title)}</text>',
@@ -431,11 +431,16 @@ def line_chart_svg(points, title: str, width: int = 470, height: int = 170,
     else:
         coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(px, py))
         parts.append(f'<polyline points="{coords}" class="line"/>')
-    parts += [f'<text x="{left - 4}" y="{top + 9}" class="l r">{_number(float(y_high))}</text>',
-              f'<text x="{left - 4}" y="{bottom}" class="l r">{_number(float(y_low))}</text>',
+    parts += [f'<text x="{left - 4}" y="{top + 9}" class="l r">{_axis(float(y_high))}</text>',
+              f'<text x="{left - 4}" y="{bottom}" class="l r">{_axis(float(y_low))}</text>',
               f'<text x="{left}" y="{height - 6}" class="l">frame {int(x_low)}</text>',
               f'<text x="{right}" y="{height - 6}" class="l r">frame {int(x_high)}</text></svg>']
     return "".join(parts)
+
+
+def _axis(value: float) -> str:
+    """A short axis label: 5.21e8, not 5.21e+08 (the margin holds about 8 characters)."""
+    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 CSS = """

@@ -235,6 +235,14 @@ def _replay_real_job(source: Path, root: Path, share: float = 0.6) -> LivePage:
     records = [json.loads(line) for line in (source / "frames.jsonl").read_text().splitlines() if line.strip()]
     manifest = json.loads((source / "manifest.json").read_text())
     kept = records[:max(2, int(len(records) * share))]
+    # As if the job were running now, and with the warping error per frame that the final
+    # evaluation measured, where the runner logs it as frames finish.
+    shift = time.time() - 5 - kept[-1]["time"]
+    evaluation = source / "report" / "evaluation.json"
+    warping = {row["frame"]: row["warping_error"] for row in json.loads(evaluation.read_text())["per_frame"]
+               if "warping_error" in row} if evaluation.exists() else {}
+    kept = [{**r, "time": r["time"] + shift, **({"warping_error": warping[r["frame"]]} if r["frame"] in warping
+                                                 else {})} for r in kept]
     root.mkdir(parents=True)
     (root / "manifest.json").write_text(json.dumps(manifest))
     shutil.copytree(source / "source", root / "source")
@@ -244,7 +252,7 @@ def _replay_real_job(source: Path, root: Path, share: float = 0.6) -> LivePage:
         shutil.copy(source / "chains" / f"{record['chain']:04d}" / f"{record['frame']:06d}.png", target)
     (root / "frames.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     page = LivePage(root, len(records))
-    page.created = kept[-1]["time"] - 3600  # replayed renders count as this run's, for the rate
+    page.created = kept[0]["time"] - 1  # replayed renders count as this run's, for the rate
     return page
 
 
