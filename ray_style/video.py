@@ -438,6 +438,9 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
     a full disk, :class:`InputError` for any other ffmpeg failure; an old ``path`` is then untouched.
     """
     path = check_output_suffix(check_writable_output(path))
+    fps = Fraction(fps) if isinstance(fps, (int, Fraction)) else exact_rate(float(fps))
+    if fps <= 0 or fps.numerator >= 1 << 32 or fps.denominator >= 1 << 32:
+        raise ValueError(f"encode needs a positive frame rate that fits a 32-bit fraction, not {fps}")
     muxer = MUXERS[path.suffix.lower()]
     source, _ = _audio_source(audio_from)
     audio = plan_audio(audio_from, path)

@@ -287,3 +287,9 @@ def test_no_frames_is_one_line_and_writes_nothing(tmp_path):
     with pytest.raises(InputError, match="no frames were given"):
         video.encode(iter([]), tmp_path / "out.mp4", 32, 18, Fraction(25))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fps,expected", [(25, Fraction(25)), (29.97, Fraction(30000, 1001)), (Fraction(24), Fraction(24))])
+def test_encode_takes_any_number_as_the_rate(tmp_path, fps, expected):
+    frames = [np.full((18, 32, 3), 10 * i, np.uint8) for i in range(3)]
+    assert video.probe(video.encode(frames, tmp_path / "out.mp4", 32, 18, fps)).fps == expected
