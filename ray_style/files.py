@@ -80,29 +80,33 @@ def fsync_path(path, directory: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix: str | None = None):
+def atomic_path(path, suffix: str | None = None, durable: bool = True):
     """Yield a temp path beside ``path``; on success fsync it, move it into place and fsync the
     folder; on any error delete it and leave an existing ``path`` untouched.
 
     ``suffix`` defaults to the final name's, so tools that pick a format from the extension
-    (Pillow, ffmpeg) still can. Storage failures become :class:`StorageError`.
+    (Pillow, ffmpeg) still can. ``durable=False`` skips both fsyncs (about 10 ms each on a VM
+    disk): only for files that can be rebuilt and are checked before use. Storage failures
+    become :class:`StorageError`.
     """
     path = Path(path)
     with storage_errors(path):
         temp = _create_temp(path, suffix or path.suffix or ".tmp")
         try:
             yield temp
-            fsync_path(temp)
+            if durable:
+                fsync_path(temp)
             os.replace(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             raise
-        fsync_path(path.parent if str(path.parent) else Path("."), directory=True)
+        if durable:
+            fsync_path(path.parent if str(path.parent) else Path("."), directory=True)
 
 
-def write_text_atomic(path, text: str) -> None:
-    with atomic_path(path) as temp:
+def write_text_atomic(path, text: str, durable: bool = True) -> None:
+    with atomic_path(path, durable=durable) as temp:
         temp.write_text(text)
 
 

@@ -134,12 +134,13 @@ def check_image_output(path, inputs=()) -> Path:
     return path
 
 
-def save_image(image: np.ndarray, path, compress_level: int = 6) -> Path:
-    """Write ``image`` atomically; the format follows the extension."""
+def save_image(image: np.ndarray, path, compress_level: int = 6, durable: bool = True) -> Path:
+    """Write ``image`` atomically (and fsynced unless ``durable`` is False, see
+    :func:`files.atomic_path`); the format follows the extension."""
     path = check_image_output(path)
     fmt = SAVE_FORMATS[path.suffix.lower()]
     options = {"compress_level": compress_level} if fmt == "PNG" else {"quality": 95} if fmt == "JPEG" else {}
-    with atomic_path(path) as temp:
+    with atomic_path(path, durable=durable) as temp:
         Image.fromarray(image).save(temp, format=fmt, **options)
     return path
 

@@ -56,6 +56,9 @@ def test_temp_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkey
     assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
     assert events[0][1].startswith(".manifest.json.")  # the temp, still hidden
     assert events[1][1] == "manifest.json" and events[2][1] == tmp_path.name
+    events.clear()
+    files.write_text_atomic(tmp_path / "scratch.json", "{}", durable=False)
+    assert [kind for kind, _ in events] == ["replace"]
 
 
 @pytest.mark.parametrize("number,advice", [

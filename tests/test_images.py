@@ -99,3 +99,17 @@ def test_unreadable_image_is_one_line(tmp_path):
     with pytest.raises(InputError, match="cannot read image") as error:
         images.load_image(tmp_path / "bad.png")
     assert "\n" not in str(error.value)
+
+
+def test_save_image_is_atomic_and_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = images.save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.png")
+        images.save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / "y.png", durable=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "y.png"]  # no temp left
