@@ -12,14 +12,13 @@ with 1-based frame numbers, and optional ``reliable_{i}_{j}.pgm`` masks (255 = r
 """
 from __future__ import annotations
 
-import difflib
 import struct
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .files import atomic_path
 
 FLOW_METHODS = ("dis", "farneback")
@@ -39,9 +38,8 @@ def _grey(frame: np.ndarray) -> np.ndarray:
 
 def check_flow_method(method: str) -> str:
     if method not in FLOW_METHODS:
-        close = difflib.get_close_matches(method, FLOW_METHODS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise InputError(f"unknown flow method '{method}': use one of {', '.join(FLOW_METHODS)}.{hint}")
+        raise InputError(f"unknown flow method '{method}': use one of {', '.join(FLOW_METHODS)}."
+                         f"{did_you_mean(method, FLOW_METHODS)}")
     return method
 
 
@@ -114,13 +112,24 @@ def reliable_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis")
     return forward, reliability(forward, backward)
 
 
+def _compose_step(flow_ab: np.ndarray, mask_ab: np.ndarray, flow_bc: np.ndarray,
+                  mask_bc: np.ndarray) -> FlowPair:
+    import cv2
+
+    map_x, map_y = _grid(flow_ab)
+    flow_ac = flow_ab + cv2.remap(flow_bc, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    sampled = cv2.remap(mask_bc.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return flow_ac, mask_ab * sampled * inside(flow_ac)
+
+
 def compose(flow_ab: np.ndarray, flow_bc: np.ndarray) -> np.ndarray:
     """Flow from a to c by chaining: ``flow_ac(x) = flow_ab(x) + flow_bc(x + flow_ab(x))``.
 
     ``flow_bc`` is sampled bilinearly where each pixel of a lands in b (border replicated:
     :func:`compose_reliability` gives those pixels weight 0).
     """
-    return flow_ab + warp(flow_bc, flow_ab)
+    return warp(flow_bc, flow_ab) + flow_ab
 
 
 def compose_reliability(flow_ab: np.ndarray, mask_ab: np.ndarray, flow_bc: np.ndarray,
@@ -128,23 +137,28 @@ def compose_reliability(flow_ab: np.ndarray, mask_ab: np.ndarray, flow_bc: np.nd
     """Mask of ``compose(flow_ab, flow_bc)``: reliable only where ``mask_ab`` is and ``mask_bc``
     is at the point of b the path goes through (0 where it leaves b), and where the
     composed flow lands inside c. Weights multiply, so any hop's occlusion excludes the pixel."""
-    import cv2
-
-    map_x, map_y = _grid(flow_ab)
-    sampled = cv2.remap(mask_bc.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return mask_ab * sampled * inside(compose(flow_ab, flow_bc))
+    return _compose_step(flow_ab, mask_ab, flow_bc, mask_bc)[1]
 
 
-def compose_path(flows: list[np.ndarray], masks: list[np.ndarray]) -> FlowPair:
-    """Flow and mask from the first frame to the last along adjacent ``flows[i]`` (frame i →
-    i + 1) with their ``masks``; a single hop gets the out-of-frame test too."""
+def composed_paths(flows: list[np.ndarray], masks: list[np.ndarray]) -> Iterator[FlowPair]:
+    """Along adjacent ``flows[i]`` (frame i → i + 1) with their ``masks``: the flow and mask
+    from the first frame to frame 1, 2, … in turn, each hop composed onto the last (so
+    frame k costs one composition, not k). The first hop gets the out-of-frame test too."""
     if not flows or len(flows) != len(masks):
         raise ValueError(f"need one mask per flow and at least one flow, got {len(flows)} and {len(masks)}")
     flow, mask = flows[0], masks[0] * inside(flows[0])
+    yield flow, mask
     for next_flow, next_mask in zip(flows[1:], masks[1:]):
-        flow, mask = compose(flow, next_flow), compose_reliability(flow, mask, next_flow, next_mask)
-    return flow, mask
+        flow, mask = _compose_step(flow, mask, next_flow, next_mask)
+        yield flow, mask
+
+
+def compose_path(flows: list[np.ndarray], masks: list[np.ndarray]) -> FlowPair:
+    """Flow and mask from the first frame to the last along adjacent flows (see
+    :func:`composed_paths`)."""
+    for path in composed_paths(flows, masks):
+        pass
+    return path
 
 
 def long_term_masks(masks_by_offset: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -228,7 +242,8 @@ def resize_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
     return resized * np.array([width / old_width, height / old_height], np.float32)
 
 
-def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A ``(H, W)`` mask resampled to ``width × height``, values kept in [0, 1]."""
     import cv2
 
     if mask.shape[:2] == (height, width):
@@ -281,9 +296,9 @@ def read_flow_dir(folder, source: int, target: int, width: int, height: int) -> 
         raise InputError(f"no flow file {path}: --flow-dir needs artistic-videos' names (forward_I_J.flo, "
                          "backward_J_I.flo, 1-based frame numbers), one per frame pair used")
     flow, known = _known(read_flo(path))
-    flow, known = resize_flow(flow, width, height), _resize_mask(known, width, height)
+    flow, known = resize_flow(flow, width, height), resize_mask(known, width, height)
     if (folder / mask_name).is_file():
-        mask = _resize_mask(_read_pgm_mask(folder / mask_name), width, height)
+        mask = resize_mask(_read_pgm_mask(folder / mask_name), width, height)
     elif (folder / flow_file_names(target, source)[0]).is_file():
         reverse, _ = _known(read_flo(folder / flow_file_names(target, source)[0]))
         mask = reliability(flow, resize_flow(reverse, width, height))
@@ -299,6 +314,6 @@ def flow_dir_provider(folder, width: int, height: int) -> FlowProvider:
 
 
 __all__ = ["FLOW_METHODS", "check_flow_method", "optical_flow", "warp", "inside", "reliability", "plausibility",
-           "reliable_flow", "compose", "compose_reliability", "compose_path", "long_term_masks", "flow_init",
-           "warping_error", "read_flo", "write_flo", "resize_flow", "flow_file_names", "read_flow_dir",
+           "reliable_flow", "compose", "compose_reliability", "composed_paths", "compose_path", "long_term_masks", "flow_init",
+           "warping_error", "read_flo", "write_flo", "resize_flow", "resize_mask", "flow_file_names", "read_flow_dir",
            "flow_dir_provider"]

@@ -96,6 +96,8 @@ def test_composed_reliability_samples_each_hop_along_the_path():
     path_flow, path_mask = flow.compose_path([flow_ab, flow_bc], [mask_ab, mask_bc])
     np.testing.assert_allclose(path_flow, constant_flow(5, 0))
     np.testing.assert_array_equal(path_mask, mask)
+    steps = list(flow.composed_paths([flow_ab, flow_bc, constant_flow(0, 2)], [mask_ab, mask_bc, mask_ab]))
+    assert [tuple(path[20, 10]) for path, _ in steps] == [(4, 0), (5, 0), (5, 2)]
     single_flow, single_mask = flow.compose_path([flow_ab], [mask_ab])
     assert (single_mask[:, 46:] == 0).all() and single_mask[:, :46].sum() == 40 * 46 - 1
 
