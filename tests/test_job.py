@@ -4,23 +4,85 @@ import multiprocessing
 import numpy as np
 import pytest
 
+from ray_style import plan
 from ray_style.errors import JobError
-from ray_style.job import is_locked, open_job, read_log
+from ray_style.job import DamagedFile, is_locked, job_status, open_job, png_bytes, read_events, read_log
+
+CHAINS = plan.plan_chains(6, [], 3, 1)
 
 
 def manifest(**settings):
-    return {"version": "t", "settings": {"size": 32, **settings}, "run": {"output": "x.mp4"}}
+    return {"version": "t", "input": {"sha256": "a"}, "settings": {"size": 32, **settings}, "frame_size": [6, 4],
+            "run": {"output": "x.mp4"}}
 
 
-def test_frames_are_written_atomically_and_logged(tmp_path):
-    with open_job(tmp_path / "job", manifest()) as job:
-        assert not job.is_done(0, 3)
-        job.write_frame(0, 3, np.zeros((4, 6, 3), np.uint8), {"loss": 1.5})
-        assert job.is_done(0, 3) and job.read_frame(0, 3).shape == (4, 6, 3)
-        names = [p.name for p in job.frame_path(0, 3).parent.iterdir()]
-        assert names == ["000003.png"]
+def image(value=0):
+    return np.full((4, 6, 3), value, np.uint8)
+
+
+def open_planned(root, **kwargs):
+    job = open_job(root, kwargs.pop("m", manifest()), **kwargs)
+    job.set_plan(CHAINS)
+    return job
+
+
+def test_frames_are_written_atomically_logged_and_verified(tmp_path):
+    with open_planned(tmp_path / "job") as job:
+        assert not job.is_done(0, 2)
+        job.write_frame(0, 2, png_bytes(image(7)), {"loss": 1.5})
+        assert job.is_done(0, 2) and job.read_frame(0, 2)[0, 0, 0] == 7
+        assert [p.name for p in job.frame_path(0, 2).parent.iterdir()] == ["000002.png"]
     (tmp_path / "job" / "frames.jsonl").open("a").write('{"cut short')
-    assert [r["frame"] for r in read_log(tmp_path / "job")] == [3]
+    record = read_log(tmp_path / "job")[0]
+    assert record["frame"] == 2 and len(record["sha256"]) == 64 and record["bytes"] > 0
+    with open_planned(tmp_path / "job") as job:  # resumed: the cut-short line is ignored, the frame kept
+        assert job.is_done(0, 2)
+
+
+def test_an_altered_frame_is_refused_when_read_and_a_resized_one_is_redone(tmp_path):
+    with open_planned(tmp_path / "job") as job:
+        job.write_frame(0, 1, png_bytes(image(1)), {})
+        job.write_frame(0, 2, png_bytes(image(2)), {})
+        path = job.frame_path(0, 1)
+        data = bytearray(path.read_bytes())
+        data[-20] ^= 0xFF  # same size, other bytes (bit rot)
+        path.write_bytes(bytes(data))
+        with pytest.raises(DamagedFile, match="checksum") as damage:
+            job.read_frame_bytes(0, 1)
+        job.discard(damage.value)
+        assert not job.is_done(0, 1) and not path.exists()
+        job.frame_path(0, 2).write_bytes(png_bytes(np.zeros((10, 10, 3), np.uint8)))  # another size
+    with open_planned(tmp_path / "job") as job:
+        assert not job.is_done(0, 2) and not job.frame_path(0, 2).exists()
+    kinds = [(e["kind"], e.get("frame")) for e in read_events(tmp_path / "job")]
+    assert ("repaired", 1) in kinds and ("repaired", 2) in kinds
+
+
+def test_a_file_no_record_vouches_for_is_not_used(tmp_path):
+    with open_planned(tmp_path / "job") as job:
+        job.write_frame(0, 0, png_bytes(image()), {})
+    (tmp_path / "job" / "frames.jsonl").unlink()  # e.g. a crash between the file and its record
+    with open_planned(tmp_path / "job") as job:
+        assert not job.is_done(0, 0) and not job.frame_path(0, 0).exists()
+
+
+def test_frames_of_other_settings_are_never_reused_even_without_a_manifest(tmp_path):
+    with open_planned(tmp_path / "job") as job:
+        job.write_frame(0, 0, png_bytes(image()), {})
+    (tmp_path / "job" / "manifest.json").unlink()
+    with open_planned(tmp_path / "job", m=manifest(size=64)) as job:  # another style/size, manifest gone
+        assert not job.is_done(0, 0)
+    (tmp_path / "job" / "manifest.json").write_text("{garbage")
+    with open_planned(tmp_path / "job", m=manifest(size=64)) as job:
+        assert json.loads((tmp_path / "job" / "manifest.json").read_text())["settings"]["size"] == 64
+    assert any("unreadable" in e.get("detail", "") for e in read_events(tmp_path / "job"))
+
+
+def test_a_garbage_manifest_with_restart_starts_over(tmp_path):
+    open_planned(tmp_path / "job").close()
+    (tmp_path / "job" / "manifest.json").write_bytes(b"\x00\xff not json")
+    with open_planned(tmp_path / "job", restart=True) as job:
+        assert job.manifest["settings"]["size"] == 32
 
 
 def _hold(path, ready, release):
@@ -46,14 +108,75 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock(tmp_path):
 
 
 def test_changed_settings_are_listed_and_restart_clears(tmp_path):
-    with open_job(tmp_path / "job", manifest()) as job:
-        job.write_frame(0, 0, np.zeros((2, 2, 3), np.uint8), {})
-    with open_job(tmp_path / "job", manifest(), ) as job:  # same settings: resume, frames kept
+    with open_planned(tmp_path / "job") as job:
+        job.write_frame(0, 0, png_bytes(image()), {})
+    with open_planned(tmp_path / "job") as job:  # same settings: resume, frames kept
         assert job.is_done(0, 0)
     with pytest.raises(JobError, match=r"settings.size: 32 → 64.*--restart"):
-        open_job(tmp_path / "job", {**manifest(), "settings": {"size": 64}})
+        open_job(tmp_path / "job", manifest(size=64))
     other_run = {**manifest(), "run": {"output": "elsewhere.mp4"}}  # run facts are not compared
     open_job(tmp_path / "job", other_run).close()
-    with open_job(tmp_path / "job", {**manifest(), "settings": {"size": 64}}, restart=True) as job:
-        assert not job.is_done(0, 0)
+    with open_planned(tmp_path / "job", m=manifest(size=64), restart=True) as job:
+        assert not job.is_done(0, 0) and not (tmp_path / "job" / "chains" / "0000" / "000000.png").exists()
         assert json.loads((tmp_path / "job" / "manifest.json").read_text())["settings"]["size"] == 64
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_directory_that_is_not_a_job_is_refused_and_left_alone(tmp_path, restart):
+    folder = tmp_path / "mine"
+    (folder / "source").mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"my": "own project"}')
+    (folder / "source" / "notes.txt").write_text("precious")
+    with pytest.raises(JobError, match="not a ray-style job directory"):
+        open_job(folder, manifest(), restart=restart)
+    assert (folder / "source" / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "source"]
+
+
+def test_source_index_must_match_its_key_and_checksums(tmp_path):
+    with open_job(tmp_path / "job", manifest()) as job:
+        hashes = [job.write_source(i, image(i)) for i in range(3)]
+        job.finish_source("key", 3, [], hashes)
+        assert job.source_index("other") is None and job.source_index("key")["frames"] == 3
+        assert job.read_source(2)[0, 0, 0] == 2
+        job.source_path(1).write_bytes(b"")
+        assert job.damaged_sources() == [1]
+        with pytest.raises(DamagedFile):
+            job.read_source_bytes(1)
+        (tmp_path / "job" / "source" / "index.json").write_text("[1, 2")
+        assert job.source_index("key") is None
+
+
+def test_a_damaged_flow_file_is_reported(tmp_path):
+    from ray_style.flowcache import flow_bytes
+
+    with open_job(tmp_path / "job", manifest()) as job:
+        job.open_flows("k")
+        job.write_flow(3, 2, flow_bytes(np.zeros((4, 6, 2), np.float32), np.ones((4, 6))))
+        assert len(job.read_flow_bytes(3, 2)) > 0
+        job.flow_path(3, 2).write_bytes(job.flow_path(3, 2).read_bytes()[:40])
+        with pytest.raises(DamagedFile, match="damaged") as damage:
+            job.read_flow_bytes(3, 2)
+        assert (damage.value.frame, damage.value.target) == (3, 2)
+        job.open_flows("another method")  # flows of other sources or methods are dropped
+        assert not job.has_flow(3, 2)
+
+
+@pytest.mark.parametrize("damage", ["index", "frames", "manifest keys", "manifest"])
+def test_status_survives_damaged_files(tmp_path, damage):
+    root = tmp_path / "job"
+    with open_planned(root) as job:
+        hashes = [job.write_source(i, image()) for i in range(6)]
+        job.finish_source("k", 6, [], hashes)
+        job.write_frame(0, 0, png_bytes(image()), {"seconds": 1.0, "worker": "w"})
+    if damage == "index":
+        (root / "source" / "index.json").write_text("nonsense{")
+    elif damage == "frames":
+        (root / "frames.jsonl").write_text("[1, 2]\n\x00\x01garbage\n{\"frame\": \"x\"}\n")
+    elif damage == "manifest keys":
+        (root / "manifest.json").write_text('{"version": "t"}')
+    else:
+        (root / "manifest.json").write_text("{broken")
+    status = job_status(root)
+    assert status["job_dir"] == str(root) and not status["running"]
+    assert status["damaged"] == damage.startswith("manifest")
