@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ray_style.config import StyleSettings, VideoSettings
+from ray_style.executor import ExecutorOptions
 from ray_style.runner import stylize_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,17 +32,16 @@ def _frames(job_dir: Path) -> dict:
     return {str(p.relative_to(job_dir)): p.read_bytes() for p in sorted((job_dir / "chains").rglob("*.png"))}
 
 
-def _actor_pids() -> list[int]:
-    """Live frame-actor processes on this machine (Ray titles them ``ray::FrameActor…``)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::FrameActor"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return sorted(pids)
+def _actor_pids(log: Path) -> list[int]:
+    """Processes of this job's frame actors that are still alive, as its log names them
+    (``host/node:pid``): only what this run started is ever killed."""
+    pids = set()
+    for line in log.read_text().splitlines():
+        try:
+            pids.add(int(json.loads(line)["worker"].rsplit(":", 1)[1]))
+        except (ValueError, KeyError, IndexError):
+            continue
+    return sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
 
 
 def chaos(workdir, rounds: int, clip=ROOT / "tests/data/bunny_12f.mp4", style=ROOT / "samples/starry_night.jpg",
@@ -49,7 +49,7 @@ def chaos(workdir, rounds: int, clip=ROOT / "tests/data/bunny_12f.mp4", style=RO
     """Run the reference job, then the same job under ``rounds`` random worker kills."""
     workdir = Path(workdir)
     rng = random.Random(seed)
-    common = dict(weights="random", executor="ray", workers=2, threads=1)
+    common = dict(weights="random", executor=ExecutorOptions(max_workers=2, threads=1), report=False)
     started = time.perf_counter()
     reference = stylize_video(clip, [style], workdir / "reference.mp4", settings, **common)
     reference_seconds = time.perf_counter() - started
@@ -70,7 +70,7 @@ def chaos(workdir, rounds: int, clip=ROOT / "tests/data/bunny_12f.mp4", style=RO
         if not thread.is_alive():
             break
         attempts[0] += 1
-        pids = _actor_pids()
+        pids = _actor_pids(log)
         if pids:
             victim = rng.choice(pids)
             try:

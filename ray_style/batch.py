@@ -18,24 +18,31 @@ A spec is TOML or YAML::
     styles = ["art/starry.jpg", "art/wave.jpg"]
     output = "out/{input}_{style}.mp4"
 
-Relative paths are relative to the spec file. Each job is an ordinary resumable video job
-(its own job directory); the pool's actors, and their models when the weights are the same,
-are reused from job to job. A job that fails is reported and the others still run.
+Relative paths are relative to the spec file. Each option is checked against the type the
+`video` command gives it, so a batch job's manifest equals the same job run from the command
+line. Each job is an ordinary resumable video job (its own job directory); the pool's actors,
+and their models when the weights are the same, are reused from job to job. A job that cannot
+be read or that fails is reported, and the others still run.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import string
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import StyleSettings, VideoSettings
-from .errors import InputError, RayStyleError
+from .errors import InputError, RayStyleError, did_you_mean
 
-STYLE_KEYS = {f.name for f in dataclasses.fields(StyleSettings)}
+# `init` is the video's (prev, flow, content, noise); a still image's init is not a video option.
+STYLE_KEYS = {f.name for f in dataclasses.fields(StyleSettings)} - {"init"}
 VIDEO_KEYS = {f.name for f in dataclasses.fields(VideoSettings)} - {"style"}
-RUN_KEYS = {"weights", "job_dir", "restart"}
-TUPLE_KEYS = {"content_layers", "style_layers", "style_layer_weights", "style_blend_weights"}
+RUN_KEYS = {"weights": str, "job_dir": str, "restart": bool}
+PATH_KEYS = ("input", "styles", "output")
+TEMPLATE_FIELDS = ("input", "style")
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,12 @@ class BatchJob:
     input: Path
     styles: tuple[Path, ...]
     output: Path
-    settings: VideoSettings
-    weights: str
-    job_dir: Path | None
-    restart: bool
+    settings: VideoSettings | None  # None when the entry could not be read (see error)
+    weights: str = "vgg19"
+    job_dir: Path | None = None
+    restart: bool = False
+    error: str | None = None  # why this entry cannot run; the others still do
+    number: int = 0  # the entry's position in the spec, 1-based
 
 
 @dataclass(frozen=True)
@@ -65,105 +74,191 @@ def _load(path: Path) -> dict:
         if path.suffix.lower() == ".toml":
             import tomllib
 
-            return tomllib.loads(text)
-        if path.suffix.lower() in (".yaml", ".yml"):
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
-            if not isinstance(data, dict):
-                raise ValueError("the top level must be a mapping")
-            return data
-    except Exception as error:  # tomllib.TOMLDecodeError, yaml.YAMLError, ValueError
-        raise InputError(f"cannot parse {path}: {error}") from None
-    raise InputError(f"batch spec {path} must end in .toml, .yaml or .yml")
+        else:
+            raise InputError(f"batch spec {path} must end in .toml, .yaml or .yml")
+    except RayStyleError:
+        raise
+    except Exception as error:  # tomllib.TOMLDecodeError, yaml.YAMLError
+        raise InputError(f"cannot parse {path}: {' '.join(str(error).split())}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"cannot parse {path}: the top level must be a table of sections")
+    return data
 
 
-def _settings(options: dict, where: str) -> tuple[VideoSettings, dict]:
-    unknown = set(options) - STYLE_KEYS - VIDEO_KEYS - RUN_KEYS - {"input", "styles", "output"}
+def _field_types() -> dict[str, object]:
+    hints = {**typing.get_type_hints(StyleSettings), **typing.get_type_hints(VideoSettings)}
+    return {name: hints[name] for name in STYLE_KEYS | VIDEO_KEYS}
+
+
+FIELD_TYPES = _field_types()
+
+
+def _coerce(name: str, value, kind):
+    """``value`` as the settings field ``name`` of type ``kind`` wants it, else InputError."""
+    optional = type(None) in typing.get_args(kind)
+    if value is None:
+        if optional:
+            return None
+        raise InputError(f"option '{name}' needs a value")
+    if optional:
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        element = typing.get_args(kind)[0]
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise InputError(f"option '{name}' must be a list, got {value!r}")
+        return tuple(_coerce(name, item.strip() if isinstance(item, str) else item, element) for item in items)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise InputError(f"option '{name}' must be a finite number, got {value!r}")
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise InputError(f"option '{name}' must be {'a whole number' if kind is int else f'a {kind.__name__}'}, "
+                     f"got {value!r}")
+
+
+def _settings(options: dict) -> tuple[VideoSettings, dict]:
+    known = STYLE_KEYS | VIDEO_KEYS | set(RUN_KEYS) | set(PATH_KEYS)
+    unknown = sorted(set(options) - known)
     if unknown:
-        from .errors import did_you_mean
-
-        name = sorted(unknown)[0]
-        raise InputError(f"{where}: unknown option '{name}'.{did_you_mean(name, STYLE_KEYS | VIDEO_KEYS | RUN_KEYS)}")
-    style = {k: tuple(v) if k in TUPLE_KEYS and v is not None else v for k, v in options.items() if k in STYLE_KEYS}
+        raise InputError(f"unknown option '{unknown[0]}'.{did_you_mean(unknown[0], known)}")
+    values = {k: _coerce(k, v, FIELD_TYPES[k]) for k, v in options.items() if k in STYLE_KEYS | VIDEO_KEYS}
+    run = {}
+    for key, kind in RUN_KEYS.items():
+        if key in options:
+            if not isinstance(options[key], kind):
+                raise InputError(f"option '{key}' must be a {kind.__name__}, got {options[key]!r}")
+            run[key] = options[key]
     base = VideoSettings()
-    try:
-        settings = dataclasses.replace(base, style=dataclasses.replace(base.style, **style),
-                                       **{k: v for k, v in options.items() if k in VIDEO_KEYS})
-    except TypeError as error:
-        raise InputError(f"{where}: {error}") from None
-    return settings.validate(), {k: v for k, v in options.items() if k in RUN_KEYS}
+    settings = dataclasses.replace(base, style=dataclasses.replace(base.style, **{
+        k: v for k, v in values.items() if k in STYLE_KEYS}), **{k: v for k, v in values.items() if k in VIDEO_KEYS})
+    return settings.validate(), run
+
+
+def _paths(value, name: str) -> list[str]:
+    """A path or a list of paths (a single string is one path, not one per character)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(item, str) and item for item in items):
+        raise InputError(f"'{name}' must be a path or a list of paths, got {value!r}")
+    return items
+
+
+def _template(template, video: str, style: str) -> str:
+    if not isinstance(template, str):
+        raise InputError(f"matrix output must be a file name template, got {template!r}")
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    unknown = sorted(fields - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise InputError(f"matrix output template uses {{{unknown[0]}}}: only {{input}} and {{style}} are known")
+    return template.format(input=Path(video).stem, style=Path(style).stem)
+
+
+def _entries(path: Path, spec: dict) -> list[dict]:
+    unknown = set(spec) - {"defaults", "job", "matrix"}
+    if unknown:
+        raise InputError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; use defaults, job and matrix")
+    jobs, matrix = spec.get("job") or [], spec.get("matrix")
+    if not isinstance(jobs, list) or not all(isinstance(entry, dict) for entry in jobs):
+        raise InputError(f"{path}: 'job' must be a list of tables ([[job]] in TOML)")
+    entries = [dict(entry) for entry in jobs]
+    if matrix:
+        if not isinstance(matrix, dict):
+            raise InputError(f"{path}: 'matrix' must be a table")
+        template = matrix.get("output", "{input}_{style}.mp4")
+        extra = {k: v for k, v in matrix.items() if k not in ("inputs", "styles", "output")}
+        inputs, styles = _paths(matrix.get("inputs"), "inputs"), _paths(matrix.get("styles"), "styles")
+        for video, style in itertools.product(inputs, styles):
+            entries.append({**extra, "input": video, "styles": [style], "output": _template(template, video, style)})
+    return entries
 
 
 def read_spec(path) -> list[BatchJob]:
-    """The jobs a spec file describes, validated (paths are checked when each job runs)."""
+    """The jobs a spec file describes. An entry that cannot be read becomes a job with its
+    ``error`` set (reported when the batch runs); a file that cannot be read at all raises."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"batch spec not found: {path}")
     spec = _load(path)
-    unknown = set(spec) - {"defaults", "job", "matrix"}
-    if unknown:
-        raise InputError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; use defaults, job and matrix")
-    root, defaults = path.parent, dict(spec.get("defaults") or {})
-    entries = [dict(entry) for entry in spec.get("job") or []]
-    matrix = spec.get("matrix")
-    if matrix:
-        template = matrix.get("output", "{input}_{style}.mp4")
-        extra = {k: v for k, v in matrix.items() if k not in ("inputs", "styles", "output")}
-        for video, style in itertools.product(matrix.get("inputs", []), matrix.get("styles", [])):
-            entries.append({**extra, "input": video, "styles": [style],
-                            "output": template.format(input=Path(video).stem, style=Path(style).stem)})
+    defaults = spec.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise InputError(f"{path}: 'defaults' must be a table")
+    entries = _entries(path, spec)
     if not entries:
         raise InputError(f"{path} describes no jobs: add [[job]] entries or a [matrix]")
-    jobs = []
+    root, jobs, outputs = path.parent, [], set()
     for number, entry in enumerate(entries, start=1):
         options = {**defaults, **entry}
-        missing = [key for key in ("input", "styles", "output") if not options.get(key)]
-        if missing:
-            raise InputError(f"{path}: job {number} has no {', '.join(missing)}")
-        settings, run = _settings(options, f"{path}: job {number}")
-        styles = options["styles"] if isinstance(options["styles"], list) else [options["styles"]]
-        jobs.append(BatchJob(root / options["input"], tuple(root / s for s in styles), root / options["output"],
-                             settings, run.get("weights", "vgg19"),
-                             root / run["job_dir"] if run.get("job_dir") else None, bool(run.get("restart", False))))
-    outputs = [job.output.resolve() for job in jobs]
-    if len(set(outputs)) != len(outputs):
-        raise InputError(f"{path}: two jobs write the same output; give each its own")
+        try:
+            missing = [key for key in PATH_KEYS if not options.get(key)]
+            if missing:
+                raise InputError(f"no {', '.join(missing)}")
+            video = _paths(options["input"], "input")
+            if len(video) != 1:
+                raise InputError(f"'input' must be one path, got {len(video)}")
+            output = root / _paths(options["output"], "output")[0]
+            settings, run = _settings(options)
+            job = BatchJob(root / video[0], tuple(root / s for s in _paths(options["styles"], "styles")), output,
+                           settings, run.get("weights", "vgg19"),
+                           root / run["job_dir"] if run.get("job_dir") else None, run.get("restart", False),
+                           number=number)
+        except InputError as error:
+            name = options.get("output") if isinstance(options.get("output"), str) else f"job {number}"
+            job = BatchJob(root / str(options.get("input", "?")), (), root / name, None,
+                           error=f"{path}: job {number}: {error}", number=number)
+        if job.error is None and job.output.resolve() in outputs:
+            raise InputError(f"{path}: two jobs write the same output {job.output}; give each its own")
+        outputs.add(job.output.resolve())
+        jobs.append(job)
     return jobs
 
 
-def run_batch(jobs: list[BatchJob], *, executor: str = "ray", address: str | None = None,
-              workers: int | None = None, threads: int | None = None, device: str = "auto",
-              on_job=None, progress=None, frames_per_worker: int = 1) -> list[BatchOutcome]:
-    """Run every job on one pool; ``on_job(index, job)`` before each, ``progress`` as for video."""
-    from .runner import LocalExecutor, check_frames_per_worker, stylize_video
+def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None) -> list[BatchOutcome]:
+    """Run every job on one pool made from ``options`` (an ExecutorOptions); ``on_job(index,
+    job)`` before each, ``progress`` as for video. A job that fails never stops the others."""
+    from .executor import ExecutorOptions, make_executor
+    from .runner import stylize_video
 
-    started_ray = False
-    check_frames_per_worker(frames_per_worker)
-    if executor == "local":
-        from .optimize import pick_device
-
-        pool = LocalExecutor(str(pick_device(device)), threads, frames_per_worker)
-    else:
-        from . import workers as ray_workers
-
-        pool, started_ray = ray_workers.make_pool(address, workers, threads, frames_per_worker=frames_per_worker)
+    options = (options or ExecutorOptions()).validate()
+    pool = None
     outcomes = []
     try:
         for index, job in enumerate(jobs):
             if on_job:
                 on_job(index, job)
+            if job.error is not None:
+                outcomes.append(BatchOutcome(job, False, job.error))
+                continue
             try:
+                if pool is None:  # started on the first runnable job, after the spec's errors are known
+                    pool = make_executor(options)
                 result = stylize_video(job.input, list(job.styles), job.output, job.settings, weights=job.weights,
-                                       job_dir=job.job_dir, restart=job.restart, progress=progress, pool=pool)
+                                       job_dir=job.job_dir, restart=job.restart, progress=progress, executor=pool)
                 outcomes.append(BatchOutcome(job, True, f"{result.frames} frames, {result.rendered} rendered",
                                              result.frames, result.rendered, result.seconds))
             except RayStyleError as error:
                 outcomes.append(BatchOutcome(job, False, str(error)))
+            except Exception as error:  # noqa: BLE001 — one job's bug must not cost the others their run
+                outcomes.append(BatchOutcome(job, False, f"internal error: {type(error).__name__}: {error}"))
     finally:
-        pool.close()
-        if started_ray:
-            ray_workers.shutdown(started_ray)
+        if pool is not None:
+            pool.close()
     return outcomes
 
 

@@ -1,12 +1,16 @@
 """One video frame from a self-contained task: what every executor (Ray actor or plain loop)
-runs. A task carries the content frame and, for a seeded frame, the previous stylized frame
-exactly as stored, so the result depends only on persisted data and the task's seed.
+runs. A task carries the frames it needs exactly as the job directory stores them (PNG bytes,
+and for a flow-seeded frame the stored flow file), so the result depends only on persisted
+data and the task's seed — and frames cross the network compressed, not as raw pixels. The
+worker decodes them, warps the previous frame along the flow, optimizes, and sends back the
+PNG the driver stores as it is.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,35 +20,71 @@ import torch
 from . import images, optimize
 from .config import StyleSettings
 from .errors import FrameError
+from .job import decode_png, digest, load_flow, png_bytes
 from .weights import Weights
 
 
 @dataclass(frozen=True)
+class Reference:
+    """An earlier stylized frame of the chain, for seeding and the temporal loss."""
+
+    offset: int  # how many frames back (1: the previous frame; negative: a later frame)
+    image: bytes  # its stylized PNG, as stored
+    flow: bytes | None = None  # a flow file (this frame → it, and its mask) where one is given…
+    source: bytes | None = None  # …else its source frame's PNG: the worker computes the flow
+
+
+@dataclass(frozen=True)
 class FrameTask:
+    job: str  # the job's identity: a result carrying another job's is dropped
     chain: int
     frame: int
-    content: np.ndarray  # (H, W, 3) uint8 source frame at the output size
-    init: np.ndarray | None  # the start image for a seeded frame (uint8), else None
-    init_kind: str  # "prev" or "flow" (with init), "content" or "noise" (without)
+    content: bytes  # PNG of the source frame at the output size
+    # "prev" or "flow" (seeded: needs references), "content" or "noise", or "blend" (a
+    # refinement pass: its own earlier result, `start`, blended with its warped neighbour)
+    init_kind: str
     iters: int  # evaluation budget: chain starts get more than seeded frames
     seed: int  # derived from the job seed and the frame index
-    temporal_target: np.ndarray | None = None  # previous stylized frame warped into this one (uint8)
-    temporal_mask: np.ndarray | None = None  # (H, W) uint8, 1 where the flow is reliable
+    # Earlier frames first (offset 1, then long-term ones); a refinement frame has its
+    # neighbour in the sweep's direction first, and the one ahead (a negative offset: later).
+    references: tuple[Reference, ...] = ()
     temporal_weight: float = 0.0
+    start: bytes | None = None  # PNG of the frame's own latest result (init "blend")
+    flow_method: str = "dis"  # how the worker computes flows it is not given
+    return_flow: bool = False  # send back the flow previous → this frame (the report's, cached)
+
+    @property
+    def seeded(self) -> bool:
+        return self.init_kind == "blend" or (bool(self.references) and self.init_kind in ("prev", "flow"))
 
 
 @dataclass(frozen=True)
 class FrameOutput:
+    job: str
     chain: int
     frame: int
-    image: np.ndarray  # (H, W, 3) uint8
+    png: bytes  # the stylized frame, as the job directory stores it
     loss: float
     content_loss: float
     style_loss: float
     evaluations: int
     seconds: float
-    worker: str  # host:pid that rendered it
+    worker: str  # host/node:pid that rendered it
+    device: str  # what it rendered on ("cuda:0", "cpu")
     fallback: str | None = None  # set when the frame needed a fallback (e.g. Adam after out of memory)
+    warning: str | None = None  # e.g. a GPU actor that found no CUDA device and rendered on the CPU
+    warping_error: float | None = None  # to the warped previous frame where the flow is reliable
+    flow: bytes | None = None  # the flow file previous → this frame, when the task asked for it
+
+    def record(self) -> dict:
+        """The fields frames.jsonl keeps (the job adds checksum, size and fingerprint)."""
+        record = {"loss": self.loss, "content_loss": self.content_loss, "style_loss": self.style_loss,
+                  "evaluations": self.evaluations, "seconds": round(self.seconds, 3), "worker": self.worker,
+                  "device": self.device}
+        for name in ("fallback", "warning", "warping_error"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
+        return record
 
 
 class WorkerLost(Exception):
@@ -56,38 +96,136 @@ def frame_seed(job_seed: int, frame: int) -> int:
     return (job_seed * 1_000_003 + frame) % (2**63)
 
 
+def resolve_device(requested: str, holds_gpu: bool) -> tuple[torch.device, str | None]:
+    """The device a worker renders on, and a warning when it cannot honour what it was given.
+
+    ``auto`` is CUDA when the worker holds a GPU (or, outside Ray, when one is visible);
+    a GPU worker on a node where torch sees no CUDA device renders on the CPU, and says so.
+    """
+    cuda = torch.cuda.is_available()
+    if requested == "cpu":
+        return torch.device("cpu"), None
+    if requested.startswith("cuda") or holds_gpu:
+        if cuda:
+            return torch.device(requested if requested.startswith("cuda") else "cuda"), None
+        return torch.device("cpu"), ("this worker was given a GPU but torch sees no CUDA device here "
+                                     f"(torch {torch.__version__}); rendering on the CPU")
+    return torch.device("cuda" if cuda else "cpu"), None
+
+
+def _warping_error(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared difference to the warped previous frame where the flow is reliable, [0, 1]²."""
+    diff = ((image.astype(np.float32) - target.astype(np.float32)) / 255) ** 2
+    weight = mask.astype(np.float32)
+    return float((weight * diff.sum(-1)).sum() / max(weight.sum(), 1.0))
+
+
+@dataclass
+class _Prepared:
+    content: np.ndarray  # (H, W, 3) uint8
+    init: np.ndarray | None  # uint8 start image for a seeded frame
+    target: np.ndarray | None = None  # warped earlier frames (uint8) for the temporal loss
+    mask: np.ndarray | None = None  # (H, W) float32 weight of each pixel's temporal term
+    warped_previous: np.ndarray | None = None  # the previous frame warped into this one, and where
+    reliable: np.ndarray | None = None  # its flow is reliable: for the per-frame warping error
+    forward: bytes | None = None  # flow file previous → this frame (computed here; for the report)
+
+
+BLEND = 0.5  # δ of Ruder et al.'s multi-pass: how much of the warped neighbour a pass starts from
+
+
+def prepare(task: FrameTask) -> _Prepared:
+    """Decode a task's frames; warp its references along their flows (Ruder et al. 2016).
+
+    Several references (long-term consistency, or both neighbours in a refinement pass) fold
+    into one quadratic: Σ_j c_j (x − ω_j)² = C (x − ω̄)² + const with C = Σ c_j and
+    ω̄ = Σ c_j ω_j / C, so the optimizer sees one target and one weight map whatever their
+    number. Earlier frames' masks exclude what a nearer earlier frame explains (§4.2).
+    """
+    content = decode_png(task.content)
+    own = decode_png(task.start) if task.start is not None else None
+    if not task.references:
+        return _Prepared(content, own)
+    previous = decode_png(task.references[0].image)
+    if task.init_kind == "prev":
+        return _Prepared(content, previous)
+    from . import flow
+
+    warped, masks, forward = {}, {}, None
+    for reference in task.references:
+        if reference.flow is not None:
+            back, mask = load_flow(reference.flow)
+        else:
+            # Computed here, on the worker, from the source frames the task carries: the driver
+            # would otherwise spend two dense flows per frame for every GPU (DIS is deterministic,
+            # so a resume computes the same flow).
+            other = decode_png(reference.source)
+            back, reverse = flow.optical_flow(content, other, task.flow_method), \
+                flow.optical_flow(other, content, task.flow_method)
+            mask = flow.reliability(back, reverse)
+            if reference.offset == 1 and task.return_flow:
+                from .flowcache import flow_bytes
+
+                forward = flow_bytes(reverse, flow.reliability(reverse, back))
+        image = previous if reference is task.references[0] else decode_png(reference.image)
+        warped[reference.offset], masks[reference.offset] = flow.warp(image, back), mask
+        if reference is task.references[0]:
+            reliable = mask > 0
+            if own is None:
+                init = flow.flow_init(previous, content, back, mask)
+            else:
+                weight = BLEND * mask[..., None]
+                init = np.clip(np.rint(weight * warped[reference.offset] + (1 - weight) * own), 0, 255).astype(np.uint8)
+    first = task.references[0].offset
+    earlier = {k: m for k, m in masks.items() if k > 0}
+    if len(earlier) > 1:
+        masks = {**masks, **flow.long_term_masks(earlier)}
+    total = sum(masks.values())
+    combined = sum(masks[k][..., None] * warped[k].astype(np.float32) for k in warped)
+    target = np.clip(np.rint(combined / np.maximum(total, 1e-6)[..., None]), 0, 255).astype(np.uint8)
+    return _Prepared(content, init, target, total.astype(np.float32), warped[first], reliable, forward)
+
+
 class FrameRenderer:
     """A model and one job's style targets on a device; :meth:`render` optimizes one frame."""
 
-    def __init__(self, model, settings: StyleSettings, style_grams: dict[str, np.ndarray], device, worker: str):
+    def __init__(self, model, settings: StyleSettings, style_grams: dict[str, np.ndarray], device, worker: str,
+                 warning: str | None = None):
         self.model, self.settings, self.device, self.worker = model, settings, torch.device(device), worker
+        self.warning = warning
         self.grams = {name: torch.from_numpy(np.array(g)).to(self.device) for name, g in style_grams.items()}
 
-    def _tensors(self, task: FrameTask):
-        content = images.to_tensor(task.content).to(self.device)
-        if task.init is not None:
-            init = images.to_tensor(task.init).to(self.device)
+    def _tensors(self, task: FrameTask, prepared: _Prepared):
+        content = images.to_tensor(prepared.content).to(self.device)
+        if prepared.init is not None:
+            init = images.to_tensor(prepared.init).to(self.device)
         else:
             init = optimize.initial_image(task.init_kind, content, task.seed)  # a chain start or an independent frame
         temporal = None
-        if task.temporal_target is not None and task.temporal_weight > 0:
-            mask = torch.from_numpy(np.array(task.temporal_mask, np.float32))[None, None].to(self.device)
-            temporal = (images.to_tensor(task.temporal_target).to(self.device), mask, task.temporal_weight)
+        if prepared.target is not None and task.temporal_weight > 0:
+            mask = torch.from_numpy(prepared.mask)[None, None].to(self.device)
+            temporal = (images.to_tensor(prepared.target).to(self.device), mask, task.temporal_weight)
         return content, init, temporal
 
-    def _output(self, task: FrameTask, result: optimize.FrameResult, settings, fallback=None) -> FrameOutput:
+    def _output(self, task: FrameTask, prepared: _Prepared, result: optimize.FrameResult, settings,
+                started: float, fallback=None) -> FrameOutput:
         image = images.to_uint8(result.image)
         if settings.original_colors:
-            image = images.transfer_colors(image, task.content)
-        return FrameOutput(task.chain, task.frame, image, result.loss, result.content_loss, result.style_loss,
-                           result.evaluations, result.seconds, self.worker, fallback)
+            image = images.transfer_colors(image, prepared.content)
+        error = (None if prepared.warped_previous is None else
+                 _warping_error(image, prepared.warped_previous, prepared.reliable))
+        return FrameOutput(task.job, task.chain, task.frame, png_bytes(image), result.loss, result.content_loss,
+                           result.style_loss, result.evaluations, time.perf_counter() - started, self.worker,
+                           str(self.device), fallback, self.warning, error, prepared.forward)
 
     def render(self, task: FrameTask) -> FrameOutput:
-        content, init, temporal = self._tensors(task)
+        started = time.perf_counter()
+        prepared = prepare(task)
+        content, init, temporal = self._tensors(task, prepared)
         torch.manual_seed(task.seed)
         settings, fallback = self.settings, None
         # Coarse-to-fine only where a frame starts from scratch; a seeded frame is already close.
-        optimizer = optimize.stylize_coarse_to_fine if task.init is None else optimize.stylize
+        optimizer = optimize.stylize_coarse_to_fine if prepared.init is None else optimize.stylize
         try:
             result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
         except torch.OutOfMemoryError:
@@ -98,13 +236,13 @@ class FrameRenderer:
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
             result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
-        return self._output(task, result, settings, fallback)
+        return self._output(task, prepared, result, settings, started, fallback)
 
     def render_many(self, tasks: list[FrameTask]) -> list[FrameOutput | Exception]:
         """Several frames (of different chains) in one batched optimization where they can
         share it: seeded frames with equal budgets. Others, and a batch that fails (a
         non-finite loss, out of memory), are rendered one by one, so an error names its frame."""
-        batchable = [t for t in tasks if t.init is not None]
+        batchable = [t for t in tasks if t.seeded]
         budgets = {t.iters for t in batchable}
         if len(batchable) < 2 or len(budgets) != 1:
             return [self._one(task) for task in tasks]
@@ -123,7 +261,9 @@ class FrameRenderer:
             return error
 
     def _batch(self, tasks: list[FrameTask]) -> list[FrameOutput]:
-        parts = [self._tensors(task) for task in tasks]
+        started = time.perf_counter()
+        prepared = [prepare(task) for task in tasks]
+        parts = [self._tensors(task, p) for task, p in zip(tasks, prepared)]
         content = torch.cat([c for c, _, _ in parts])
         init = torch.cat([i for _, i, _ in parts])
         temporal = None
@@ -135,33 +275,48 @@ class FrameRenderer:
         torch.manual_seed(tasks[0].seed)
         results = optimize.stylize_batch(self.model, self.settings, init, content, self.grams,
                                          iters=tasks[0].iters, temporal=temporal)
-        return [self._output(task, result, self.settings) for task, result in zip(tasks, results)]
+        return [self._output(task, p, result, self.settings, started)
+                for task, p, result in zip(tasks, prepared, results)]
 
 
 class RendererCache:
     """Makes the :class:`FrameRenderer` for a job, keeping the model while the weights, layers
-    and pooling stay the same (a batch of jobs with one weights source builds it once)."""
+    and pooling stay the same (a batch of jobs with one weights source builds it once).
 
-    def __init__(self, device: str = "cpu", threads: int | None = None, worker: str | None = None):
+    Jobs are told apart by the identity the driver gives each (``job_key``), never by an
+    object's address, which a later job can reuse.
+    """
+
+    def __init__(self, device: str = "auto", threads: int | None = None, worker: str | None = None,
+                 holds_gpu: bool = False):
         if threads:
             torch.set_num_threads(threads)
-        self.device, self.threads = device, threads
+        self.device, self.warning = resolve_device(device, holds_gpu)
+        self.threads = threads
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self._model_key = self._job_key = None
         self._model = self._renderer = None
 
     def get(self, weights_key: str, load_weights: Callable[[], Weights], settings: StyleSettings,
-            grams_key: str, load_grams: Callable[[], dict]) -> FrameRenderer:
-        job_key = (weights_key, grams_key, settings)
-        if job_key != self._job_key:
+            job_key: str, load_grams: Callable[[], dict]) -> FrameRenderer:
+        key = (weights_key, job_key, settings)
+        if key != self._job_key:
             model_key = (weights_key, settings.pooling, settings.content_layers, settings.style_layers)
             if model_key != self._model_key:
                 self._model = None  # free the old one first
                 self._model = optimize.build_model(load_weights(), settings, self.device)
                 self._model_key = model_key
-            self._renderer = FrameRenderer(self._model, settings, load_grams(), self.device, self.worker)
-            self._job_key = job_key
+            self._renderer = FrameRenderer(self._model, settings, load_grams(), self.device, self.worker,
+                                           self.warning)
+            self._job_key = key
         return self._renderer
 
 
-__all__ = ["FrameTask", "FrameOutput", "FrameRenderer", "RendererCache", "WorkerLost", "frame_seed"]
+def grams_digest(grams: dict[str, np.ndarray]) -> str:
+    """A content hash of a job's style targets (what the renderer cache keys a job by)."""
+    parts = [name.encode() + np.ascontiguousarray(grams[name]).tobytes() for name in sorted(grams)]
+    return digest(b"".join(parts))[:16]
+
+
+__all__ = ["FrameTask", "FrameOutput", "Reference", "FrameRenderer", "RendererCache", "WorkerLost", "frame_seed",
+           "resolve_device", "prepare", "grams_digest"]

@@ -1,27 +1,39 @@
-"""Ray actors and the executor the driver loop talks to: the only module that imports ray.
+"""Ray actors and the elastic pool the driver loop talks to: the only module that imports ray.
 
-Each actor loads the model and the style targets once (both ``ray.put`` once by the driver)
-and renders one call's frames (one, or several of different chains optimized as one batch).
-The executor keeps at most one call per actor in flight,
-hands results back as they finish, and turns dead workers into frames to redo: actors restart
-(bounded), and one that is gone for good is replaced (bounded) or dropped.
+The pool asks for what the cluster has *or can get*: GPU actors when GPUs are there or an
+autoscaler node type offers them (or the user says so), never more CPUs per actor than the
+largest node has. Actors that cannot be placed yet are pending, not failures: each answers a
+``ready`` call once placed, and only then gets frames, so rendering starts with the first
+node and speeds up as nodes join. A node that leaves costs only its frames in flight: its
+actors restart (bounded) and are pending again until placed. If no actor can be placed
+within the placement timeout, the job stops with one line naming what was asked for and
+what the cluster offers. Each actor loads the model and the style targets once (both
+``ray.put`` once by the driver) and renders one call's frames.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import math
 import os
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
-from .errors import FrameError, InputError
+from .errors import ClusterError, FrameError
+from .executor import ExecutorOptions, Result
 from .plan import FrameJob
-from .render import FrameOutput, FrameTask, RendererCache, WorkerLost
+from .render import FrameTask, RendererCache, WorkerLost, grams_digest
 
 ACTOR_RESTARTS = 3  # per actor: its process dies (killed, node lost) → Ray restarts it
 REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many times per worker
+CONNECT_TIMEOUT = 10.0  # s to reach an --address before saying it is unreachable
+POLL = 2.0  # s between checks of pending actors while frames render
 
 
 @ray.remote
@@ -34,18 +46,52 @@ class FrameActor:
     """
 
     def __init__(self, device: str, threads: int):
-        node = ray.get_runtime_context().get_node_id()[:8]
-        self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{node}:{os.getpid()}")
+        context = ray.get_runtime_context()
+        self.node = context.get_node_id()[:8]
+        self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{self.node}:{os.getpid()}",
+                                   holds_gpu=bool(ray.get_gpu_ids()))
 
-    def render(self, shared: list, settings, tasks: list[FrameTask]) -> list[FrameOutput | Exception]:
+    def ready(self) -> dict:
+        return {"worker": self.cache.worker, "node": self.node, "device": str(self.cache.device),
+                "warning": self.cache.warning}
+
+    def render(self, shared: list, settings, job_key: str, tasks: list[FrameTask]):
         weights_ref, grams_ref = shared  # nested in a list, so Ray hands us the references
-        renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings,
-                                  grams_ref.hex(), lambda: ray.get(grams_ref))
+        renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings, job_key,
+                                  lambda: ray.get(grams_ref))
         return renderer.render_many(tasks)
 
 
+# -- joining a cluster ----------------------------------------------------------------------
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of an address we can probe with TCP, or None (``auto``, ``local``)."""
+    if address in ("auto", "local"):
+        return None
+    parsed = urlparse(address if "://" in address else f"gcs://{address}")
+    if parsed.hostname is None or parsed.port is None:
+        return None
+    return parsed.hostname, parsed.port
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise :class:`ClusterError` unless something listens at ``address`` (ray.init itself
+    waits for minutes on an address where nothing answers)."""
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, socket.timeout) else (error.strerror or str(error))
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({reason}): check --address "
+                           "(HEAD:6379, or ray://HEAD:10001) or unset RAY_ADDRESS") from None
+
+
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
-    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
+    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded Ray private to this process
+    (``address="local"``: never someone else's runtime found on this machine).
 
     Returns whether we started it (and so should shut it down).
     """
@@ -55,144 +101,18 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
     common = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, **common)
             return False
         # An embedded Ray is private to this process: its token-authentication notice is noise.
         logging.getLogger("ray").setLevel(logging.ERROR)
-        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 1024**2,
-                 include_dashboard=False, **common)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                 object_store_memory=object_store_mb * 1024**2, include_dashboard=False, **common)
         return True
     except (ConnectionError, RuntimeError, ValueError) as error:
-        where = address or "a local Ray runtime"
-        raise InputError(f"cannot connect to {where}: {str(error).splitlines()[0]}. Check --address "
-                         "(e.g. ray://HEAD:10001 or HEAD:6379) or unset RAY_ADDRESS") from None
-
-
-def make_pool(address: str | None, workers: int | None, threads: int | None, parallel: int | None = None,
-              frames_per_worker: int = 1):
-    """Join or start Ray and start a pool: one actor per GPU, else CPU workers with
-    ``threads`` torch threads each. Returns (pool, whether we started Ray)."""
-    started = connect(address)
-    gpus = cluster_gpus()
-    count = max(1, min(workers or gpus or cluster_cpus(), parallel or 1 << 30))
-    threads = threads or (1 if gpus else max(1, cluster_cpus() // count))
-    return RayExecutor(count, threads, gpus > 0, frames_per_worker=frames_per_worker), started
-
-
-def cluster_gpus() -> int:
-    return int(ray.cluster_resources().get("GPU", 0))
-
-
-def cluster_cpus() -> int:
-    return int(ray.cluster_resources().get("CPU", 1))
-
-
-@dataclass
-class _Worker:
-    actor: "ray.actor.ActorHandle"
-    deaths: int = 0
-
-
-class RayExecutor:
-    """A pool of :class:`FrameActor`; frames in, results as they finish (``ray.wait``).
-
-    One pool can serve several jobs in turn (:meth:`begin` each); weights are ``ray.put`` once
-    per weights source, style targets once per job.
-    """
-
-    def __init__(self, workers: int, threads: int, gpus: bool, resources: dict | None = None,
-                 frames_per_worker: int = 1):
-        self.threads, self.gpus, self.resources = threads, gpus, resources or {}
-        self.frames_per_worker = frames_per_worker
-        self.replacements_left = REPLACEMENTS_PER_WORKER * workers
-        self.idle = [self._start() for _ in range(workers)]
-        self.in_flight: dict = {}  # call → (worker, its frame jobs)
-        self.pending: list = []  # (job, task) submitted, not yet sent
-        self.redone = 0  # frames given back because their worker died
-        self._weights_identity = self._weights_ref = self._shared = self._settings = None
-
-    def begin(self, weights, settings, grams) -> None:
-        """Use these weights, settings and style targets for the frames submitted from now on."""
-        if weights.identity != self._weights_identity:
-            self._weights_ref, self._weights_identity = ray.put(weights), weights.identity
-        self._shared, self._settings = [self._weights_ref, ray.put(grams)], settings
-
-    def _start(self) -> _Worker:
-        # SPREAD: one worker per node before doubling up, so a lost node costs the fewest frames.
-        options = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=0, resources=self.resources,
-                       scheduling_strategy="SPREAD")
-        if self.gpus:
-            options.update(num_gpus=1, num_cpus=1)
-        else:
-            options.update(num_cpus=self.threads)
-        return _Worker(FrameActor.options(**options).remote("cuda" if self.gpus else "cpu", self.threads))
-
-    @property
-    def workers(self) -> int:
-        return len(self.idle) + len(self.in_flight)
-
-    def capacity(self) -> int:
-        """Frames the pool can take now: ``frames_per_worker`` per idle worker."""
-        return len(self.idle) * self.frames_per_worker - len(self.pending)
-
-    def submit(self, job: FrameJob, task: FrameTask) -> None:
-        self.pending.append((job, task))
-
-    def _send(self) -> None:
-        # Spread first, batch second: two frames and two idle workers make two calls.
-        calls = min(len(self.idle), len(self.pending))
-        if not calls:
-            return
-        groups = [self.pending[i::calls] for i in range(calls)]
-        self.pending = []
-        for group in groups:
-            worker = self.idle.pop()
-            ref = worker.actor.render.remote(self._shared, self._settings, [task for _, task in group])
-            self.in_flight[ref] = (worker, [job for job, _ in group])
-
-    def wait(self) -> list[tuple[FrameJob, FrameOutput | BaseException]]:
-        """At least one finished (job, output or error); a dead worker's jobs come back as
-        :class:`WorkerLost` so the driver re-queues them."""
-        if self.pending:
-            self._send()
-        if not self.in_flight:
-            raise FrameError("no workers left: every worker died more often than allowed")
-        ready, _ = ray.wait(list(self.in_flight), num_returns=1)
-        results = []
-        for ref in ready:
-            worker, jobs = self.in_flight.pop(ref)
-            try:
-                results += zip(jobs, ray.get(ref))
-                self.idle.append(worker)
-            except RayTaskError as error:  # the call itself raised
-                self.idle.append(worker)
-                cause = error.cause if isinstance(error.cause, BaseException) else error
-                results += [(job, cause) for job in jobs]
-            except (ActorUnavailableError, ObjectLostError) as error:
-                # The actor is restarting, or its node lost the result: redo the frames, keep the worker.
-                self.redone += len(jobs)
-                self.idle.append(worker)
-                results += [(job, WorkerLost(str(error).splitlines()[0])) for job in jobs]
-            except (RayActorError, GetTimeoutError) as error:
-                self.redone += len(jobs)
-                worker.deaths += 1
-                self._recover(worker)
-                results += [(job, WorkerLost(str(error).splitlines()[0])) for job in jobs]
-        return results
-
-    def _recover(self, worker: _Worker) -> None:
-        if worker.deaths <= ACTOR_RESTARTS:
-            self.idle.append(worker)  # Ray restarts it; calls queue until it is back
-        elif self.replacements_left > 0:
-            self.replacements_left -= 1
-            ray.kill(worker.actor, no_restart=True)
-            self.idle.append(self._start())
-        if not self.idle and not self.in_flight:
-            raise FrameError("every worker died more often than allowed; see the Ray logs")
-
-    def close(self) -> None:
-        for worker in self.idle + [w for w, _ in self.in_flight.values()]:
-            ray.kill(worker.actor, no_restart=True)
+        where = address or "an embedded Ray runtime"
+        raise ClusterError(f"cannot connect to {where}: {str(error).splitlines()[0]}. Check --address "
+                           "(e.g. ray://HEAD:10001 or HEAD:6379) or unset RAY_ADDRESS") from None
 
 
 def shutdown(started: bool) -> None:
@@ -200,4 +120,387 @@ def shutdown(started: bool) -> None:
         ray.shutdown()
 
 
-__all__ = ["RayExecutor", "connect", "make_pool", "cluster_gpus", "cluster_cpus", "shutdown"]
+# -- what the cluster offers -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeType:
+    name: str
+    resources: dict  # per node: CPU, GPU, …
+    max_workers: int  # how many the autoscaler may run
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The cluster's nodes now and, where an autoscaler tells us, the node types it can add."""
+
+    nodes: tuple[dict, ...]  # resources of each live node
+    node_types: tuple[NodeType, ...] | None  # None: no autoscaler, or one we cannot read
+
+    @property
+    def gpus_now(self) -> float:
+        return sum(n.get("GPU", 0) for n in self.nodes)
+
+    @property
+    def cpus_now(self) -> float:
+        return sum(n.get("CPU", 0) for n in self.nodes)
+
+    def most(self, resource: str) -> float:
+        """The most of ``resource`` on any one node, live or launchable."""
+        values = [n.get(resource, 0) for n in self.nodes]
+        values += [t.resources.get(resource, 0) for t in self.node_types or () if t.max_workers > 0]
+        return max(values, default=0)
+
+    def can_add(self, resource: str) -> float:
+        """How much of ``resource`` the autoscaler's node types can bring at most."""
+        return sum(t.resources.get(resource, 0) * t.max_workers for t in self.node_types or ())
+
+    def describe(self) -> str:
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            key = _resources_text(node)
+            counts[key] = counts.get(key, 0) + 1
+        live = ", ".join(f"{n} × {key}" for key, n in counts.items()) or "no nodes"
+        if self.node_types is None:
+            return f"{live}; no autoscaler node types known"
+        types = ", ".join(f"{t.name} {_resources_text(t.resources)} up to {t.max_workers}" for t in self.node_types)
+        return f"{live}; autoscaler can add: {types or 'nothing'}"
+
+
+def _resources_text(resources: dict) -> str:
+    shown = {k: (int(v) if float(v).is_integer() else v) for k, v in resources.items() if k in ("CPU", "GPU")}
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(shown.items())) + "}"
+
+
+def read_offer() -> Offer:
+    nodes = tuple({k: v for k, v in node["Resources"].items() if k in ("CPU", "GPU")}
+                  for node in ray.nodes() if node.get("Alive"))
+    return Offer(nodes, autoscaler_node_types())
+
+
+def autoscaler_node_types() -> tuple[NodeType, ...] | None:
+    """The worker node types an autoscaler can launch, from the cluster config it reports to
+    the GCS (autoscaler v2, KubeRay), else from the autoscaling config file of a monitor
+    running on this machine (the head, where `ray job submit` runs the driver); None when
+    neither is readable — then pass --gpus-per-worker to ask for GPUs that are not there yet."""
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # noqa: BLE001 — private API: any failure means "not available"
+        config = None
+    if config is not None and config.node_group_configs:
+        return tuple(NodeType(group.name, dict(group.resources), int(group.max_count))
+                     for group in config.node_group_configs if group.max_count != 0)
+    return _monitor_node_types()
+
+
+def _monitor_node_types() -> tuple[NodeType, ...] | None:
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        status = _internal_kv_get("__autoscaling_status")
+        pid = json.loads(status)["monitor_pid"] if status else None
+        if not pid:
+            return None
+        import psutil
+
+        command = psutil.Process(int(pid)).cmdline()
+        if not any("monitor" in part for part in command):
+            return None  # that pid is another process: the monitor runs on another machine
+        path = next((part.split("=", 1)[1] for part in command if part.startswith("--autoscaling-config=")), None)
+        if path is None:
+            return None
+        import yaml
+
+        with open(os.path.expanduser(path)) as handle:
+            config = yaml.safe_load(handle)
+        head = config.get("head_node_type")
+        return tuple(NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()
+                                     if isinstance(v, (int, float))}, int(spec.get("max_workers", 0)))
+                     for name, spec in config.get("available_node_types", {}).items() if name != head)
+    except Exception:  # noqa: BLE001 — best effort: a cluster we cannot read is treated as fixed
+        return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What each actor asks for, and how many actors."""
+
+    count: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+    device: str
+
+    def describe(self) -> str:
+        gpus = f", GPU: {self.num_gpus:g}" if self.num_gpus else ""
+        return f"{self.count} worker(s) of {{CPU: {self.num_cpus:g}{gpus}}}"
+
+
+def plan_request(options: ExecutorOptions, offer: Offer, parallel: int | None) -> Request:
+    """How many actors to ask for, and with what, so that no request is infeasible."""
+    wants = math.inf if parallel is None else max(1, math.ceil(parallel / options.frames_per_worker))
+    gpu_capacity = max(offer.gpus_now, offer.can_add("GPU"))
+    per = options.gpus_per_worker
+    if options.device == "cpu":
+        per = 0.0
+    elif per is None:
+        per = 1.0 if gpu_capacity > 0 or options.device.startswith("cuda") else 0.0
+    if per > 0:
+        most = offer.most("GPU")
+        if most and per > most:
+            raise ClusterError(f"--gpus-per-worker {per:g}: no node has more than {most:g} GPUs "
+                               f"(cluster: {offer.describe()})")
+        count = options.max_workers or max(1, math.floor(gpu_capacity / per + 1e-9))
+        # One CPU per actor, less when several actors share a node's GPUs and CPUs.
+        gpu_nodes = [n for n in offer.nodes if n.get("GPU")] + [t.resources for t in offer.node_types or ()
+                                                              if t.resources.get("GPU")]
+        per_node = [n.get("CPU", 1) / max(1, n["GPU"] / per) for n in gpu_nodes]
+        num_cpus = min([1.0, *per_node]) if per_node else 1.0
+        return Request(int(min(count, wants)), round(num_cpus, 4), per, options.threads or 1, options.device)
+    largest = max(1, int(offer.most("CPU")))
+    cpu_capacity = max(offer.cpus_now, offer.can_add("CPU"), 1)
+    count = int(min(options.max_workers or cpu_capacity, wants))
+    threads = min(options.threads or max(1, int(cpu_capacity // count)), largest)
+    return Request(count, threads, 0.0, threads, "cpu" if options.device == "auto" else options.device)
+
+
+# -- the pool ----------------------------------------------------------------------------------
+
+@dataclass
+class _Worker:
+    actor: "ray.actor.ActorHandle"
+    name: str = "pending"
+    deaths: int = 0
+    ping: object = None  # the outstanding ready() call while pending
+
+
+@dataclass
+class _Call:
+    worker: _Worker
+    jobs: list
+    job_id: str
+
+
+@dataclass
+class _State:
+    pending: dict = field(default_factory=dict)  # ping ref → worker not placed (or restarting)
+    idle: list = field(default_factory=list)
+    in_flight: dict = field(default_factory=dict)  # call ref → _Call
+
+
+class RayExecutor:
+    """An elastic pool of :class:`FrameActor`; frames in, results as they finish (``ray.wait``).
+
+    One pool can serve several jobs in turn (:meth:`begin` each); weights are ``ray.put`` once
+    per weights source, style targets once per job.
+    """
+
+    def __init__(self, request: Request, options: ExecutorOptions, offer: Offer, started_ray: bool = False):
+        self.request, self.options, self.offer, self.started_ray = request, options, offer, started_ray
+        self.threads, self.frames_per_worker = request.threads, options.frames_per_worker
+        self.replacements_left = REPLACEMENTS_PER_WORKER * request.count
+        self.state = _State()
+        self.queue: list = []  # (job, task) submitted, not yet sent
+        self.redone = 0
+        self._notes: list[str] = []
+        self._joined = False  # a worker became ready since the driver last saw the capacity
+        self._since = time.monotonic()  # since when no worker has been ready
+        self._job = None
+        self._weights_identity = self._weights_ref = self._shared = self._settings = self._job_key = None
+        for _ in range(request.count):
+            self._launch()
+
+    @classmethod
+    def start(cls, options: ExecutorOptions, parallel: int | None = None) -> "RayExecutor":
+        started = connect(options.address)
+        try:
+            offer = read_offer()
+            return cls(plan_request(options, offer, parallel), options, offer, started)
+        except BaseException:
+            shutdown(started)
+            raise
+
+    # -- actors ----------------------------------------------------------------------------
+    def _launch(self) -> None:
+        request = self.request
+        # SPREAD: one worker per node before doubling up, so a lost node costs the fewest frames.
+        actor = FrameActor.options(max_restarts=ACTOR_RESTARTS, max_task_retries=0, num_cpus=request.num_cpus,
+                                   num_gpus=request.num_gpus, scheduling_strategy="SPREAD").remote(
+            request.device, request.threads)
+        self._await_ready(_Worker(actor))
+
+    def _await_ready(self, worker: _Worker) -> None:
+        worker.ping = worker.actor.ready.remote()
+        self.state.pending[worker.ping] = worker
+
+    @property
+    def workers(self) -> int:
+        """Workers placed and answering (busy or idle)."""
+        return len(self.state.idle) + len({id(c.worker) for c in self.state.in_flight.values()})
+
+    @property
+    def pending_workers(self) -> int:
+        return len(self.state.pending)
+
+    @property
+    def workers_planned(self) -> int:
+        return self.request.count
+
+    def limit(self, workers: int) -> None:
+        """Give back actors beyond ``workers``: pending ones first, then idle ones."""
+        surplus = self.workers + self.pending_workers - max(1, workers)
+        while surplus > 0 and (self.state.pending or self.state.idle):
+            if self.state.pending:
+                worker = self.state.pending.pop(next(iter(self.state.pending)))
+            else:
+                worker = self.state.idle.pop()
+            ray.kill(worker.actor, no_restart=True)
+            surplus -= 1
+        self.request = dataclasses.replace(self.request, count=min(self.request.count, max(1, workers)))
+
+    def notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    # -- jobs ------------------------------------------------------------------------------
+    def begin(self, job_id: str, weights, settings, grams) -> None:
+        """Use these weights, settings and style targets for the frames submitted from now on."""
+        if weights.identity != self._weights_identity:
+            self._weights_ref, self._weights_identity = ray.put(weights), weights.identity
+        self._shared, self._settings = [self._weights_ref, ray.put(grams)], settings
+        self._job, self._job_key = job_id, f"{job_id}:{grams_digest(grams)}"
+        self.queue.clear()
+
+    def capacity(self) -> int:
+        """Frames the pool can take now: ``frames_per_worker`` per idle worker."""
+        return len(self.state.idle) * self.frames_per_worker - len(self.queue)
+
+    def submit(self, item: FrameJob, task: FrameTask) -> None:
+        self.queue.append((item, task))
+
+    def _send(self) -> None:
+        # Spread first, batch second: two frames and two idle workers make two calls.
+        calls = min(len(self.state.idle), len(self.queue))
+        if not calls:
+            return
+        groups = [self.queue[i::calls] for i in range(calls)]
+        self.queue = []
+        for group in groups:
+            worker = self.state.idle.pop()
+            ref = worker.actor.render.remote(self._shared, self._settings, self._job_key, [t for _, t in group])
+            self.state.in_flight[ref] = _Call(worker, [job for job, _ in group], self._job)
+
+    def results(self) -> list[Result]:
+        """At least one finished (job, output or error) of the current job; a dead worker's
+        frames come back as :class:`WorkerLost` so the driver re-queues them."""
+        while True:
+            self._send()
+            if self._joined and self.state.idle and not self.queue:
+                self._joined = False
+                return []  # a worker was placed: the driver can hand it frames now
+            if not self.state.in_flight and not self.state.pending:
+                if self.state.idle:
+                    return []
+                raise FrameError("no workers left: every worker died more often than allowed")
+            results = self._wait(list(self.state.in_flight) + list(self.state.pending))
+            if results:
+                return results
+            self._check_placement()
+
+    def drain(self) -> list[Result]:
+        """Wait for the current job's calls in flight; their results are returned."""
+        self.queue.clear()
+        results = []
+        while any(call.job_id == self._job for call in self.state.in_flight.values()):
+            results += self._wait([ref for ref, call in self.state.in_flight.items() if call.job_id == self._job])
+        return results
+
+    def _check_placement(self) -> None:
+        if self.workers or self.state.in_flight:
+            self._since = time.monotonic()
+            return
+        waited = time.monotonic() - self._since
+        if waited > self.options.placement_timeout:
+            raise ClusterError(
+                f"no worker could be placed in {waited:.0f} s (--placement-timeout): asked for "
+                f"{self.request.describe()}; the cluster offers {read_offer().describe()}")
+
+    def _wait(self, refs: list) -> list[Result]:
+        ready, _ = ray.wait(refs, num_returns=1, timeout=POLL)
+        # Take whatever else is already done too, without waiting.
+        if ready:
+            more, _ = ray.wait([r for r in refs if r not in ready], num_returns=len(refs) - len(ready), timeout=0)
+            ready += more
+        results = []
+        for ref in ready:
+            if ref in self.state.pending:
+                self._placed(ref)
+            else:
+                results += self._finished(ref)
+        return results
+
+    def _placed(self, ref) -> None:
+        worker = self.state.pending.pop(ref)
+        try:
+            info = ray.get(ref)
+        except (RayActorError, ActorUnavailableError, GetTimeoutError, ObjectLostError, RayTaskError) as error:
+            worker.deaths += 1
+            self._recover(worker, str(error).splitlines()[0])
+            return
+        first = worker.name == "pending"
+        worker.name = info["worker"]
+        self.state.idle.append(worker)
+        self._joined = True
+        self._since = time.monotonic()
+        if first:
+            self._notes.append(f"worker {info['worker']} ready on {info['device']}")
+            if info.get("warning"):
+                self._notes.append(f"{info['worker']}: {info['warning']}")
+
+    def _finished(self, ref) -> list[Result]:
+        call = self.state.in_flight.pop(ref)
+        worker, jobs = call.worker, call.jobs
+        try:
+            outputs = list(zip(jobs, ray.get(ref)))
+            self.state.idle.append(worker)
+        except RayTaskError as error:  # the call itself raised
+            self.state.idle.append(worker)
+            cause = error.cause if isinstance(error.cause, BaseException) else error
+            outputs = [(job, cause) for job in jobs]
+        except (ActorUnavailableError, ObjectLostError, RayActorError, GetTimeoutError) as error:
+            # The actor died or is restarting, or its node lost the result: redo the frames.
+            reason = str(error).splitlines()[0]
+            worker.deaths += 1
+            self._recover(worker, reason)
+            outputs = [(job, WorkerLost(reason)) for job in jobs]
+            if call.job_id == self._job:
+                self.redone += len(jobs)
+        if call.job_id != self._job:
+            return []  # a call of a job that has ended: never stored in another job
+        return outputs
+
+    def _recover(self, worker: _Worker, reason: str) -> None:
+        """A worker that died waits to be placed again (Ray restarts it, bounded); one out of
+        restarts is replaced (bounded) or dropped."""
+        if worker.deaths <= ACTOR_RESTARTS:
+            self._await_ready(worker)
+            self._notes.append(f"worker {worker.name} lost ({reason}); waiting for it to restart")
+        elif self.replacements_left > 0:
+            self.replacements_left -= 1
+            ray.kill(worker.actor, no_restart=True)
+            self._launch()
+            self._notes.append(f"worker {worker.name} replaced after {worker.deaths} deaths")
+        else:
+            ray.kill(worker.actor, no_restart=True)
+            self._notes.append(f"worker {worker.name} dropped after {worker.deaths} deaths")
+
+    def close(self) -> None:
+        actors = [w.actor for w in self.state.idle] + [w.actor for w in self.state.pending.values()]
+        actors += [call.worker.actor for call in self.state.in_flight.values()]
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        self.state = _State()
+        shutdown(self.started_ray)
+
+
+__all__ = ["RayExecutor", "FrameActor", "connect", "check_reachable", "shutdown", "read_offer", "plan_request",
+           "Offer", "NodeType", "Request", "autoscaler_node_types"]

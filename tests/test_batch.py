@@ -5,6 +5,7 @@ import pytest
 from ray_style.batch import read_spec, run_batch
 from ray_style.cli import main
 from ray_style.errors import InputError
+from ray_style.executor import ExecutorOptions
 from tests.conftest import DATA, SAMPLES
 
 TOML = f"""
@@ -41,8 +42,7 @@ def test_spec_expands_jobs_and_matrix(tmp_path):
 def test_yaml_spec_and_errors(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({"job": [{"input": "a.mp4", "styles": ["s.jpg"], "output": "o.mp4", "itres": 3}]}))
-    with pytest.raises(InputError, match="unknown option 'itres'. Did you mean 'iters'"):
-        read_spec(spec)
+    assert "unknown option 'itres'. Did you mean 'iters'" in read_spec(spec)[0].error
     spec.write_text(json.dumps({"job": [{"input": "a.mp4", "styles": ["s.jpg"], "output": "o.mp4"},
                                         {"input": "b.mp4", "styles": ["s.jpg"], "output": "o.mp4"}]}))
     with pytest.raises(InputError, match="same output"):
@@ -65,7 +65,7 @@ output = "broken.mp4"
     assert "batch: 3 of 4 jobs done" in out and "FAIL" in out and "video not found" in out
     assert all((tmp_path / name).exists() for name in ("single.mp4", "out_bunny_12f_chelsea.mp4"))
     good = [job for job in read_spec(spec) if job.output.name != "broken.mp4"]
-    outcomes = run_batch(good, executor="local")  # re-run: everything resumes
+    outcomes = run_batch(good, ExecutorOptions(kind="local"))  # re-run: everything resumes
     assert all(o.ok and o.rendered == 0 for o in outcomes), [(o.ok, o.rendered, o.detail) for o in outcomes]
 
 
@@ -74,9 +74,101 @@ output = "broken.mp4"
 def test_ray_batch_reuses_the_pool(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(TOML)
-    outcomes = run_batch(read_spec(spec), workers=2, threads=1)
+    outcomes = run_batch(read_spec(spec), ExecutorOptions(max_workers=2, threads=1))
     assert [o.ok for o in outcomes] == [True, True, True]
     workers = [{json.loads(line)["worker"] for line in (o.job.output.with_suffix(".job") / "frames.jsonl")
                 .read_text().splitlines()} for o in outcomes]
     assert workers[0] | workers[1] | workers[2] <= workers[0] | workers[1]  # the same actors served every job
     assert len(workers[0] | workers[1] | workers[2]) <= 2
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"size": "abc"}, "option 'size' must be a whole number, got 'abc'"),
+    ({"styles": 5}, "'styles' must be a path or a list of paths, got 5"),
+    ({"input": 123}, "'input' must be a path or a list of paths, got 123"),
+    ({"weights": 5}, "option 'weights' must be a str, got 5"),
+    ({"content_weight": "1e3"}, "option 'content_weight' must be a float, got '1e3'"),
+    ({"temporal_weight": -1.0}, "--temporal-weight must be a finite number ≥ 0"),
+])
+def test_each_bad_job_is_reported_and_the_others_still_read(tmp_path, entry, message):
+    spec = tmp_path / "spec.yaml"
+    good = {"input": "a.mp4", "styles": ["s.jpg"], "output": "good.mp4"}
+    spec.write_text(json.dumps({"job": [{**good, "output": "bad.mp4", **entry}, good]}))
+    bad, fine = read_spec(spec)
+    assert message in bad.error and fine.error is None
+
+
+def test_matrix_inputs_may_be_one_string_and_templates_are_checked(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"matrix": {"inputs": "clip.mp4", "styles": "art.jpg", "output": "o_{input}.mp4"}}))
+    jobs = read_spec(spec)
+    assert [(j.input.name, [s.name for s in j.styles], j.output.name) for j in jobs] == [
+        ("clip.mp4", ["art.jpg"], "o_clip.mp4")]  # one job, not one per character
+    spec.write_text(json.dumps({"matrix": {"inputs": ["a.mp4"], "styles": ["s.jpg"], "output": "out/{foo}.mp4"}}))
+    with pytest.raises(InputError, match=r"uses \{foo\}: only \{input\} and \{style\}"):
+        read_spec(spec)
+
+
+def test_a_batch_job_has_the_manifest_of_the_same_command_line_run(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"""
+[[job]]
+input = "{DATA / 'bunny_12f.mp4'}"
+styles = ["{SAMPLES / 'starry_night.jpg'}"]
+output = "batch.mp4"
+weights = "random"
+size = 32
+iters = 3
+init = "flow"
+segment_length = 12
+""")
+    assert run_batch(read_spec(spec), ExecutorOptions(kind="local"))[0].ok
+    assert main(["video", str(DATA / "bunny_12f.mp4"), str(SAMPLES / "starry_night.jpg"), "-o",
+                 str(tmp_path / "cli.mp4"), "--weights", "random", "--size", "32", "--iters", "3", "--init", "flow",
+                 "--segment-length", "12", "--executor", "local", "--no-report", "-q"]) == 0
+    batch, cli = (json.loads((tmp_path / f"{name}.job" / "manifest.json").read_text()) for name in ("batch", "cli"))
+    assert {k: v for k, v in batch.items() if k != "run"} == {k: v for k, v in cli.items() if k != "run"}
+
+
+@pytest.mark.parametrize("options", [
+    ExecutorOptions(kind="local", threads=2, frames_per_worker=3),
+    pytest.param(ExecutorOptions(max_workers=2, threads=1), marks=[pytest.mark.ray, pytest.mark.slow]),
+], ids=["local", "ray"])
+def test_a_job_that_fails_mid_render_does_not_leak_into_the_next(tmp_path, options):
+    """A failing job's frames still in flight must never be stored in the job after it."""
+    spec = tmp_path / "spec.toml"
+    common = f"""input = "{DATA / 'bunny_12f.mp4'}"
+weights = "random"
+size = 32
+iters = 3
+segment_length = 4
+overlap = 1
+"""
+    spec.write_text(f"""
+[[job]]
+{common}styles = ["{SAMPLES / 'starry_night.jpg'}"]
+output = "failing.mp4"
+style_weight = 1e40
+optimizer = "adam"
+
+[[job]]
+{common}styles = ["{SAMPLES / 'chelsea.png'}"]
+output = "good.mp4"
+""")
+    failing, good = run_batch(read_spec(spec), options)
+    assert not failing.ok and "failed 3 times" in failing.detail and good.ok
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    spec_alone = alone / "spec.toml"
+    spec_alone.write_text(spec.read_text().split("[[job]]")[0] + "[[job]]" + spec.read_text().split("[[job]]")[2])
+    (result,) = run_batch(read_spec(spec_alone), options)
+    assert result.ok
+    from tests.test_runner import frames_of
+
+    assert frames_of(tmp_path / "good.job") == frames_of(alone / "good.job")
+
+
+def test_a_nan_weight_in_toml_is_refused(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[[job]]\ninput = "a.mp4"\nstyles = ["s.jpg"]\noutput = "o.mp4"\ntv_weight = nan\n')
+    assert "option 'tv_weight' must be a finite number, got nan" in read_spec(spec)[0].error

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from ray_style import video
+from ray_style.executor import ExecutorOptions
 from ray_style.runner import stylize_video
 from tests.test_runner import CLIP, STYLE, TINY, frames_of
 
@@ -41,8 +42,8 @@ SLOWER = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, iters=4
 
 
 def run(tmp_path, name, address):
-    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", SLOWER, weights="random", executor="ray",
-                         address=address, workers=2, threads=1)
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", SLOWER, weights="random", report=False,
+                         executor=ExecutorOptions(address=address, max_workers=2, threads=1))
 
 
 def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_nodes):

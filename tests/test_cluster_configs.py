@@ -42,6 +42,12 @@ def test_kuberay_rayjob():
     assert job["spec"]["entrypoint"].startswith("ray-style video ") and "--job-dir /data/" in job["spec"]["entrypoint"]
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     check_ray_cluster_spec(job["spec"]["rayClusterSpec"])
+    # The entrypoint's options parse, and ask for GPU workers the autoscaler adds from zero.
+    from ray_style.cli import build_parser
+
+    args = build_parser().parse_args(job["spec"]["entrypoint"].split()[1:])
+    group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert args.gpus_per_worker == 1 and args.max_workers == group["maxReplicas"]
 
 
 def test_autoscaler_yaml():
@@ -53,6 +59,7 @@ def test_autoscaler_yaml():
     assert config["head_node_type"] in types
     gpu = types["gpu_worker"]
     assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1 and "node_config" in gpu
+    assert gpu["resources"]["GPU"] >= 1  # stated, so a driver sees GPUs can come before any node exists
     head_start = " ".join(config["head_start_ray_commands"])
     assert "RAY_AUTH_MODE=token" in head_start and "--dashboard-host=127.0.0.1" in head_start
     assert "RAY_AUTH_MODE=token" in " ".join(config["worker_start_ray_commands"])

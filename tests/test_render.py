@@ -2,17 +2,26 @@ import numpy as np
 import pytest
 import torch
 
-from ray_style import images, optimize
-from ray_style.errors import FrameError
+from ray_style import optimize
 from ray_style.config import StyleSettings
-from ray_style.render import FrameTask, RendererCache, frame_seed
+from ray_style.errors import FrameError
+from ray_style.job import decode_png, png_bytes
+from ray_style.render import (FrameTask, Reference, RendererCache, frame_seed, grams_digest, prepare,
+                              resolve_device)
 
 SETTINGS = StyleSettings(size=32, iters=4, content_weight=1.0, style_weight=1e3)
 
 
-def task(init=None, kind="content"):
+def flow_file(flow, mask):
+    from ray_style.flowcache import flow_bytes
+
+    return flow_bytes(flow, mask)
+
+
+def task(init=None, kind="content", job="j"):
     content = np.random.default_rng(0).integers(0, 256, (18, 32, 3), dtype=np.uint8)
-    return FrameTask(0, 5, content, init, kind, 4, frame_seed(0, 5))
+    references = (Reference(1, png_bytes(init)),) if init is not None else ()
+    return FrameTask(job, 0, 5, png_bytes(content), kind, 4, frame_seed(0, 5), references)
 
 
 def renderer(random_vgg, settings=SETTINGS):
@@ -20,7 +29,7 @@ def renderer(random_vgg, settings=SETTINGS):
     targets = optimize.style_targets(model, [torch.rand(1, 3, 32, 32)], settings.style_layers)
     grams = {name: gram.numpy() for name, gram in targets.items()}
     cache = RendererCache("cpu", 2)
-    return cache, cache.get("w", lambda: random_vgg, settings, "g", lambda: grams)
+    return cache, cache.get("w", lambda: random_vgg, settings, grams_digest(grams), lambda: grams)
 
 
 def test_model_is_reused_across_jobs_with_the_same_weights(random_vgg):
@@ -30,12 +39,18 @@ def test_model_is_reused_across_jobs_with_the_same_weights(random_vgg):
     assert other.model is first.model and other is not first  # weights were not loaded again
 
 
+def test_jobs_are_keyed_by_their_targets_content_not_an_address():
+    a = {"relu1_1": np.ones((1, 2, 2), np.float32)}
+    b = {"relu1_1": np.full((1, 2, 2), 2, np.float32)}
+    assert grams_digest(a) == grams_digest({k: v.copy() for k, v in a.items()}) != grams_digest(b)
+
+
 def test_frames_are_reproducible_and_seeded_frames_differ(random_vgg):
     _, r = renderer(random_vgg)
     a, b = r.render(task()), r.render(task())
-    assert np.array_equal(a.image, b.image) and a.evaluations == 4
-    seeded = r.render(task(init=a.image, kind="prev"))
-    assert not np.array_equal(seeded.image, a.image)
+    assert a.png == b.png and a.evaluations == 4 and a.job == "j" and a.device == "cpu"
+    seeded = r.render(task(init=decode_png(a.png), kind="prev"))
+    assert seeded.png != a.png
     assert r.render(task(kind="noise")).fallback is None
 
 
@@ -53,14 +68,48 @@ def test_out_of_memory_retries_with_adam(random_vgg, monkeypatch):
     monkeypatch.setattr(optimize, "stylize", tight_memory)
     out = r.render(task())
     assert seen == ["lbfgs", "adam"] and out.fallback == "adam after out of memory"
+    assert out.record()["fallback"] == "adam after out of memory"
 
 
 def _seeded(frame, chain, temporal=False, iters=4):
     rng = np.random.default_rng(frame)
     content = rng.integers(0, 256, (18, 32, 3), dtype=np.uint8)
     init = rng.integers(0, 256, (18, 32, 3), dtype=np.uint8)
-    extra = (init, np.ones((18, 32), np.uint8), 50.0) if temporal else ()
-    return FrameTask(chain, frame, content, init, "flow" if temporal else "prev", iters, frame_seed(0, frame), *extra)
+    flow = flow_file(np.zeros((18, 32, 2)), np.ones((18, 32))) if temporal else None
+    return FrameTask("j", chain, frame, png_bytes(content), "flow" if temporal else "prev", iters,
+                     frame_seed(0, frame), (Reference(1, png_bytes(init), flow),), 50.0 if temporal else 0.0)
+
+
+def test_a_flow_seeded_frame_reports_its_warping_error(random_vgg):
+    _, r = renderer(random_vgg)
+    out = r.render(_seeded(3, 0, temporal=True))
+    assert out.warping_error is not None and 0 < out.warping_error < 1
+    assert "warping_error" in out.record() and r.render(_seeded(3, 0)).warping_error is None
+
+
+def test_long_term_references_fold_into_one_target_weighted_by_their_masks():
+    content = np.zeros((4, 6, 3), np.uint8)
+    near, far = np.full((4, 6, 3), 100, np.uint8), np.full((4, 6, 3), 200, np.uint8)
+    zero = np.zeros((4, 6, 2))
+    left = np.zeros((4, 6)); left[:, :3] = 1  # the previous frame explains the left half only
+    task = FrameTask("j", 0, 9, png_bytes(content), "flow", 4, 0,
+                     (Reference(1, png_bytes(near), flow_file(zero, left)),
+                      Reference(5, png_bytes(far), flow_file(zero, np.ones((4, 6))))), 1.0)
+    prepared = prepare(task)
+    # Where frame t-1 is reliable it alone counts (Ruder et al. §4.2); elsewhere frame t-5 does.
+    assert (prepared.target[:, :3] == 100).all() and (prepared.target[:, 3:] == 200).all()
+    assert (prepared.mask == 1).all()
+    assert (prepared.init[:, :3] == 100).all() and (prepared.init[:, 3:] == 0).all()  # disocclusion: content
+
+
+def test_a_gpu_worker_without_cuda_renders_on_the_cpu_and_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", holds_gpu=False) == (torch.device("cpu"), None)
+    device, warning = resolve_device("auto", holds_gpu=True)
+    assert device == torch.device("cpu") and "no CUDA device" in warning
+    assert resolve_device("cpu", holds_gpu=True) == (torch.device("cpu"), None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", holds_gpu=True) == (torch.device("cuda"), None)
 
 
 def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monkeypatch):
@@ -79,19 +128,22 @@ def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monke
     assert batches == [2, 1]  # the seeded pair in one batch, the chain start alone
     singles = [r.render(t) for t in tasks]
     for batched, single in zip(outputs, singles):
-        assert np.abs(batched.image.astype(int) - single.image.astype(int)).max() <= 2
+        diff = decode_png(batched.png).astype(int) - decode_png(single.png).astype(int)
+        assert np.abs(diff).max() <= 2
         assert batched.loss == pytest.approx(single.loss, rel=1e-3)
 
 
 def test_a_failing_batch_is_retried_frame_by_frame(random_vgg, monkeypatch):
     _, r = renderer(random_vgg)
     real = optimize.stylize_batch
+    bad = _seeded(9, 1)
+    bad_mean = float(torch.from_numpy(np.array(decode_png(bad.references[0].image))).float().div(255).mean())
 
     def nan_in_frame_9(model, settings, init, *args, **kwargs):
-        if init.shape[0] > 1 or float(init.mean()) == float(images.to_tensor(_seeded(9, 1).init).mean()):
+        if init.shape[0] > 1 or abs(float(init.mean()) - bad_mean) < 1e-6:
             raise FrameError("loss is nan after 4 evaluations: lower --style-weight")
         return real(model, settings, init, *args, **kwargs)
 
     monkeypatch.setattr(optimize, "stylize_batch", nan_in_frame_9)
-    outputs = r.render_many([_seeded(3, 0), _seeded(9, 1)])
+    outputs = r.render_many([_seeded(3, 0), bad])
     assert outputs[0].frame == 3 and isinstance(outputs[1], FrameError)

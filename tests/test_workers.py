@@ -7,6 +7,7 @@ import time
 import pytest
 
 from ray_style import video
+from ray_style.executor import ExecutorOptions
 from ray_style.runner import stylize_video
 from tests.test_runner import CLIP, STYLE, TINY, frames_of
 
@@ -16,14 +17,17 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
     yield
     ray.shutdown()
 
 
-def ray_run(tmp_path, name, **kwargs):
-    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", executor="ray",
-                         workers=2, threads=1, **kwargs)
+def ray_run(tmp_path, name, frames_per_worker=1):
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", report=False,
+                         executor=ExecutorOptions(max_workers=2, threads=1, frames_per_worker=frames_per_worker))
 
 
 def test_ray_pool_renders_every_frame_once(tmp_path, local_ray):

@@ -1,0 +1,226 @@
+"""Clusters as users deploy them: 1-CPU nodes, GPU nodes that an autoscaler adds from zero
+(Ray's fake_multinode provider: each "node" is a real raylet on this machine with a fake GPU
+resource), nodes that disappear mid-job. Everything started here is ended here, by PID."""
+import dataclasses
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from ray_style import video
+from ray_style.executor import ExecutorOptions
+from ray_style.runner import stylize_video
+from tests.test_runner import CLIP, STYLE, TINY, frames_of
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+yaml = pytest.importorskip("yaml")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# Three chains of 4 frames (plus lead-ins), long enough frames that a node can be lost mid-frame.
+JOB = dataclasses.replace(TINY, segment_length=4, overlap=1,
+                          style=dataclasses.replace(TINY.style, iters=30))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def end_processes_of(port: int) -> None:
+    """Kill what this test's cluster started: every process that names its GCS port, and their
+    children (raylets, workers, agents of the fake nodes), by PID."""
+    marks = (f":{port}", f"={port}")
+    ours = [p for p in psutil.process_iter(["cmdline"])
+            if any(part.endswith(marks) or f":{port} " in part for part in p.info["cmdline"] or [])]
+    family = {p.pid: p for p in ours}
+    for process in ours:
+        try:
+            family.update({c.pid: c for c in process.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            pass
+    for process in family.values():
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(family.values()), timeout=10)
+
+
+@pytest.fixture()
+def autoscaling_cluster(monkeypatch, tmp_path):
+    """A head with 0 CPUs and an autoscaler whose only worker type is {CPU: 1, GPU: 1}, min 0, max 3."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    port = free_port()
+    config = {
+        "cluster_name": "ray-style-test", "max_workers": 3, "idle_timeout_minutes": 5, "upscaling_speed": 10,
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{port}"},
+        "auth": {"ssh_user": "nobody"},
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "gpu_node": {"resources": {"CPU": 1, "GPU": 1, "object_store_memory": 80 * 1024**2},
+                         "node_config": {}, "min_workers": 0, "max_workers": 3},
+        },
+        "head_node_type": "ray.head.default",
+        **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                               "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
+                               "cluster_synced_files")},
+        "file_mounts": {}, "file_mounts_sync_continuously": False,
+    }
+    path = tmp_path / "autoscaler.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for key, value in {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                       "RAY_AUTH_MODE": "disabled"}.items():
+        monkeypatch.setenv(key, value)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "gcs_server_port": port, "node_ip_address": "127.0.0.1", "autoscaling_config": str(path),
+        "object_store_memory": 80 * 1024**2, "include_dashboard": False})
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        end_processes_of(port)
+        cluster.shutdown()
+        end_processes_of(port)
+
+
+def records(job_dir):
+    return [json.loads(line) for line in (job_dir / "frames.jsonl").read_text().splitlines()]
+
+
+def node_of(record) -> str:
+    return record["worker"].split("/")[1].split(":")[0]
+
+
+def local_reference(tmp_path):
+    return stylize_video(CLIP, [STYLE], tmp_path / "local.mp4", JOB, weights="random",
+                         executor=ExecutorOptions(kind="local", threads=1), report=False)
+
+
+def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames(tmp_path, autoscaling_cluster):
+    reference = local_reference(tmp_path)
+    assert not any(n["Resources"].get("GPU") for n in ray.nodes() if n["Alive"]) if ray.is_initialized() else True
+    options = ExecutorOptions(address=autoscaling_cluster.address, placement_timeout=240)
+    notes = []
+    started = time.monotonic()
+    first_frame = []
+
+    def progress(p):
+        if p.note:
+            notes.append(p.note)
+        if p.stage == "render" and p.done and not first_frame:
+            first_frame.append(time.monotonic() - started)
+
+    grown = stylize_video(CLIP, [STYLE], tmp_path / "grown.mp4", JOB, weights="random", executor=options,
+                          progress=progress, report=False)
+    nodes = {node_of(r) for r in records(grown.job_dir)}
+    assert len(nodes) >= 2, nodes  # the pool grew as the autoscaler added GPU nodes
+    assert all(r["device"] == "cpu" and "no CUDA device" in r["warning"] for r in records(grown.job_dir))
+    assert any("no CUDA device" in note for note in notes)  # said on the progress line too
+    assert frames_of(grown.job_dir) == frames_of(reference.job_dir)  # identical to a local run
+    print(f"autoscaled: first frame after {first_frame[0]:.1f} s; frames per node "
+          f"{ {n: sum(node_of(r) == n for r in records(grown.job_dir)) for n in nodes} }")
+
+    # Now lose a node mid-job: kill the raylet of a node that is rendering.
+    log = tmp_path / "lost.job" / "frames.jsonl"
+    killed = []
+
+    def kill_a_rendering_node():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if log.exists() and log.read_text().strip():
+                worker_pid = int(json.loads(log.read_text().splitlines()[0])["worker"].rsplit(":", 1)[1])
+                raylet = psutil.Process(worker_pid).parent()
+                time.sleep(0.2)  # into the node's next frame
+                raylet.kill()
+                killed.append(raylet.pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_rendering_node)
+    killer.start()
+    lost = stylize_video(CLIP, [STYLE], tmp_path / "lost.mp4", JOB, weights="random", executor=options,
+                         report=False)
+    killer.join()
+    assert killed, "no node was lost"
+    rendered = [(r["chain"], r["frame"]) for r in records(lost.job_dir)]
+    assert len(rendered) == len(set(rendered)) == len(frames_of(reference.job_dir))  # every frame exactly once
+    assert frames_of(lost.job_dir) == frames_of(reference.job_dir)
+    assert video.probe(lost.output).frames == 12
+
+
+@pytest.fixture()
+def two_one_cpu_nodes():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * 1024**2,
+                                                           "include_dashboard": False})
+    cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2)
+    cluster.wait_for_nodes()
+    yield cluster
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
+def test_two_one_cpu_nodes_get_one_feasible_worker_each(tmp_path, two_one_cpu_nodes):
+    # One 12-frame chain by default; it used to ask for one 2-CPU actor no node has, and hang.
+    settings = dataclasses.replace(TINY, segment_length=48)
+    result = stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", settings, weights="random", report=False,
+                           executor=ExecutorOptions(address=two_one_cpu_nodes.address, placement_timeout=60))
+    assert result.chains == 2  # cut for the two workers
+    assert len({node_of(r) for r in records(result.job_dir)}) == 2
+    assert video.probe(result.output).frames == 12
+
+
+def test_an_unplaceable_pool_stops_with_one_line(tmp_path, two_one_cpu_nodes):
+    from ray_style.errors import ClusterError
+
+    options = ExecutorOptions(address=two_one_cpu_nodes.address, gpus_per_worker=1, placement_timeout=5)
+    with pytest.raises(ClusterError, match=r"no worker could be placed in \d+ s.*GPU: 1.*offers 2 × \{CPU: 1\}"):
+        stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", TINY, weights="random", executor=options, report=False)
+
+
+def test_an_unreachable_address_fails_fast(tmp_path):
+    from ray_style.cli import main
+
+    if ray.is_initialized():
+        ray.shutdown()
+    started = time.monotonic()
+    code = main(["video", str(CLIP), str(STYLE), "-o", str(tmp_path / "o.mp4"), "--address", "127.0.0.1:1",
+                 "--weights", "random", "--size", "32", "-q"])
+    assert code == 7 and time.monotonic() - started < 30
+
+
+def test_the_embedded_runtime_ignores_another_ray_on_this_machine(tmp_path):
+    """A stranger's Ray runs on this machine (`ray start --head`, which also tells later drivers
+    where it is); ours must start its own, not join it."""
+    import subprocess
+    import sys
+
+    if ray.is_initialized():
+        ray.shutdown()
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                    "--object-store-memory=80000000", "--disable-usage-stats"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    try:
+        result = stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", TINY, weights="random", report=False,
+                               executor=ExecutorOptions(max_workers=1, threads=1))
+        assert video.probe(result.output).frames == 12
+        assert not ray.is_initialized()  # the embedded runtime was ours, and it is gone
+    finally:
+        end_processes_of(port)
