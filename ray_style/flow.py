@@ -18,10 +18,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .config import FLOW_METHODS
 from .errors import InputError, did_you_mean
 from .files import atomic_path
 
-FLOW_METHODS = ("dis", "farneback")
 FLO_MAGIC = 202021.25  # "PIEH" read as a little-endian float32: Middlebury's sanity check
 MAX_FLO_SIDE = 1 << 15  # larger than any video we take; a bigger header is a corrupt file
 UNKNOWN_FLOW = 1e9  # Middlebury marks unknown vectors with components above this

@@ -15,6 +15,10 @@ import numpy as np
 
 CUT_WINDOW = 5  # frames on each side whose typical change a cut must stand out from
 CUT_MIN_CHANGE = 0.08  # and a mean absolute change of at least 8 % of full scale
+# Chains are cut no shorter than this to give more workers work: each chain pays a chain start
+# (2x the evaluations) and, inside a shot, a lead-in; at 8 frames that is ~1.5x the work of
+# long chains for up to frames/8 x the parallelism.
+MIN_CHAIN = 8
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,27 @@ def plan_chains(frame_count: int, cuts: Iterable[int], segment_length: int, over
     return chains
 
 
+def plan_for_workers(frame_count: int, cuts: Iterable[int], segment_length: int, overlap: int,
+                     workers: int) -> tuple[list[Chain], int]:
+    """:func:`plan_chains`, with chains cut shorter (down to ``MIN_CHAIN`` frames) while there
+    are fewer chains than ``workers``: a 30-frame clip on 8 GPUs then uses 4 of them, not 1.
+    Returns the chains and the segment length used (which adds seams: it is recorded)."""
+    length = segment_length
+    chains = plan_chains(frame_count, cuts, length, overlap)
+    while len(chains) < workers and length > MIN_CHAIN:
+        length = max(MIN_CHAIN, min(length - 1, math.ceil(frame_count / workers)))
+        chains = plan_chains(frame_count, cuts, length, overlap)
+    return chains, length
+
+
+def seams(chains: list[Chain], cuts: Iterable[int]) -> list[int]:
+    """Frames ``s`` where the pair ``(s - 1, s)`` passes from one chain's render to the next
+    one's inside a shot (at a shot cut the change is the film's): the first frame the new
+    chain renders alone, after its lead-in."""
+    cuts = set(cuts)
+    return [c.start + c.lead_in for c in chains[1:] if c.start + c.lead_in not in cuts]
+
+
 def frame_sources(chains: list[Chain], frame: int) -> list[tuple[int, float]]:
     """``[(chain index, weight), …]`` whose blend is the final ``frame`` (weights sum to 1).
 
@@ -82,6 +107,55 @@ def frame_sources(chains: list[Chain], frame: int) -> list[tuple[int, float]]:
     previous, current = sorted(covering, key=lambda c: c.start)
     weight = (frame - current.start + 1) / (current.lead_in + 1)
     return [(previous.index, 1.0 - weight), (current.index, weight)]
+
+
+PASS_BASE = 10_000  # refinement sweeps are stored as "chains" PASS_BASE * pass + n
+SEAM_MARGIN = 4  # frames a seam's refinement window reaches past the seam on each side
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Frames a refinement pass re-optimizes in order, one after the other (Ruder et al. 2016,
+    §4.3): forward from ``start`` or backward from ``end - 1``. Sweeps of one pass are
+    independent of each other, so they run in parallel."""
+
+    index: int  # PASS_BASE * pass + n: where its frames are stored
+    start: int
+    end: int
+    backward: bool = False
+
+    @property
+    def frames(self) -> list[int]:
+        order = range(self.start, self.end)
+        return list(reversed(order)) if self.backward else list(order)
+
+    @property
+    def pass_number(self) -> int:
+        return self.index // PASS_BASE
+
+
+def refinement_passes(chains: list[Chain], cuts: Iterable[int], frame_count: int, passes: int) -> list[list[Sweep]]:
+    """The sweeps of each pass: pass 1 goes forward through a window around each seam (the
+    lead-in, where two chains were cross-faded, and ``SEAM_MARGIN`` frames on either side, never
+    across a shot cut or into the next seam's window); passes 2… go over the whole video in
+    alternating directions, one sweep per chain span, so they keep the chains' parallelism."""
+    if passes < 1:
+        return []
+    bounds = sorted({0, frame_count, *(c for c in cuts if 0 < c < frame_count)})
+    spans = [(c.start + c.lead_in, c.end) for c in chains]
+    windows = []
+    for seam in seams(chains, cuts):
+        chain = next(c for c in chains if c.start + c.lead_in == seam)
+        shot = max(b for b in bounds if b <= seam), min(b for b in bounds if b > seam)
+        windows.append([max(shot[0], chain.start - SEAM_MARGIN), min(shot[1], seam + SEAM_MARGIN)])
+    for left, right in zip(windows, windows[1:]):  # neighbouring windows meet halfway, never overlap
+        if left[1] > right[0]:
+            left[1] = right[0] = (left[1] + right[0]) // 2
+    result = [[Sweep(PASS_BASE + n, a, b) for n, (a, b) in enumerate(windows) if b > a]]
+    for number in range(2, passes + 1):
+        result.append([Sweep(PASS_BASE * number + n, a, b, backward=number % 2 == 0)
+                       for n, (a, b) in enumerate(spans) if b > a])
+    return result
 
 
 @dataclass(frozen=True)
@@ -99,9 +173,10 @@ class ChainScheduler:
     job continues each chain from its last finished frame.
     """
 
-    def __init__(self, chains: list[Chain], is_done: Callable[[int, int], bool], sequential: bool):
-        self.chains, self.sequential = chains, sequential
-        self.pending = {c.index: [f for f in c.frames if not is_done(c.index, f)] for c in chains}
+    def __init__(self, chains, is_done: Callable[[int, int], bool], sequential: bool):
+        self.chains, self.sequential = chains, sequential  # Chain or Sweep: frames in their order
+        self.order = {c.index: list(c.frames) for c in chains}
+        self.pending = {c.index: [f for f in self.order[c.index] if not is_done(c.index, f)] for c in chains}
         self.in_flight: set[tuple[int, int]] = set()
 
     @property
@@ -122,7 +197,7 @@ class ChainScheduler:
                 if limit is not None and len(jobs) >= limit:
                     return jobs
                 if (chain.index, frame) not in self.in_flight:
-                    jobs.append(FrameJob(chain.index, frame, self.sequential and frame > chain.start))
+                    jobs.append(FrameJob(chain.index, frame, self.sequential and frame != self.order[chain.index][0]))
         return jobs
 
     def started(self, job: FrameJob) -> None:
@@ -136,6 +211,13 @@ class ChainScheduler:
         """The frame goes back to pending (its worker died or it raised)."""
         self.in_flight.discard((job.chain, job.frame))
 
+    def reopen(self, chain: int, frame: int) -> None:
+        """A finished frame turned out damaged: it is pending again (before its successors)."""
+        frames = self.pending[chain]
+        if frame not in frames:
+            frames.append(frame)
+            frames.sort(key=self.order[chain].index)
 
-__all__ = ["Chain", "FrameJob", "ChainScheduler", "plan_chains", "frame_sources", "detect_cuts",
-           "frame_signature"]
+
+__all__ = ["Chain", "Sweep", "FrameJob", "ChainScheduler", "plan_chains", "plan_for_workers", "seams",
+           "refinement_passes", "frame_sources", "detect_cuts", "frame_signature", "MIN_CHAIN", "PASS_BASE"]

@@ -1,16 +1,17 @@
-"""A video job from start to end: probe → decode → plan → render frames → reassemble.
+"""A video job from start to end: probe → decode → plan → render frames → reassemble → report.
 
-The driver loop here is executor-agnostic: :class:`LocalExecutor` renders in this process
-(no Ray: tests, debugging, and the baseline for Ray's overhead), ``workers.RayExecutor`` on
-a Ray pool. Every frame's inputs are read back from the job directory, so an interrupted and
-resumed job produces the same bytes as an uninterrupted one.
+Only the lifecycle lives here. The job directory and everything about its files is
+:mod:`ray_style.job`; where frames render is an :class:`~ray_style.executor.Executor` (in this
+process, or a Ray pool); one frame's work is :mod:`ray_style.render`. Every frame's inputs
+are read back from the job directory and checked against their checksums, so an interrupted,
+resumed or repaired job produces the same bytes as an uninterrupted one.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,17 +21,17 @@ import torch
 
 from . import __version__, images, optimize, plan, video
 from .config import VideoSettings, as_dict
-from .errors import FrameError, InputError
-from .features import check_layers
-from .files import check_writable_output, sha256_file, write_text_atomic
-from .job import Job, open_job
-from .render import FrameOutput, FrameTask, RendererCache, WorkerLost, frame_seed
-from .report import Evaluation, evaluate, write_report
+from .errors import FrameError, InputError, RayStyleError
+from .executor import Executor, ExecutorOptions, make_executor
+from .features import check_layers, layer_names
+from .files import check_writable_output, sha256_file
+from .job import DamagedFile, Job, fingerprint, open_job, png_bytes, remove_stale_temps
+from .render import FrameOutput, FrameTask, Reference, WorkerLost, frame_seed
 from .weights import Weights, load_weights
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
 SEEDED = ("prev", "flow")  # inits that make each chain sequential
 FRAME_ATTEMPTS = 3  # a frame that raises this often (NaN, out of memory) stops the job
+REPAIR_ROUNDS = 3  # encode → damaged frame found → re-render: at most this often
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class VideoProgress:
     stage: str  # "decode", "flow", "render", "encode" or "report"
     done: int  # frames done in this stage (render: all finished frames, resumed ones too)
     total: int
+    workers: int = 0  # render: workers placed now (an elastic pool grows as nodes join)
+    note: str | None = None  # one line worth showing: a warning, a worker joined or lost
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class VideoResult:
     redone: int  # frames redone because their worker died
     seconds: float
     workers: int
-    evaluation: "Evaluation | None" = None  # of the finished video (None with report=False)
+    evaluation: "object | None" = None  # report.Evaluation of the finished video (None with report=False)
+    warnings: tuple[str, ...] = ()
 
 
 def default_job_dir(output) -> Path:
@@ -59,39 +63,30 @@ def default_job_dir(output) -> Path:
     return output.with_name(output.stem + ".job")
 
 
-class LocalExecutor:
-    """Renders frames in this process when asked for results (``frames_per_worker`` at a
-    time, batched where they can be), no Ray."""
+def min_side(layers) -> int:
+    """The smallest image side whose feature maps still exist at the deepest of ``layers``
+    (each 2×2 pooling before it halves the side; 2^k px survive k of them)."""
+    names = layer_names("vgg19")
+    deepest = max(names.index(name) for name in layers if name in names)
+    return 2 ** sum(1 for name in names[:deepest] if name.startswith("pool"))
 
-    def __init__(self, device: str = "cpu", threads: int | None = None, frames_per_worker: int = 1):
-        self.cache = RendererCache(device, threads)
-        self.threads = threads or torch.get_num_threads()
-        self.frames_per_worker = frames_per_worker
-        self.queue: list = []
-        self.workers, self.redone = 1, 0
 
-    def begin(self, weights: Weights, settings, grams) -> None:
-        self.renderer = self.cache.get(weights.identity, lambda: weights, settings, str(id(grams)), lambda: grams)
-
-    def capacity(self) -> int:
-        return self.frames_per_worker - len(self.queue)
-
-    def submit(self, job, task) -> None:
-        self.queue.append((job, task))
-
-    def wait(self):
-        queue, self.queue = self.queue, []
-        return list(zip((job for job, _ in queue), self.renderer.render_many([task for _, task in queue])))
-
-    def close(self) -> None:
-        pass
+def check_frame_size(info: video.VideoInfo, long_edge: int, layers) -> None:
+    """:class:`InputError`, naming the smallest ``--size`` that works, for frames too small for
+    the deepest layer's pooling."""
+    need = min_side(layers)
+    size = video.frame_size(info, long_edge)
+    if min(size) < need:
+        smallest = next(s for s in range(long_edge, 1 << 16) if min(video.frame_size(info, s)) >= need)
+        raise InputError(f"--size {long_edge} makes {size[0]}x{size[1]} frames, too small for the deepest layer "
+                         f"(its poolings need {need} px on each side): use --size {smallest} or more")
 
 
 def _manifest(info: video.VideoInfo, style_paths, settings: VideoSettings, weights: Weights, size) -> dict:
     return {
         "version": __version__,
         "input": {"sha256": sha256_file(info.path), "frames": info.frames, "fps": str(info.fps),
-                  "audio": info.audio_codec},
+                  "audio": info.audio_codec, "variable_rate": info.timestamps is not None},
         "styles": [sha256_file(path) for path in style_paths],
         "weights": weights.identity,
         "settings": as_dict(settings),
@@ -99,244 +94,520 @@ def _manifest(info: video.VideoInfo, style_paths, settings: VideoSettings, weigh
     }
 
 
-def _decode(job: Job, info: video.VideoInfo, size, settings: VideoSettings, progress) -> dict:
-    signatures = []
-    for index, frame in enumerate(video.decode(info, *size)):
-        job.write_source(index, frame)
-        signatures.append(plan.frame_signature(frame))
-        if progress and (index % 10 == 0 or index + 1 == info.frames):
-            progress(VideoProgress("decode", index + 1, info.frames))
-    if len(signatures) != info.frames:
-        raise InputError(f"{info.path}: decoded {len(signatures)} frames, counted {info.frames}; the file may be "
-                         "damaged (re-mux it with ffmpeg -c copy)")
-    cuts = plan.detect_cuts(signatures, settings.cut_ratio)
-    job.finish_source(len(signatures), cuts)
-    return job.source_index()
-
-
-def _blend(job: Job, chains, frame: int) -> np.ndarray:
-    sources = plan.frame_sources(chains, frame)
-    if len(sources) == 1:
-        return job.read_frame(sources[0][0], frame)
-    mixed = sum(weight * job.read_frame(chain, frame).astype(np.float32) for chain, weight in sources)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
-def check_frames_per_worker(frames: int) -> None:
-    if not 1 <= frames <= 64:
-        raise InputError(f"--frames-per-worker {frames}: use 1…64")
-
-
 def stylize_video(input_path, style_paths, output, settings: VideoSettings = VideoSettings(), *,
-                  weights: str | Weights = "vgg19", job_dir=None, address: str | None = None,
-                  workers: int | None = None, threads: int | None = None, executor: str = "ray",
-                  restart: bool = False, device: str = "auto",
-                  progress: Callable[[VideoProgress], None] | None = None, pool=None,
-                  report: bool = True, frames_per_worker: int = 1) -> VideoResult:
-    """Stylize a whole video into ``output`` (H.264 MP4, source fps and audio), resumably.
+                  weights: str | Weights = "vgg19", job_dir=None,
+                  executor: Executor | ExecutorOptions | None = None, restart: bool = False,
+                  progress: Callable[[VideoProgress], None] | None = None, report: bool = True,
+                  frames: tuple[int, int] | None = None) -> VideoResult:
+    """Stylize a whole video into ``output`` (its container from the extension; source frame
+    timing and every audio track kept), resumably.
 
-    ``pool``: an executor to use and leave open (batch mode shares one across jobs);
-    otherwise one is made from ``executor``, ``address``, ``workers``, ``threads`` and
-    ``frames_per_worker`` (frames of different chains one worker optimizes as one batch: on a
-    GPU, small frames fill it better; results then depend on which frames share a batch).
-    ``report``: evaluate the result (warping error, losses) into ``JOB_DIR/report``.
+    ``executor``: options for a pool made for this job and closed after it, or an open
+    :class:`~ray_style.executor.Executor` to use and leave open (batch mode shares one across
+    jobs). ``report``: evaluate the result (warping errors, losses) into ``JOB_DIR/report``.
+    ``frames``: ``(first, end)`` renders only what frames first … end-1 need (their chains
+    from their starts: the same frames the whole job renders, kept in its job directory for
+    it) into ``OUTPUT.framesFIRST-LAST.EXT`` with that stretch of the audio.
     """
     started = time.perf_counter()
     settings.validate()
+    options = executor if isinstance(executor, ExecutorOptions) else ExecutorOptions()
+    options.validate()
     output = check_writable_output(output, [input_path, *style_paths])
-    if output.suffix.lower() not in VIDEO_SUFFIXES:
-        raise InputError(f"output {output} must end in {', '.join(VIDEO_SUFFIXES)}")
-    if executor not in ("ray", "local"):
-        raise InputError(f"unknown executor '{executor}': use ray or local")
-    check_frames_per_worker(frames_per_worker)
+    video.check_output_suffix(output)
     if not style_paths:
         raise InputError("give at least one style image")
     info = video.probe(input_path)
+    video.plan_audio(info, output)  # an audio track no container can take fails now, not after rendering
     styles = [images.load_image(path) for path in style_paths]
     weights = weights if isinstance(weights, Weights) else load_weights(weights)
     size = video.frame_size(info, settings.style.size)
     style = optimize.resolve_loss_weights(settings.style, weights, size[0] * size[1])
     check_layers(weights.arch, (*style.content_layers, *style.style_layers))
+    check_frame_size(info, settings.style.size, (*style.content_layers, *style.style_layers))
     temporal = settings.temporal_weight
     if temporal is None:
         temporal = weights.temporal_weight if settings.init == "flow" else 0.0
     settings = dataclasses.replace(settings, style=style, temporal_weight=temporal)
+    if settings.flow_dir is not None and not Path(settings.flow_dir).is_dir():
+        raise InputError(f"--flow-dir {settings.flow_dir} is not a folder of .flo files")
     job_dir = Path(job_dir) if job_dir else default_job_dir(output)
     manifest = _manifest(info, style_paths, settings, weights, size)
     manifest["run"] = {"input": str(input_path), "styles": [str(p) for p in style_paths], "output": str(output)}
 
+    written = output if frames is None else range_output(output, frames)
+    if frames is not None and settings.passes > 1:
+        raise InputError("--frames renders a range with --passes 0 or 1; passes over the whole video need it all")
     with open_job(job_dir, manifest, restart) as job:
-        index = job.source_index() or _decode(job, info, size, settings, progress)
-        chains = plan.plan_chains(index["frames"], index["cuts"], settings.segment_length, settings.overlap)
-        scheduler = plan.ChainScheduler(chains, job.is_done, sequential=settings.init in SEEDED)
-        if settings.init == "flow":
-            _flows(job, chains, progress)
-        total = sum(len(c.frames) for c in chains)
-        resumed = total - scheduler.remaining
-        rendered, redone, pool_size = 0, 0, 0
-        if not scheduler.finished():
-            rendered, redone, pool_size = _render(job, chains, scheduler, settings, weights, styles, total, pool,
-                                                  executor, address, workers, threads, device, progress,
-                                                  frames_per_worker)
-        if progress:
-            progress(VideoProgress("encode", 0, index["frames"]))
-        video.encode((_blend(job, chains, t) for t in range(index["frames"])), output, *size, info.fps,
-                     info.path if info.has_audio else None, settings.crf)
-        if progress:
-            progress(VideoProgress("encode", index["frames"], index["frames"]))
-        evaluation = None
-        if report:
-            def report_progress(done, frames):
-                if progress:
-                    progress(VideoProgress("report", done, frames))
-
-            # What we just wrote needs no probing (a probe decodes the whole video to count frames).
-            written = dataclasses.replace(info, path=str(output), frames=index["frames"], width=size[0],
-                                          height=size[1], rotate=0)
-            evaluation = evaluate(written, info, styles, weights, style, progress=report_progress)
-            write_report(evaluation, written, info, job.root / "report")
-    return VideoResult(output, job_dir, index["frames"], len(chains), rendered, resumed, redone,
-                       time.perf_counter() - started, pool_size, evaluation)
+        remove_stale_temps(written.parent if str(written.parent) else Path("."), written.name)
+        for warning in info.warnings:
+            job.event("warning", detail=warning)
+            _tell(progress, "note", 0, 0, note=warning)
+        run = _Run(job, info, size, settings, weights, styles, progress)
+        pool = executor if executor is not None and not isinstance(executor, ExecutorOptions) else None
+        try:
+            run.decode()
+            run.select(frames, written)
+            run.keep_flows = report and frames is None
+            result = run.execute(pool, options)
+            run.close()
+            evaluation = run.report() if report and frames is None else None
+            run.page_write("finished", dataclasses.asdict(evaluation) if evaluation else None)
+        except KeyboardInterrupt:
+            run.page_write("stopped", message="interrupted; re-run the same command to resume")
+            raise
+        except BaseException as error:
+            run.page_write("failed", message=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            raise
+        finally:
+            run.close()
+    return VideoResult(written, job_dir, run.span[1] - run.span[0], len(run.chains), run.rendered, run.resumed,
+                       run.redone,
+                       time.perf_counter() - started, run.workers, evaluation, tuple(info.warnings) + result)
 
 
-def _render(job, chains, scheduler, settings: VideoSettings, weights, styles, total, pool, executor_name,
-            address, workers, threads, device, progress, frames_per_worker):
-    style = settings.style
-    with torch.no_grad():
-        model = optimize.build_model(weights, style)
-        grams = optimize.style_targets(model, optimize.prepare_styles(styles, style.size, style.style_scale, "cpu"),
-                                       style.style_layers, style.style_blend_weights)
-        grams = {name: gram.numpy() for name, gram in grams.items()}
-    del model
-    # A resumed job keeps its torch thread count: CPU results depend on it (bitwise).
-    threads = threads or job.manifest.get("run", {}).get("threads")
-    executor, started_ray = pool, False
-    if executor is None and executor_name == "local":
-        executor = LocalExecutor(str(optimize.pick_device(device)), threads, frames_per_worker)
-    elif executor is None:
-        from . import workers as ray_workers
+def range_output(output: Path, frames: tuple[int, int]) -> Path:
+    """Where ``--frames A:B`` writes: beside the whole video's output, named for the range."""
+    return output.with_name(f"{output.stem}.frames{frames[0]}-{frames[1] - 1}{output.suffix}")
 
-        parallel = len(chains) if settings.init in SEEDED else scheduler.remaining
-        parallel = -(-parallel // frames_per_worker)
-        executor, started_ray = ray_workers.make_pool(address, workers, threads, parallel, frames_per_worker)
-    executor.begin(weights, style, grams)
-    _remember(job, threads=executor.threads, frames_per_worker=getattr(executor, "frames_per_worker", 1))
-    chain_start = {c.index: c.start for c in chains}
-    attempts: dict = {}
-    done_count = total - scheduler.remaining
-    rendered, redone_before = 0, executor.redone
+
+def _tell(progress, stage: str, done: int, total: int, **extra) -> None:
     if progress:
-        progress(VideoProgress("render", done_count, total))
-    try:
-        while not scheduler.finished():
-            for item in scheduler.ready(executor.capacity()):
-                task = _task(job, item, item.frame == chain_start[item.chain], settings)
-                executor.submit(item, task)
-                scheduler.started(item)
-            for item, out in executor.wait():
-                if isinstance(out, FrameOutput):
-                    job.write_frame(item.chain, item.frame, out.image, {
-                        "loss": out.loss, "content_loss": out.content_loss, "style_loss": out.style_loss,
-                        "evaluations": out.evaluations, "seconds": round(out.seconds, 3), "worker": out.worker,
-                        **({"fallback": out.fallback} if out.fallback else {})})
-                    scheduler.done(item)
-                    done_count, rendered = done_count + 1, rendered + 1
-                    if progress:
-                        progress(VideoProgress("render", done_count, total))
-                    continue
-                scheduler.failed(item)
-                if isinstance(out, WorkerLost):
-                    continue
-                key = (item.chain, item.frame)
-                attempts[key] = attempts.get(key, 0) + 1
-                if attempts[key] >= FRAME_ATTEMPTS:
-                    raise FrameError(f"frame {item.frame} (chain {item.chain}) failed {attempts[key]} times: {out}")
-    finally:
-        redone, size = executor.redone - redone_before, executor.workers
-        if pool is None:
-            executor.close()
-        if started_ray:
-            ray_workers.shutdown(started_ray)
-    return rendered, redone, size
+        progress(VideoProgress(stage, done, total, **extra))
 
 
-def _flows(job: Job, chains, progress) -> None:
-    """Flow from each frame to the one before it, where a chain seeds from that frame; cached.
+class _Run:
+    """One run of a job: the state the stages share."""
 
-    OpenCV releases the GIL, so a thread per core computes them in parallel.
-    """
-    from concurrent.futures import ThreadPoolExecutor
+    def __init__(self, job: Job, info: video.VideoInfo, size, settings: VideoSettings, weights: Weights, styles,
+                 progress):
+        self.job, self.info, self.size, self.settings, self.weights = job, info, size, settings, weights
+        self.styles, self.progress = styles, progress
+        self.seeded = settings.init in SEEDED
+        self.job_id = f"{job.fingerprint}-{uuid.uuid4().hex[:8]}"
+        self.rendered = self.resumed = self.redone = self.workers = 0
+        self.frames, self.cuts, self.chains = info.frames, [], []
+        self.executor: Executor | None = None
+        self.pool, self.options = None, ExecutorOptions()
+        self._own_executor = False
+        self.model = self.grams = None
+        self.device = torch.device("cpu")  # the driver's own work: style targets and the report
+        self.page = None
+        self.flows = None  # the user's flows (--flow-dir), read ahead of need
+        self.flows_open = False
+        self.keep_flows = False  # workers send back the flows the report will use
+        self.sweeps, self.sweep_of, self.cover = [], {}, []
+        self.span, self.output, self._needed = (0, info.frames), None, None
+        self.notes: list[str] = []
 
-    from . import flow
+    # -- decode ------------------------------------------------------------------------
+    def source_key(self) -> str:
+        return fingerprint({"input": self.job.manifest["input"]["sha256"], "size": list(self.size),
+                            "cut_ratio": self.settings.cut_ratio})
 
-    wanted = [f for c in chains for f in c.frames if f > c.start and not job.flow_path(f).exists()]
+    def decode(self) -> None:
+        """Decode every source frame into the job directory once; later runs check and reuse
+        them, and decode again only frames that went missing."""
+        key = self.source_key()
+        index = self.job.source_index(key)
+        if index is not None and not self.job.damaged_sources():
+            self.frames, self.cuts = index["frames"], index["cuts"]
+            return
+        if index is not None:
+            self.repair_sources(self.job.damaged_sources())
+            self.frames, self.cuts = index["frames"], index["cuts"]
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
 
-    def one(frame):
-        current, previous = job.read_source(frame), job.read_source(frame - 1)
-        back, forward = flow.optical_flow(current, previous), flow.optical_flow(previous, current)
-        job.write_flow(frame, back, flow.reliability(back, forward))
+        signatures, hashes, pending = [], [], deque()
+        threads = os.cpu_count() or 1
+        # PNG compression releases the GIL: frames are written by a thread per core while
+        # ffmpeg decodes the next ones (a film's decode is otherwise one core's work).
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as writers:
+            for number, frame in enumerate(video.decode(self.info, *self.size)):
+                pending.append(writers.submit(self.job.write_source, number, frame))
+                signatures.append(plan.frame_signature(frame))
+                while len(pending) > 2 * threads or (pending and pending[0].done()):
+                    hashes.append(pending.popleft().result())
+                if number % 10 == 0 or number + 1 == self.info.frames:
+                    _tell(self.progress, "decode", number + 1, self.info.frames)
+            hashes += [future.result() for future in pending]
+        if len(hashes) != self.info.frames:
+            raise InputError(f"{self.info.path}: decoded {len(hashes)} frames, counted {self.info.frames}; "
+                             "the file changed while we read it, or is damaged")
+        self.cuts = plan.detect_cuts(signatures, self.settings.cut_ratio)
+        self.job.finish_source(key, len(hashes), self.cuts, hashes)
+        self.frames = len(hashes)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for done, _ in enumerate(pool.map(one, wanted), start=1):
-            if progress and (done % 10 == 0 or done == len(wanted)):
-                progress(VideoProgress("flow", done, len(wanted)))
+    def repair_sources(self, frames) -> None:
+        """Decode the video again and rewrite the listed source frames (what a crash or a
+        deleted file left missing or damaged)."""
+        wanted = set(frames)
+        for number, frame in enumerate(video.decode(self.info, *self.size)):
+            if number in wanted:
+                self.job.write_source(number, frame)
+                self.job.event("repaired", what="source", frame=number, detail="decoded again")
+        self.job.source_index(self.source_key())
+
+    def select(self, frames: tuple[int, int] | None, output: Path) -> None:
+        """Which output frames this run delivers, and where."""
+        self.output = output
+        if frames is None:
+            self.span = (0, self.frames)
+            return
+        first, end = frames
+        if not 0 <= first < end <= self.frames:
+            raise InputError(f"--frames {first}:{end} is outside the video's {self.frames} frames (0:{self.frames})")
+        self.span = (first, end)
+
+    def needed(self) -> set | None:
+        """The (sequence, frame) renders the selected span needs, or None for all of them: each
+        chain covering a shown frame from its start (seeding), and refinement windows that touch
+        the span, with the chain frames around them."""
+        first, end = self.span
+        if (first, end) == (0, self.frames):
+            return None
+        wanted, shown = set(), set(range(first, end))
+        for sweep in (self.sweeps[0] if self.sweeps else []):
+            if sweep.start < end and first < sweep.end:
+                wanted.update((sweep.index, f) for f in sweep.frames)
+                shown.update(range(max(0, sweep.start - 1), min(self.frames, sweep.end + 1)))
+        for chain in self.chains:
+            covered = [f for f in chain.frames if f in shown]
+            if covered:
+                frames = range(chain.start, max(covered) + 1) if self.seeded else covered
+                wanted.update((chain.index, f) for f in frames)
+        return wanted
+
+    # -- plan and pool -------------------------------------------------------------------
+    def execute(self, pool: Executor | None, options: ExecutorOptions) -> tuple[str, ...]:
+        """Render what is missing and encode; returns the warnings the run gathered."""
+        self.pool = pool
+        self.set_options(options)
+        chains = self.job.load_plan()
+        if chains is None:
+            # The chains are cut for the pool the job first runs on, then kept: a resume on
+            # another pool renders the same frames.
+            target = self.ensure_executor().workers_planned * self.executor.frames_per_worker if self.seeded else 1
+            chains, length = plan.plan_for_workers(self.frames, self.cuts, self.settings.segment_length,
+                                                   self.settings.overlap, target)
+            self.job.save_plan(chains, segment_length=length, workers=target)
+        self.chains = chains
+        self.sweeps = plan.refinement_passes(chains, self.cuts, self.frames, self.settings.passes)
+        self.job.set_plan(chains, self.sweeps)
+        self._needed = self.needed()
+        self.sweep_of = {s.index: s for stage in self.sweeps for s in stage}
+        self.cover = [{f: s.index for s in stage for f in s.frames} for stage in self.sweeps]
+        from .page import LivePage
+
+        self.page = LivePage(self.job.root, sum(1 for stage in self.stages() for s in stage for f in s.frames
+                                                if self.wants(s.index, f)))
+        self.page_write("running")
+        for _ in range(REPAIR_ROUNDS):
+            self.render()
+            try:
+                self.encode()
+                return tuple(self.notes)
+            except DamagedFile as damage:
+                self.job.discard(damage)
+                self._note(f"frame {damage.frame} was damaged on disk; rendering it again")
+        raise FrameError(f"frames kept turning out damaged on disk after {REPAIR_ROUNDS} repairs: check the disk "
+                         f"under {self.job.root}")
+
+    def set_options(self, options: ExecutorOptions) -> None:
+        self.options = options
+        if options.device == "cpu" or not torch.cuda.is_available():
+            self.device = torch.device("cpu")
+        else:
+            self.device = optimize.pick_device("cuda" if options.device == "auto" else options.device)
+
+    def ensure_executor(self) -> Executor:
+        if self.executor is None:
+            if self.pool is not None:
+                self.executor = self.pool
+            else:
+                if self.options.kind == "local":
+                    optimize.pick_device(self.options.device)  # a missing GPU is an error here, not a fallback
+                self.executor, self._own_executor = make_executor(self.options), True
+        return self.executor
+
+    def page_write(self, state: str, evaluation: dict | None = None, message: str | None = None,
+                   every: float | None = None) -> None:
+        """Rewrite the live page (at most once per ``every`` seconds when given); a page that
+        cannot be written never hides the job's own outcome."""
+        if self.page is None:
+            return
+        try:
+            if every is None:
+                self.page.write(state, evaluation, message)
+            else:
+                self.page.maybe_write(every, state)
+        except (OSError, RayStyleError):
+            pass
+
+    def _parallel(self) -> int:
+        return len(self.chains) if self.seeded else sum(len(c.frames) for c in self.chains)
+
+    def close(self) -> None:
+        if self.executor is not None and self._own_executor:
+            self.executor.close()
+        self.executor = None
+        if self.flows is not None:
+            self.flows.close()
+            self.flows = None
+
+    def _note(self, note: str) -> None:
+        self.notes.append(note)
+        self.job.event("warning", detail=note)
+        _tell(self.progress, "note", 0, 0, note=note)
+
+    # -- render ----------------------------------------------------------------------------
+    def _targets(self) -> None:
+        """The artwork's Gram matrices, once per run (shared with workers; reused by the report)."""
+        if self.grams is not None:
+            return
+        style = self.settings.style
+        with torch.no_grad():
+            self.model = optimize.build_model(self.weights, style, self.device)
+            grams = optimize.style_targets(self.model, optimize.prepare_styles(self.styles, style.size,
+                                                                               style.style_scale, self.device),
+                                           style.style_layers, style.style_blend_weights)
+        self.grams = {name: gram.cpu().numpy() for name, gram in grams.items()}
+
+    def wants(self, sequence: int, frame: int) -> bool:
+        return self._needed is None or (sequence, frame) in self._needed
+
+    def stages(self) -> list[list]:
+        """What renders, in order: the chains, then each refinement pass's sweeps (--passes)."""
+        return [self.chains, *self.sweeps]
+
+    def render(self) -> None:
+        """Render every frame not yet done, stage after stage; each stage's sequences (chains,
+        sweeps) run in parallel, each one frame after the other when frames are seeded."""
+        stages = self.stages()
+        total = sum(1 for stage in stages for s in stage for f in s.frames if self.wants(s.index, f))
+        done = sum(1 for stage in stages for s in stage for f in s.frames
+                   if self.wants(s.index, f) and self.job.is_done(s.index, f))
+        self.resumed = max(self.resumed, done)
+        if done == total:
+            return
+        self.open_flows()
+        self._targets()
+        executor = self.ensure_executor()
+        if self._own_executor:  # a shared pool (batch) stays whole for the jobs after this one
+            executor.limit(-(-self._parallel() // executor.frames_per_worker))
+        executor.begin(self.job_id, self.weights, self.settings.style, self.grams)
+        self.job.remember(threads=executor.threads, frames_per_worker=executor.frames_per_worker)
+        redone_before = executor.redone
+        _tell(self.progress, "render", done, total, workers=executor.workers)
+        try:
+            for stage, make_task in zip(stages, [self.task] + [self.pass_task] * len(self.sweeps)):
+                done = self._render_stage(executor, stage, make_task, done, total)
+        finally:
+            self.redone += executor.redone - redone_before
+            self.workers = max(self.workers, executor.workers)
+
+    def _render_stage(self, executor, sequences, make_task, done: int, total: int) -> int:
+        sequential = self.seeded or sequences is not self.chains
+        # Frames this run does not need count as done: the scheduler never offers them.
+        scheduler = plan.ChainScheduler(sequences, lambda c, f: self.job.is_done(c, f) or not self.wants(c, f),
+                                        sequential=sequential)
+        firsts = {s.index: s.frames[0] for s in sequences}
+        attempts: dict = {}
+        try:
+            while not scheduler.finished():
+                for item in scheduler.ready(executor.capacity()):
+                    try:
+                        task = make_task(item, item.frame == firsts[item.chain])
+                    except DamagedFile as damage:
+                        self.repair(damage, scheduler)
+                        continue
+                    executor.submit(item, task)
+                    scheduler.started(item)
+                for item, out in executor.results():
+                    if self.store(item, out, scheduler, attempts):
+                        done += 1
+                        _tell(self.progress, "render", done, total, workers=executor.workers)
+                        self.page_write("running", every=2.0)
+                for note in executor.notes():
+                    self.job.event("worker", detail=note)
+                    _tell(self.progress, "render", done, total, workers=executor.workers, note=note)
+        except BaseException as error:
+            if not isinstance(error, KeyboardInterrupt):
+                try:
+                    for item, out in executor.drain():  # finished work of a failing job is kept
+                        if isinstance(out, FrameOutput):
+                            self.store(item, out, scheduler, {})
+                except (RayStyleError, OSError):
+                    pass  # the error that stopped the job is the one to report
+            raise
+        return done
+
+    def store(self, item, out, scheduler, attempts) -> bool:
+        """Persist a finished frame, or count a failure; True when a frame was stored."""
+        if isinstance(out, FrameOutput) and out.job == self.job_id:
+            if out.flow is not None:  # the report's flow (previous → this frame), computed by the worker
+                self.job.write_flow(item.frame - 1, item.frame, out.flow)
+            self.job.write_frame(item.chain, item.frame, out.png, out.record())
+            scheduler.done(item)
+            self.rendered += 1
+            if out.warning and out.warning not in self.notes:
+                self._note(out.warning)
+            return True
+        scheduler.failed(item)
+        if isinstance(out, WorkerLost):
+            self.job.event("redone", chain=item.chain, frame=item.frame, detail=str(out))
+            return False
+        key = (item.chain, item.frame)
+        attempts[key] = attempts.get(key, 0) + 1
+        self.job.event("failed", chain=item.chain, frame=item.frame, detail=str(out), attempt=attempts[key])
+        if attempts[key] >= FRAME_ATTEMPTS:
+            raise FrameError(f"frame {item.frame} (chain {item.chain}) failed {attempts[key]} times: {out}")
+        return False
+
+    def repair(self, damage: DamagedFile, scheduler) -> None:
+        """Make again what a task found damaged: a frame (rendered again), a source frame
+        (decoded again) or a flow (computed again when next asked for)."""
+        self.job.discard(damage)
+        if damage.kind == "frame":
+            scheduler.reopen(damage.chain, damage.frame)
+        elif damage.kind == "source":
+            self.repair_sources([damage.frame])
+        # a damaged flow is computed again the next time the frame asks for it
+
+    def pass_task(self, item, first: bool) -> FrameTask:
+        """A refinement frame: it starts from its own latest result blended with its neighbour's
+        (the one just refined before it in the sweep), warped along the flow, and the temporal
+        loss holds it to both neighbours (Ruder et al. 2016, §4.3)."""
+        sweep, t = self.sweep_of[item.chain], item.frame
+        number, step = sweep.pass_number, -1 if sweep.backward else 1
+        behind, ahead = t - step, t + step
+        references = []
+        if self.same_shot(t, behind):
+            inside = sweep.start <= behind < sweep.end
+            image = (self.job.read_frame_bytes(sweep.index, behind) if inside
+                     else self.final_bytes(behind, number - 1))
+            references.append(self.reference(t, behind, image))
+        if self.same_shot(t, ahead):
+            references.append(self.reference(t, ahead, self.final_bytes(ahead, number - 1)))
+        style = self.settings.style
+        return FrameTask(self.job_id, sweep.index, t, self.job.read_source_bytes(t), "blend", style.iters,
+                         frame_seed(style.seed, t), tuple(references), self.settings.temporal_weight or 0.0,
+                         start=self.final_bytes(t, number - 1), flow_method=self.settings.flow)
+
+    def same_shot(self, a: int, b: int) -> bool:
+        return 0 <= b < self.frames and not any(min(a, b) < cut <= max(a, b) for cut in self.cuts)
+
+    def final_bytes(self, frame: int, upto: int) -> bytes:
+        """The PNG of ``frame`` as the passes up to ``upto`` left it (0: the chains' blend)."""
+        for number in range(upto, 0, -1):
+            sweep = self.cover[number - 1].get(frame)
+            if sweep is not None:
+                return self.job.read_frame_bytes(sweep, frame)
+        return png_bytes(self.job.blend(self.chains, frame))
+
+    def final_image(self, frame: int) -> np.ndarray:
+        """What the output shows at ``frame``: the last pass's result, else the chains' blend."""
+        for cover in reversed(self.cover):
+            if frame in cover:
+                return self.job.read_frame(cover[frame], frame)
+        return self.job.blend(self.chains, frame)
+
+    def task(self, item, first: bool) -> FrameTask:
+        """Everything one frame needs, read from the job directory (so resumes match)."""
+        settings, style = self.settings, self.settings.style
+        content = self.job.read_source_bytes(item.frame)
+        seed = frame_seed(style.seed, item.frame)
+        if first or not item.seeded:
+            kind = settings.start_init if first else settings.init
+            iters = settings.chain_start_iters if first and self.seeded else style.iters
+            return FrameTask(self.job_id, item.chain, item.frame, content, kind, iters, seed)
+        start = next(c.start for c in self.chains if c.index == item.chain)
+        references = tuple(self.reference(item.frame, item.frame - k, self.job.read_frame_bytes(item.chain,
+                                                                                                  item.frame - k))
+                           for k in settings.offsets if item.frame - k >= start)
+        return FrameTask(self.job_id, item.chain, item.frame, content, settings.init, style.iters, seed,
+                         references, settings.temporal_weight or 0.0, flow_method=settings.flow,
+                         return_flow=self.keep_flows)
+
+    def reference(self, frame: int, other: int, image: bytes) -> Reference:
+        """``other``'s stylized frame for ``frame``, with what the worker needs for the flow
+        between them: the user's flow (--flow-dir), else ``other``'s source frame."""
+        if self.settings.init != "flow":
+            return Reference(frame - other, image)
+        if self.flows is not None:
+            return Reference(frame - other, image, flow=self.flows.get(frame, other))
+        return Reference(frame - other, image, source=self.job.read_source_bytes(other))
+
+    # -- optical flow ------------------------------------------------------------------------
+    def flow_pairs(self) -> list[tuple[int, int]]:
+        """Every ``(frame, earlier frame)`` flow the chains' seeded frames need, in the order
+        they will be needed: each chain's second frame first, then their third frames, …"""
+        offsets = self.settings.offsets
+        by_depth: dict[int, list] = {}
+        for chain in self.chains:
+            for depth, frame in enumerate(chain.frames):
+                if self.wants(chain.index, frame) and not self.job.is_done(chain.index, frame):
+                    by_depth.setdefault(depth, []).extend((frame, frame - k) for k in offsets
+                                                          if frame - k >= chain.start)
+        return [pair for depth in sorted(by_depth) for pair in by_depth[depth]]
+
+    def open_flows(self) -> None:
+        """The job's flow cache. Flows are computed by the workers that need them (render.prepare)
+        and only the report's are kept here; the user's flows (--flow-dir) are read into it
+        ahead of need and sent with the tasks."""
+        if self.flows_open or self.settings.init != "flow":
+            return
+        self.flows_open = True
+        if self.settings.flow_dir is None:
+            self.job.open_flows(fingerprint({"source": self.source_key(), "flow": self.settings.flow}))
+            return
+        from .flowcache import FlowCache
+
+        self.flows = FlowCache(self.job, self.source_key(), self.settings.flow_dir)
+        self.flows.prefetch(self.flow_pairs())
+
+    # -- reassemble and report ----------------------------------------------------------------
+    def encode(self) -> None:
+        first, end = self.span
+        _tell(self.progress, "encode", 0, end - first)
+        frames = (self.final_image(t) for t in range(first, end))
+        timestamps, window = self.info.timestamps, None
+        if (first, end) != (0, self.frames):
+            times = timestamps or [t / self.info.fps for t in range(self.frames + 1)]
+            stop = times[end] if end < len(times) else times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0)
+            window = (float(times[first]), float(stop - times[first]))
+            timestamps = [t - times[first] for t in timestamps[first:end]] if timestamps else None
+        video.encode(frames, self.output, *self.size, self.info.fps, self.info, self.settings.crf, timestamps,
+                     audio_window=window)
+        _tell(self.progress, "encode", end - first, end - first)
+
+    def report(self):
+        """Warping errors and losses of the finished video, on the driver's device with the model,
+        Gram matrices and flows rendering already made."""
+        from .report import evaluate, write_report
+
+        def report_progress(done, frames):
+            _tell(self.progress, "report", done, frames)
+
+        self._targets()
+        output = self.job.manifest["run"]["output"]
+        # What we just wrote needs no probing (a probe decodes the whole video to count frames).
+        written = dataclasses.replace(self.info, path=str(output), frames=self.frames, width=self.size[0],
+                                      height=self.size[1], rotate=0)
+        from . import flow
+        from .job import job_flows
+
+        if self.settings.flow_dir is not None:
+            flows = flow.flow_dir_provider(self.settings.flow_dir, *self.size)
+        else:  # what the workers computed while rendering (and sent back for this)
+            flows = job_flows(self.job.root, self.size)
+        evaluation = evaluate(written, self.info, self.styles, self.weights, self.settings.style,
+                              progress=report_progress, model=self.model, grams=self.grams, device=self.device,
+                              flows=flows, seams=plan.seams(self.chains, self.cuts), flow_method=self.settings.flow)
+        write_report(evaluation, written, self.info, self.job.root / "report")
+        return evaluation
 
 
-def _task(job: Job, item, first: bool, settings: VideoSettings) -> FrameTask:
-    """Everything one frame needs, read from the job directory (so resumes match)."""
-    style = settings.style
-    content = job.read_source(item.frame)
-    seed = frame_seed(style.seed, item.frame)
-    if first or not item.seeded:
-        kind = settings.start_init if first else settings.init
-        iters = settings.chain_start_iters if first and settings.init in SEEDED else style.iters
-        return FrameTask(item.chain, item.frame, content, None, kind, iters, seed)
-    previous = job.read_frame(item.chain, item.frame - 1)
-    if settings.init == "prev":
-        return FrameTask(item.chain, item.frame, content, previous, "prev", style.iters, seed)
-    from . import flow
-
-    back, mask = job.read_flow(item.frame)
-    return FrameTask(item.chain, item.frame, content, flow.flow_init(previous, content, back, mask), "flow",
-                     style.iters, seed, flow.warp(previous, back), mask.astype(np.uint8),
-                     settings.temporal_weight or 0.0)
-
-
-def _remember(job: Job, **values) -> None:
-    """Record run facts (not compared on resume) in the manifest's "run" section."""
-    job.manifest.setdefault("run", {}).update(values)
-    write_text_atomic(job.root / "manifest.json", json.dumps(job.manifest, indent=2, sort_keys=True))
-
-
-def job_status(root) -> dict:
-    """What a job directory holds: for `ray-style status`, running or not."""
-    from .errors import JobError
-    from .job import frame_path, is_locked, read_log, source_index
-
-    root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.exists():
-        raise JobError(f"{root} is not a ray-style job directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    index = source_index(root)
-    records = read_log(root)
-    status = {"job_dir": str(root), "running": is_locked(root), "input": manifest.get("run", {}).get("input"),
-              "output": manifest.get("run", {}).get("output"), "frames": manifest["input"]["frames"],
-              "decoded": index is not None}
-    if index is not None:
-        vs = manifest["settings"]
-        chains = plan.plan_chains(index["frames"], index["cuts"], vs["segment_length"], vs["overlap"])
-        total = sum(len(c.frames) for c in chains)
-        done = sum(1 for c in chains for f in c.frames if frame_path(root, c.index, f).exists())
-        status.update(chains=len(chains), shot_cuts=index["cuts"], renders_total=total, renders_done=done)
-    if records:
-        seconds = [r["seconds"] for r in records[-50:]]
-        status.update(mean_seconds_per_frame=round(float(np.mean(seconds)), 3),
-                      last_frame=records[-1]["frame"], workers=sorted({r["worker"] for r in records}))
-        output = status.get("output")
-        status["finished"] = bool(output and os.path.exists(output) and status.get("renders_done") == status.get(
-            "renders_total"))
-    return status
-
-
-__all__ = ["stylize_video", "VideoResult", "VideoProgress", "LocalExecutor", "job_status", "default_job_dir"]
+__all__ = ["stylize_video", "VideoResult", "VideoProgress", "default_job_dir", "check_frame_size", "min_side"]

@@ -428,14 +428,17 @@ def _written(path: Path) -> tuple[int, int, str]:
 
 
 def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fraction, audio_from=None,
-           crf: int = 18, timestamps: Sequence[float] | None = None) -> Path:
+           crf: int = 18, timestamps: Sequence[float] | None = None,
+           audio_window: tuple[float, float] | None = None) -> Path:
     """Write ``frames`` to ``path`` in the container its extension names (H.264; VP9 for WebM) with
     every audio track of ``audio_from`` (a VideoInfo or a path), each copied where the container
     holds its codec, else re-encoded; atomic, and verified before it replaces anything.
 
     ``timestamps`` (seconds from the file's start, one per frame; a VideoInfo's): a variable-rate
-    output with exactly that timing; None: frame i at i / ``fps``. Raises :class:`StorageError` for
-    a full disk, :class:`InputError` for any other ffmpeg failure; an old ``path`` is then untouched.
+    output with exactly that timing; None: frame i at i / ``fps``. ``audio_window``: ``(start,
+    duration)`` seconds of the source's audio to keep (a range of the video). Raises
+    :class:`StorageError` for a full disk, :class:`InputError` for any other ffmpeg failure; an
+    old ``path`` is then untouched.
     """
     path = check_output_suffix(check_writable_output(path))
     fps = Fraction(fps) if isinstance(fps, (int, Fraction)) else exact_rate(float(fps))
@@ -449,6 +452,8 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
         inputs = ["-itsoffset", f"{timestamps[0]:.6f}", *inputs]  # ffmpeg would start the video at zero
     args = ["-v", "error", "-y", *inputs]
     if audio:
+        if audio_window is not None:
+            args += ["-ss", f"{audio_window[0]:.6f}", "-t", f"{audio_window[1]:.6f}"]
         args += ["-i", source, "-map", "0:v:0", "-map", "1:a"]
         for track, codec in enumerate(audio):
             args += [f"-c:a:{track}", codec]

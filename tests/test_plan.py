@@ -54,3 +54,36 @@ def test_detects_the_real_cut_and_not_motion():
     assert plan.detect_cuts(signatures, 0) == []
     flat = [np.full((8, 16), v, np.float32) for v in np.linspace(0, 1, 20)]  # a steady fade
     assert plan.detect_cuts(flat, 6.0) == []
+
+
+def test_chains_are_cut_shorter_to_give_every_worker_work():
+    chains, length = plan.plan_for_workers(30, [], 48, 4, workers=8)
+    assert len(chains) == 4 and length == plan.MIN_CHAIN  # not 1 chain for 8 workers, not below 8 frames
+    chains, length = plan.plan_for_workers(30, [], 48, 4, workers=2)
+    assert len(chains) == 2 and length == 15
+    chains, length = plan.plan_for_workers(100, [40], 25, 4, workers=3)  # already enough chains: unchanged
+    assert (len(chains), length) == (5, 25)
+    assert sorted({f for c in chains for f in c.frames}) == list(range(100))
+
+
+def test_seams_are_where_chains_meet_inside_a_shot():
+    chains = plan.plan_chains(100, [40], segment_length=25, overlap=4)
+    assert plan.seams(chains, [40]) == [20, 60, 80]  # 40 is a shot cut, not a seam
+    assert plan.seams(plan.plan_chains(20, [], 10, 0), []) == [10]
+
+
+def test_refinement_passes_cover_seams_then_the_whole_video_in_alternating_directions():
+    chains = plan.plan_chains(60, [30], 12, 4)
+    first, second, third = plan.refinement_passes(chains, [30], 60, 3)
+    windows = [(s.start, s.end) for s in first]
+    assert all(not s.backward for s in first)
+    assert all(start < seam < end for (start, end), seam in zip(windows, plan.seams(chains, [30])))
+    assert not any(start < 30 < end for start, end in windows)  # never across the shot cut
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:]))  # windows never overlap
+    for sweeps, backward in ((second, True), (third, False)):
+        covered = sorted(f for s in sweeps for f in s.frames)
+        assert covered == list(range(60)) and all(s.backward == backward for s in sweeps)
+    assert second[0].frames[0] == second[0].end - 1 and second[0].index // plan.PASS_BASE == 2
+    scheduler = plan.ChainScheduler(second, lambda c, f: False, sequential=True)
+    ready = scheduler.ready()
+    assert all(job.frame == s.end - 1 and not job.seeded for job, s in zip(ready, second))

@@ -12,7 +12,9 @@ import pytest
 from ray_style import video
 from ray_style.config import StyleSettings, VideoSettings
 from ray_style.errors import FrameError, InputError, JobError
-from ray_style.runner import job_status, stylize_video
+from ray_style.executor import ExecutorOptions
+from ray_style.job import job_status
+from ray_style.runner import stylize_video
 from tests.conftest import DATA, SAMPLES
 
 TINY = VideoSettings(style=StyleSettings(size=32, iters=6, content_weight=1.0, style_weight=1e3),
@@ -21,9 +23,13 @@ CLIP = DATA / "bunny_12f.mp4"
 STYLE = SAMPLES / "starry_night.jpg"
 
 
-def run(tmp_path, settings=TINY, name="out", **kwargs):
-    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", settings, weights="random",
-                         executor="local", threads=2, **kwargs)
+LOCAL = ExecutorOptions(kind="local", threads=2)
+
+
+def run(tmp_path, settings=TINY, name="out", frames_per_worker=1, **kwargs):
+    options = dataclasses.replace(LOCAL, frames_per_worker=frames_per_worker)
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", settings, weights="random", executor=options,
+                         **kwargs)
 
 
 def frames_of(job_dir):
@@ -61,7 +67,7 @@ def test_independent_frames_use_content_init(tmp_path):
 
 
 def test_a_frame_that_keeps_failing_names_itself(tmp_path):
-    bad = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, style_weight=float("inf"), optimizer="adam"))
+    bad = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, style_weight=1e40, optimizer="adam"))
     with pytest.raises(FrameError, match=r"frame 0 \(chain 0\) failed 3 times"):
         run(tmp_path, bad)
     assert not (tmp_path / "out.mp4").exists()
@@ -102,13 +108,25 @@ def test_sigkill_mid_job_then_resume_gives_identical_frames(tmp_path):
     assert whole.frames == video.probe(tmp_path / "killed.mp4").frames == 12
 
 
-def test_flow_init_caches_flows_and_resumes(tmp_path):
+def test_flow_init_keeps_the_flows_workers_computed_for_the_report(tmp_path, monkeypatch):
+    from ray_style import report
+
     settings = dataclasses.replace(TINY, init="flow")
-    events = []
-    result = run(tmp_path, settings, progress=events.append)
-    assert video.probe(result.output).frames == 12 and "flow" in {e.stage for e in events}
-    flows = sorted(p.name for p in (result.job_dir / "flow").iterdir())
-    assert flows == [f"{f:06d}.npz" for f in range(1, 12)]  # each frame a chain seeds into (shared by chains)
+    given = []
+    real = report.evaluate
+
+    def spy(*args, **kwargs):
+        given.append(kwargs["flows"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "evaluate", spy)
+    result = run(tmp_path, settings)
+    assert video.probe(result.output).frames == 12
+    flows = sorted(p.name for p in (result.job_dir / "flow").glob("*.npz"))
+    # The flow previous → this frame, for each frame a chain seeds into, sent back by the workers.
+    assert flows == [f"{t - 1:06d}_{t:06d}.npz" for t in range(1, 12)]
+    back, mask = given[0](4)  # what the report got for the pair (4, 5): the cached file
+    assert back.shape == (18, 32, 2) and 0 <= mask.min() and mask.max() <= 1
     manifest = (result.job_dir / "manifest.json").read_text()
     assert '"temporal_weight": 100.0' in manifest  # the random weights' default, resolved and recorded
     assert run(tmp_path, settings).rendered == 0
@@ -139,3 +157,39 @@ def test_batched_frames_per_worker_render_every_frame_once(tmp_path, monkeypatch
         assert np.abs(a - b).mean() < 8, path
     with pytest.raises(InputError, match="--frames-per-worker 0"):
         run(tmp_path, name="bad", frames_per_worker=0)
+
+
+def test_a_frame_range_renders_what_it_needs_and_the_whole_job_reuses_it(tmp_path):
+    settings = dataclasses.replace(TINY, init="flow")
+    part = run(tmp_path, settings, frames=(6, 9), report=False)
+    info = video.probe(part.output)
+    assert part.output.name == "out.frames6-8.mp4" and (info.frames, info.audio_codec) == (3, "aac")
+    assert abs(info.fps - 25) < 1e-9 and part.job_dir.name == "out.job"
+    # Chains [2, 8) and [6, 12) show frames 6-8; the first from its start, for its seeding.
+    assert part.rendered == 6 + 3 and not (tmp_path / "out.mp4").exists()
+    whole = run(tmp_path, settings, report=False)
+    assert whole.resumed == 9 and whole.rendered == 16 - 9
+    reference = run(tmp_path, settings, name="reference", report=False)
+    assert frames_of(whole.job_dir) == frames_of(reference.job_dir)  # the range's frames are the job's
+
+
+def test_long_term_consistency_and_refinement_passes_resume_identically(tmp_path):
+    settings = dataclasses.replace(TINY, init="flow", long_term=(2, 4), passes=2)
+    first = run(tmp_path, settings, report=False)
+    import json
+
+    records = [json.loads(line) for line in (first.job_dir / "frames.jsonl").read_text().splitlines()]
+    passes = sorted({r["chain"] // 10000 for r in records})
+    assert passes == [0, 1, 2] and video.probe(first.output).frames == 12
+    pass_two = [r for r in records if r["chain"] // 10000 == 2]
+    assert sorted(r["frame"] for r in pass_two) == list(range(12))  # the whole video, once
+    assert run(tmp_path, settings, report=False).rendered == 0
+    shutil_copy = tmp_path / "again.job"
+    import shutil
+
+    shutil.copytree(first.job_dir, shutil_copy)
+    for path in list((shutil_copy / "chains").iterdir())[-2:]:  # lose a pass's frames: they come back the same
+        shutil.rmtree(path)
+    again = stylize_video(CLIP, [STYLE], tmp_path / "again.mp4", settings, weights="random", executor=LOCAL,
+                          report=False)
+    assert again.rendered > 0 and frames_of(again.job_dir) == frames_of(first.job_dir)
