@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import OPTIMIZERS, PRECISIONS, StyleSettings, VideoSettings
+from .config import FLOW_METHODS, OPTIMIZERS, PRECISIONS, StyleSettings, VideoSettings
 from .errors import InputError, RayStyleError
 
 STYLE = StyleSettings()
@@ -23,6 +23,24 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
+
+
+def _span(text: str) -> tuple[int, int]:
+    first, sep, end = text.partition(":")
+    try:
+        span = int(first), int(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A:B (frame numbers, B excluded), got '{text}'") from None
+    if not sep or span[0] < 0 or span[1] <= span[0]:
+        raise argparse.ArgumentTypeError(f"expected A:B with 0 ≤ A < B, got '{text}'")
+    return span
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -43,10 +61,11 @@ def add_style_options(parser: argparse.ArgumentParser, defaults: StyleSettings) 
     group.add_argument("--lbfgs-history", type=int, default=defaults.lbfgs_history,
                        help="L-BFGS correction pairs (%(default)s)")
     group.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                       help="auto (TF32 on GPUs, else fp32), fp32, tf32, or bf16 (VGG in bfloat16, Grams and "
-                            "losses in fp32)")
-    group.add_argument("--compile", action="store_true",
-                       help="torch.compile the objective (first frame of each size compiles, then faster)")
+                       help="auto (bf16 on CUDA GPUs, else fp32), fp32, tf32, or bf16 (VGG in bfloat16, Grams "
+                            "and losses in fp32; the optimizer's algebra is fp32 under every setting)")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=defaults.compile,
+                       help="torch.compile the objective: the first frame of each size compiles, then every "
+                            "evaluation is faster (default: on for CUDA GPUs, off on CPUs)")
     group.add_argument("--scales", type=int, default=defaults.scales,
                        help="coarse-to-fine: optimize at size/2^(N-1) first, doubling up to --size (%(default)s)")
     group.add_argument("--pooling", choices=("avg", "max"), default=defaults.pooling, help="avg is the paper's")
@@ -170,50 +189,116 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    from .executor import DEFAULT_PLACEMENT_TIMEOUT
+
+    group = parser.add_argument_group("where frames render")
+    group.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else an embedded local Ray)")
+    group.add_argument("--max-workers", "--workers", dest="max_workers", type=int,
+                       help="frame workers at most (default: one per GPU the cluster has or its autoscaler can "
+                            "add, else per CPU)")
+    group.add_argument("--gpus-per-worker", type=_positive_float,
+                       help="GPUs per worker: 1 by default where GPUs are or can come; 0.5 puts two workers on a "
+                            "GPU; 0 renders on CPUs. Give it to ask an autoscaler for GPU nodes it does not show")
+    group.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
+    group.add_argument("--frames-per-worker", type=int, default=1,
+                       help="frames of different chains a worker optimizes as one batch; >1 can fill a GPU "
+                            "at small sizes (%(default)s)")
+    group.add_argument("--placement-timeout", type=_positive_float, default=DEFAULT_PLACEMENT_TIMEOUT,
+                       help="seconds to wait for a first worker to be placed before giving up (%(default)s)")
+    group.add_argument("--executor", choices=("ray", "local"), default="ray",
+                       help="local renders in this process without Ray (%(default)s)")
+
+
+def executor_options(args):
+    from .executor import ExecutorOptions
+
+    return ExecutorOptions(kind=args.executor, address=args.address, max_workers=args.max_workers,
+                           gpus_per_worker=args.gpus_per_worker, threads=args.threads, device=args.device,
+                           frames_per_worker=args.frames_per_worker,
+                           placement_timeout=args.placement_timeout).validate()
+
+
+def _video_look_options(parser: argparse.ArgumentParser) -> None:
+    """The options that decide a video's look: `video` and `preview` take the same."""
+    parser.add_argument("--init", choices=("prev", "flow", "content", "noise"), default=VIDEO.init,
+                     help="seed each frame from its chain's previous stylized frame (prev), that frame "
+                          "warped along the optical flow (flow), or stylize frames independently from "
+                          "content or noise (default %(default)s)")
+    parser.add_argument("--temporal-weight", type=float, default=VIDEO.temporal_weight,
+                     help="temporal loss weight for seeded frames (default: the weights source's with "
+                          "--init flow, else 0)")
+    parser.add_argument("--flow", choices=FLOW_METHODS, default=VIDEO.flow,
+                     help="optical flow between source frames for --init flow (%(default)s)")
+    parser.add_argument("--flow-dir", default=VIDEO.flow_dir, metavar="DIR",
+                     help="precomputed flow instead: artistic-videos' forward_I_J.flo / backward_J_I.flo "
+                          "(1-based frames; optional reliable_I_J.pgm), e.g. from RAFT or FlowNet")
+    parser.add_argument("--long-term", type=_ints, default=VIDEO.long_term, metavar="K1,K2",
+                     help="long-term consistency: also hold each frame to these earlier frames of its chain, "
+                          "e.g. 1,2,5 (Ruder et al.); default off")
+    parser.add_argument("--passes", type=int, default=VIDEO.passes,
+                     help="refinement passes: 1 re-optimizes the frames around each seam between chains, N > 1 "
+                          "adds N-1 passes over the whole video in alternating directions (%(default)s)")
+    parser.add_argument("--start-init", choices=("content", "noise"), default=VIDEO.start_init,
+                     help="how a chain's first frame starts (%(default)s)")
+    parser.add_argument("--start-iters", type=int, default=VIDEO.start_iters,
+                     help="evaluations for a chain's first frame (default 2 × --iters)")
+    parser.add_argument("--segment-length", type=int, default=VIDEO.segment_length,
+                     help="frames per chain at most (%(default)s)")
+    parser.add_argument("--overlap", type=int, default=VIDEO.overlap, help="blended frames at seams (%(default)s)")
+    parser.add_argument("--cut-ratio", type=float, default=VIDEO.cut_ratio, help="shot-cut sensitivity, 0 = off")
+    parser.add_argument("--crf", type=int, default=VIDEO.crf, help="x264 quality, lower is better (%(default)s)")
+    add_executor_options(parser)
+    add_style_options(parser, VIDEO.style)
+
+
+def video_settings(args) -> VideoSettings:
+    return dataclasses.replace(
+        VIDEO, style=style_settings(args, VIDEO.style), init=args.init, temporal_weight=args.temporal_weight,
+        flow=args.flow, flow_dir=args.flow_dir, long_term=args.long_term, passes=args.passes,
+        start_init=args.start_init, start_iters=args.start_iters, segment_length=args.segment_length,
+        overlap=args.overlap, cut_ratio=args.cut_ratio, crf=args.crf).validate()
+
+
 def add_video_commands(commands) -> None:
     vid = commands.add_parser("video", help="stylize a whole video (resumable; Ray)")
     vid.add_argument("input", help="input video")
     vid.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
     vid.add_argument("-o", "--output", required=True, help="output video (.mp4)")
-    vid.add_argument("--init", choices=("prev", "flow", "content", "noise"), default=VIDEO.init,
-                     help="seed each frame from its chain's previous stylized frame (prev), that frame "
-                          "warped along the optical flow (flow), or stylize frames independently from "
-                          "content or noise (default %(default)s)")
-    vid.add_argument("--temporal-weight", type=float, default=VIDEO.temporal_weight,
-                     help="temporal loss weight for seeded frames (default: the weights source's with "
-                          "--init flow, else 0)")
-    vid.add_argument("--start-init", choices=("content", "noise"), default=VIDEO.start_init,
-                     help="how a chain's first frame starts (%(default)s)")
-    vid.add_argument("--start-iters", type=int, default=VIDEO.start_iters,
-                     help="evaluations for a chain's first frame (default 2 × --iters)")
-    vid.add_argument("--segment-length", type=int, default=VIDEO.segment_length,
-                     help="frames per chain at most (%(default)s)")
-    vid.add_argument("--overlap", type=int, default=VIDEO.overlap, help="blended frames at seams (%(default)s)")
-    vid.add_argument("--cut-ratio", type=float, default=VIDEO.cut_ratio, help="shot-cut sensitivity, 0 = off")
-    vid.add_argument("--crf", type=int, default=VIDEO.crf, help="x264 quality, lower is better (%(default)s)")
+    vid.add_argument("--frames", type=_span, metavar="A:B",
+                     help="render only frames A … B-1 into OUTPUT.framesA-(B-1).EXT with their audio; the frames "
+                          "stay in the job directory, and the whole video later reuses them")
     vid.add_argument("--job-dir", help="where finished frames are kept (default: OUTPUT's name + .job)")
     vid.add_argument("--restart", action="store_true", help="discard the job directory's work and start over")
-    vid.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
-    vid.add_argument("--workers", type=int, help="frame workers (default: one per GPU, else per CPU)")
-    vid.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
-    vid.add_argument("--frames-per-worker", type=int, default=1,
-                     help="frames of different chains a worker optimizes as one batch; >1 can fill a GPU "
-                          "at small sizes (%(default)s)")
-    vid.add_argument("--executor", choices=("ray", "local"), default="ray",
-                     help="local renders in this process without Ray (%(default)s)")
     vid.add_argument("--no-report", action="store_true", help="skip the evaluation report at the end")
     vid.add_argument("-q", "--quiet", action="store_true")
-    add_style_options(vid, VIDEO.style)
+    _video_look_options(vid)
     vid.set_defaults(run=cmd_video)
+
+    look = commands.add_parser("preview", help="stylize a few stills of a video with a job's settings (and a grid "
+                                              "of looks) into one contact sheet, before rendering it all")
+    look.add_argument("input", help="input video")
+    look.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s); several without --grid: a row each")
+    look.add_argument("-o", "--output", help="contact sheet (.png or .jpg; default INPUT.preview.png beside the input)")
+    look.add_argument("--frames", type=int, default=4, help="evenly spaced stills to stylize (%(default)s)")
+    look.add_argument("--grid", metavar="OPTION=V1,V2,…",
+                      help="one row per value of any `video` option, e.g. style-weight=1e2,1e3,1e4 or "
+                           "style=a.jpg,b.jpg")
+    _video_look_options(look)
+    look.add_argument("-q", "--quiet", action="store_true")
+    look.set_defaults(run=cmd_preview, parser=look)
 
     batch = commands.add_parser("batch", help="many videos × styles from a TOML/YAML spec on one pool")
     batch.add_argument("spec", help="batch spec (.toml or .yaml); see ray_style/batch.py")
-    batch.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
-    batch.add_argument("--workers", type=int, help="frame workers (default: one per GPU, else per CPU)")
-    batch.add_argument("--threads", type=int, help="torch threads per CPU worker")
-    batch.add_argument("--frames-per-worker", type=int, default=1, help="as for `video` (%(default)s)")
-    batch.add_argument("--executor", choices=("ray", "local"), default="ray")
-    batch.add_argument("--device", default="auto", help="for --executor local")
+    add_executor_options(batch)
+    batch.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (%(default)s)")
     batch.add_argument("-q", "--quiet", action="store_true")
     batch.set_defaults(run=cmd_batch)
 
@@ -223,32 +308,35 @@ def add_video_commands(commands) -> None:
     ev.add_argument("--style", nargs="+", help="artwork(s), for the style and content losses")
     ev.add_argument("--weights", default="vgg19", help="as for `image` (needed with --style)")
     ev.add_argument("--report-dir", help="write charts, a contact sheet and a side-by-side preview here")
+    ev.add_argument("--job", metavar="JOB_DIR", help="the job that made it: its seams are scored, its cached "
+                                                     "flows reused")
+    ev.add_argument("--seams", type=_ints, default=(), metavar="S1,S2",
+                    help="frames s where the pair (s-1, s) joins two chains (default: from --job)")
+    ev.add_argument("--flow", choices=FLOW_METHODS, default="dis", help="optical flow (%(default)s)")
+    ev.add_argument("--flow-dir", metavar="DIR", help="precomputed .flo files, as for `video`")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (%(default)s)")
     ev.add_argument("--json", action="store_true", help="print the numbers as JSON")
     ev.set_defaults(run=cmd_evaluate)
 
     status = commands.add_parser("status", help="progress of a running or stopped video job")
     status.add_argument("job_dir")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--serve", action="store_true",
+                        help="serve the job's live page on localhost (read-only, refreshes itself)")
+    status.add_argument("--port", type=int, default=8000, help="for --serve (%(default)s; 0 = any free port)")
     status.set_defaults(run=cmd_status)
 
 
 def cmd_video(args) -> int:
     from .runner import stylize_video
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: need at least 1")
-    settings = dataclasses.replace(
-        VIDEO, style=style_settings(args, VIDEO.style), init=args.init, temporal_weight=args.temporal_weight,
-        start_init=args.start_init,
-        start_iters=args.start_iters, segment_length=args.segment_length, overlap=args.overlap,
-        cut_ratio=args.cut_ratio, crf=args.crf).validate()
+    settings = video_settings(args)
+    options = executor_options(args)
     progress, close = _stage_bars(args.quiet)
     try:
         result = stylize_video(args.input, args.styles, args.output, settings, weights=args.weights,
-                               job_dir=args.job_dir, address=args.address, workers=args.workers,
-                               threads=args.threads, executor=args.executor, restart=args.restart,
-                               device=args.device, progress=progress, report=not args.no_report,
-                               frames_per_worker=args.frames_per_worker)
+                               job_dir=args.job_dir, executor=options, restart=args.restart, progress=progress,
+                               report=not args.no_report, frames=args.frames)
     finally:
         close()
     if not args.quiet:
@@ -262,14 +350,95 @@ def cmd_video(args) -> int:
     return 0
 
 
+PREVIEW_ONLY = {"--frames": 1, "--grid": 1, "-o": 1, "--output": 1, "-q": 0, "--quiet": 0}
+
+
+def _grid(args, parser) -> tuple[str, list[str]] | None:
+    if not args.grid:
+        return None
+    name, sep, values = args.grid.partition("=")
+    name = name.strip().lstrip("-")
+    values = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not name or not values:
+        raise InputError(f"--grid {args.grid}: write OPTION=V1,V2,… (e.g. style-weight=1e2,1e3,1e4)")
+    known = {o.lstrip("-") for action in parser._actions for o in action.option_strings if o.startswith("--")}
+    if name != "style" and name not in known - {o.lstrip("-") for o in PREVIEW_ONLY}:
+        from .errors import did_you_mean
+
+        raise InputError(f"--grid: unknown option '{name}'.{did_you_mean(name, known | {'style'})}")
+    return name, values
+
+
+def _video_command(args, argv: list[str], extra: list[str], styles: list[str]) -> str:
+    """The `ray-style video` command that renders the look a preview row shows."""
+    import shlex
+
+    rest, skip = [], 0
+    for token in argv[1:]:  # argv[0] is "preview"
+        if skip:
+            skip -= 1
+            continue
+        if token.split("=")[0] in PREVIEW_ONLY:
+            skip = PREVIEW_ONLY[token.split("=")[0]] if "=" not in token else 0
+            continue
+        rest.append(token)
+    positional = [args.input, *args.styles]
+    options = [t for t in rest if t not in positional]
+    output = str(Path(args.input).with_suffix("")) + ".styled.mp4"
+    return shlex.join(["ray-style", "video", args.input, *styles, "-o", output, *options, *extra])
+
+
+def cmd_preview(args) -> int:
+    from .preview import Look, preview
+
+    parser = args.parser
+    grid = _grid(args, parser)
+    looks, commands = [], []
+    rows = [(None, None)] if grid is None else [(grid[0], value) for value in grid[1]]
+    if grid is None and len(args.styles) > 1 and args.style_blend_weights is None:
+        rows = [("style", style) for style in args.styles]  # several artworks: compare them
+    for name, value in rows:
+        if name == "style":
+            styles, extra, settings_args = [value], [], args
+        elif name is None:
+            styles, extra, settings_args = list(args.styles), [], args
+        else:
+            extra = [f"--{name}", value]
+            styles, settings_args = list(args.styles), parser.parse_args([*args.argv[1:], *extra])
+        settings = video_settings(settings_args)
+        label = f"{name} = {Path(value).name if name == 'style' else value}" if name else ", ".join(
+            Path(s).name for s in styles)
+        looks.append(Look(label, settings, tuple(Path(s) for s in styles)))
+        commands.append(_video_command(args, args.argv, extra, styles))
+    output = args.output or str(Path(args.input).with_suffix("")) + ".preview.png"
+    bar = Bar(len(looks) * args.frames, "still", "preview", not args.quiet)
+    try:
+        result = preview(args.input, looks, output, weights=args.weights, frames=args.frames,
+                         executor=executor_options(args), progress=lambda done, total: bar.to(done, total))
+    finally:
+        bar.close()
+    print(f"wrote {result.output}: {len(result.frames)} stills (frames {', '.join(map(str, result.frames))}) × "
+          f"{len(looks)} look(s) in {result.seconds:.1f} s ({result.seconds_per_still:.1f} s per still)")
+    for look, command in zip(looks, commands):
+        print(f"  {look.label}:\n    {command}")
+    return 0
+
+
 def _stage_bars(quiet: bool):
-    """A progress callback drawing one bar per stage, and the function that closes them."""
+    """A progress callback drawing one bar per stage (notes printed above the bars), and the
+    function that closes them."""
     bars: dict = {}
 
     def progress(p):
+        if p.note and not quiet:
+            from tqdm import tqdm
+
+            tqdm.write(f"ray-style: {p.note}", file=sys.stderr)
+        if p.stage == "note":
+            return
         if p.stage not in bars:  # the first event of a stage carries what was done before (resume)
             bars[p.stage] = Bar(p.total, "frame", p.stage, not quiet, initial=p.done)
-        bars[p.stage].to(p.done)
+        bars[p.stage].to(p.done, p.total, **({"workers": p.workers} if p.workers else {}))
         if p.done >= p.total:
             bars[p.stage].close()
 
@@ -284,8 +453,7 @@ def _stage_bars(quiet: bool):
 def cmd_batch(args) -> int:
     from .batch import read_spec, run_batch
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: need at least 1")
+    options = executor_options(args)
     jobs = read_spec(args.spec)
     progress, close = _stage_bars(args.quiet)
 
@@ -296,9 +464,7 @@ def cmd_batch(args) -> int:
                   file=sys.stderr)
 
     try:
-        outcomes = run_batch(jobs, executor=args.executor, address=args.address, workers=args.workers,
-                             threads=args.threads, device=args.device, on_job=on_job, progress=progress,
-                             frames_per_worker=args.frames_per_worker)
+        outcomes = run_batch(jobs, options, on_job=on_job, progress=progress)
     finally:
         close()
     failed = [o for o in outcomes if not o.ok]
@@ -313,48 +479,76 @@ def cmd_batch(args) -> int:
 def cmd_evaluate(args) -> int:
     import dataclasses as dc
 
-    from . import images, report, video
+    from . import flow, images, optimize, report, video
+    from .job import job_flows, job_seams
     from .weights import load_weights
 
     out_info, src_info = video.probe(args.output), video.probe(args.source)
     styles = [images.load_image(path) for path in args.style] if args.style else None
     weights = load_weights(args.weights) if styles else None
     settings = dc.replace(STYLE, size=max(out_info.width, out_info.height))
-    evaluation = report.evaluate(out_info, src_info, styles, weights, settings)
+    seams = list(args.seams) or (job_seams(args.job) if args.job else [])
+    flows = (flow.flow_dir_provider(args.flow_dir, out_info.width, out_info.height) if args.flow_dir
+             else job_flows(args.job, (out_info.width, out_info.height)) if args.job else None)
+    evaluation = report.evaluate(out_info, src_info, styles, weights, settings, device=optimize.pick_device(args.device),
+                                 flows=flows, seams=seams, flow_method=args.flow)
     if args.report_dir:
         report.write_report(evaluation, out_info, src_info, args.report_dir)
-    summary = {"frames": evaluation.frames, "warping_error": evaluation.warping_error,
-               "content_loss": evaluation.content_loss, "style_loss": evaluation.style_loss}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(evaluation.summary(), indent=2))
         return 0
-    print(f"{'video':<40} {'frames':>6} {'warping error':>14} {'content loss':>13} {'style loss':>11}")
     fmt = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
-    print(f"{Path(args.output).name:<40} {evaluation.frames:>6} {evaluation.warping_error:>14.5f} "
-          f"{fmt(evaluation.content_loss):>13} {fmt(evaluation.style_loss):>11}")
+    k = evaluation.long_range_warping_error
+    print(f"{'video':<32} {'frames':>6} {'warping error':>14} {'source (floor)':>15} {'k=5':>8} {'k=10':>8} "
+          f"{'worst seam':>11} {'content loss':>13} {'style loss':>11}")
+    print(f"{Path(args.output).name:<32} {evaluation.frames:>6} {evaluation.warping_error:>14.5f} "
+          f"{fmt(evaluation.source_warping_error):>15} {fmt(k.get('5')):>8} {fmt(k.get('10')):>8} "
+          f"{fmt(evaluation.worst_seam_ratio):>11} {fmt(evaluation.content_loss):>13} {fmt(evaluation.style_loss):>11}")
     if args.report_dir:
         print(f"report in {args.report_dir}")
     return 0
 
 
 def cmd_status(args) -> int:
-    from .runner import job_status
+    from .job import job_status
 
     status = job_status(args.job_dir)
+    if args.serve:
+        from .page import LivePage
+        from .serve import serve
+
+        # A job killed mid-run left a page that says "running" and refreshes forever: say what it is.
+        index = Path(args.job_dir) / "report" / "index.html"
+        if not status["running"] and status.get("renders_total") and (not index.exists() or not status["finished"]):
+            LivePage(args.job_dir, status["renders_total"]).write("finished" if status["finished"] else "stopped")
+
+        def ready(port):
+            print(f"serving {Path(args.job_dir) / 'report'} at http://127.0.0.1:{port}/ (read-only; Ctrl-C stops)",
+                  flush=True)
+
+        serve(args.job_dir, port=args.port, ready=ready)
+        return 0
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
     state = "running" if status["running"] else ("finished" if status.get("finished") else "stopped")
     print(f"{status['job_dir']}: {state}; {status['input']} → {status['output']}")
+    if status.get("damaged"):
+        print("  manifest.json is missing or unreadable: the next run rewrites it and checks every frame")
     if not status["decoded"]:
-        print(f"  decoding {status['frames']} frames")
+        print(f"  decoding {status['frames'] or '?'} frames")
+        return 0
+    if "renders_total" not in status:
+        print(f"  {status['frames']} frames decoded; rendering has not started")
         return 0
     print(f"  {status['renders_done']}/{status['renders_total']} frame renders done in {status['chains']} chains "
-          f"({len(status['shot_cuts'])} shot cuts)")
+          f"({len(status.get('shot_cuts', []))} shot cuts)")
     if "mean_seconds_per_frame" in status:
         left = status["renders_total"] - status["renders_done"]
         print(f"  {status['mean_seconds_per_frame']:.2f} s per frame per worker; {left} left; "
               f"workers seen: {', '.join(status['workers'])}")
+    if status["events"]:
+        print("  events: " + ", ".join(f"{count} {kind}" for kind, count in sorted(status["events"].items())))
     return 0
 
 
@@ -400,12 +594,23 @@ def _version() -> str:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except RayStyleError as error:
         print(f"ray-style: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        import errno
+
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        name = f" writing {error.filename}" if error.filename else ""
+        print(f"ray-style: error: {error.strerror}{name}: free space (finished work is kept) and re-run to resume",
+              file=sys.stderr)
+        return 6
     except KeyboardInterrupt:
         print("ray-style: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
         return 130

@@ -112,3 +112,28 @@ def test_installed_command(tmp_path, tiny_pngs):
     bad = subprocess.run(["ray-style", "image", str(content), "nope.jpg", "-o", str(out)], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "image not found" in bad.stderr
+
+
+def test_preview_renders_a_grid_and_prints_the_video_commands(tmp_path, capsys):
+    sheet = tmp_path / "look.png"
+    argv = ["preview", str(DATA / "bunny_12f.mp4"), str(SAMPLES / "starry_night.jpg"), "-o", str(sheet), "--frames",
+            "3", "--grid", "style-weight=1e2,1e4", "--executor", "local", "--weights", "random", "--size", "32",
+            "--iters", "3", "--content-weight", "1", "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(sheet) as image:
+        width, height = image.size
+    assert width == 3 * 32 and height == 3 * (18 + 18)  # sources + two looks, a label strip each
+    commands = [line.strip() for line in out.splitlines() if line.strip().startswith("ray-style video")]
+    assert len(commands) == 2 and commands[0].endswith("--style-weight 1e2") and "--grid" not in commands[0]
+    assert "--frames" not in commands[1] and "--size 32" in commands[1]
+    assert "frames 0, 6, 11" in out
+
+
+def test_preview_refuses_an_unknown_grid_option(tmp_path, capsys):
+    argv = ["preview", str(DATA / "bunny_12f.mp4"), str(SAMPLES / "starry_night.jpg"), "-o", str(tmp_path / "x.png"),
+            "--grid", "style-wieght=1,2", "--executor", "local", "--weights", "random", "-q"]
+    assert main(argv) == 2
+    assert "Did you mean 'style-weight'" in capsys.readouterr().err
