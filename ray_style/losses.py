@@ -16,14 +16,74 @@ def _wide(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def gram(features: Tensor) -> Tensor:
-    """Eq. 3: ``G = F Fᵀ``, unnormalized. ``(B, N, H, W) -> (B, N, N)``, at least float32."""
+def _positions(features: Tensor) -> tuple[Tensor, bool]:
+    """``F`` as a batch of matrices without a copy: ``(B, M, N)`` for a channels-last map
+    (``True``), else ``(B, N, M)`` (``False``)."""
     if features.dim() == 4 and not features.is_contiguous() and \
             features.is_contiguous(memory_format=torch.channels_last):
-        positions = _wide(features.permute(0, 2, 3, 1).flatten(1, 2))  # (B, M, N) without a copy
-        return positions.transpose(1, 2) @ positions
-    flat = _wide(features.flatten(2))
-    return flat @ flat.transpose(1, 2)
+        return features.permute(0, 2, 3, 1).flatten(1, 2), True
+    return features.flatten(2), False
+
+
+def _half_product(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` of half-precision batches, accumulated and returned in float32."""
+    return torch.bmm(a, b, out_dtype=torch.float32)
+
+
+class _HalfGram(torch.autograd.Function):
+    """Eq. 3 on bf16/fp16 features with float32 accumulation and result: the tensor cores'
+    rate, no widened copy of the features, and the same value as the float32 product of the
+    same numbers (products of two bf16 numbers are exact in float32; only the order of the
+    sums differs). The backward's ``(G' + G'ᵀ) F`` rounds ``G'`` to the features' dtype, as
+    autocast would."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor) -> Tensor:
+        positions, last = _positions(features)
+        ctx.save_for_backward(features)
+        return _half_product(positions.transpose(1, 2), positions) if last else \
+            _half_product(positions, positions.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (features,) = ctx.saved_tensors
+        positions, last = _positions(features)
+        both = (grad + grad.transpose(1, 2)).to(features.dtype)
+        if last:  # (B, M, N) @ (B, N, N), back to (B, N, H, W) channels-last
+            out = _half_product(positions, both).to(features.dtype)
+            return out.view(features.shape[0], features.shape[2], features.shape[3], -1).permute(0, 3, 1, 2)
+        return _half_product(both, positions).to(features.dtype).view_as(features)
+
+
+_HALF_PRODUCTS: dict[str, bool] = {}
+
+
+def _half_products_work(device: torch.device) -> bool:
+    """Whether this torch offers half-precision products with a float32 result on ``device``
+    (CUDA, torch ≥ 2.8), tried once per device type."""
+    if device.type not in _HALF_PRODUCTS:
+        probe = torch.ones(1, 2, 2, dtype=torch.bfloat16, device=device)
+        try:
+            _HALF_PRODUCTS[device.type] = _half_product(probe, probe).dtype == torch.float32
+        except (TypeError, RuntimeError, NotImplementedError):
+            _HALF_PRODUCTS[device.type] = False
+    return _HALF_PRODUCTS[device.type]
+
+
+def gram(features: Tensor) -> Tensor:
+    """Eq. 3: ``G = F Fᵀ``, unnormalized. ``(B, N, H, W) -> (B, N, N)``, at least float32.
+
+    bf16/fp16 features are multiplied as they are where the device can return float32
+    (:class:`_HalfGram`, eager CUDA); elsewhere they are widened first. Under torch.compile
+    they are widened too: Inductor fuses the widening, and with ``--precision bf16`` the
+    product then runs in TF32, which represents bf16 numbers exactly.
+    """
+    if features.dtype in (torch.bfloat16, torch.float16) and not torch.compiler.is_compiling() \
+            and _half_products_work(features.device):
+        return _HalfGram.apply(features)
+    positions, last = _positions(features)
+    positions = _wide(positions)
+    return positions.transpose(1, 2) @ positions if last else positions @ positions.transpose(1, 2)
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ray_style import features
 from ray_style.errors import InputError
 from ray_style.features import VGGFeatures, layer_names
 
@@ -46,3 +47,33 @@ def test_unknown_layer_suggests_a_name(random_vgg):
         VGGFeatures("vgg19", random_vgg.convs, "torchvision", ["relu4_22"])
     with pytest.raises(InputError, match="unknown layer 'relu5_4' for vgg16"):
         VGGFeatures("vgg16", random_vgg.convs, "torchvision", ["relu5_4"])
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 12, 16), (1, 8, 13, 11), (2, 3, 5, 4)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_pooling_is_avg_pool2d_exactly(shape, layout, dtype):
+    # avg_pool2d floors odd sizes: the last row/column is in no cell and gets no gradient.
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    upstream = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2).to(dtype)
+    reference = torch.nn.functional.avg_pool2d(x, 2)
+    (reference_grad,) = torch.autograd.grad(reference, x, upstream)
+    fast = features._AvgPool2x2.apply(x)
+    (fast_grad,) = torch.autograd.grad(fast, x, upstream)
+    assert torch.equal(fast, reference) and torch.equal(fast_grad, reference_grad)
+    assert fast_grad.is_contiguous(memory_format=layout)  # written in the input's layout, no copy after
+    if shape[2] % 2:
+        assert (fast_grad[:, :, -1] == 0).all()
+
+
+def test_a_bf16_cast_computes_like_autocast(random_vgg):
+    model = VGGFeatures("vgg19", random_vgg.convs, "caffe", ["relu1_1", "relu3_1"])
+    image = torch.rand(1, 3, 24, 20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(image)
+    cast = model.cast(torch.bfloat16)
+    got = cast(image)
+    assert model.convs[0].weight.dtype == torch.float32 and cast.mean.dtype == torch.float32
+    for name in expected:
+        assert got[name].dtype == torch.bfloat16 and torch.equal(got[name], expected[name])

@@ -1,4 +1,5 @@
 """The seed's equations, checked against autograd in closed form."""
+import pytest
 import torch
 
 from ray_style import losses
@@ -92,3 +93,43 @@ def test_gram_of_a_channels_last_map_equals_the_contiguous_one():
     features = torch.rand(2, 5, 4, 3)
     torch.testing.assert_close(losses.gram(features.contiguous(memory_format=torch.channels_last)),
                                losses.gram(features))
+
+
+def _emulated_half_products(monkeypatch):
+    """The GPU's half-precision product with a float32 result, emulated on this CPU: float32
+    products of the same bf16 numbers (exact) summed in float32."""
+    monkeypatch.setattr(losses, "_half_product", lambda a, b: torch.bmm(a.float(), b.float()))
+    monkeypatch.setattr(losses, "_half_products_work", lambda device: True)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bf16_gram_sums_in_fp32_and_has_eq6s_gradient(monkeypatch, layout):
+    _emulated_half_products(monkeypatch)
+    features = torch.relu(torch.randn(2, 6, 5, 7)).to(torch.bfloat16).contiguous(memory_format=layout)
+    features.requires_grad_(True)
+    target = losses.gram(torch.rand(1, 6, 5, 7))
+    got = losses.gram(features)
+    assert got.dtype == torch.float32
+    widened = features.detach().double()
+    torch.testing.assert_close(got.double(), torch.einsum("bihw,bjhw->bij", widened, widened), rtol=1e-6, atol=0)
+    loss = losses.style_layer_loss(got, target, 6, 35).sum()
+    (grad,) = torch.autograd.grad(loss, features)
+    assert grad.dtype == torch.bfloat16 and grad.is_contiguous(memory_format=layout)
+    flat = widened.flatten(2)
+    closed = ((got.detach().double() - target.double()) @ flat) / (6**2 * 35**2)  # ∂E/∂F, eq. 6/7
+    # (G' + G'ᵀ) is rounded to bf16 as under autocast: close as a whole, not in every tiny entry
+    assert (grad.double() - closed.view_as(grad)).norm() < 1e-2 * closed.norm()
+
+
+def test_style_loss_of_bf16_features_stays_within_one_percent(monkeypatch):
+    _emulated_half_products(monkeypatch)
+    generator = torch.Generator().manual_seed(0)
+    layers = {f"l{i}": torch.relu(torch.randn(1, 32 * (i + 1), 32 // 2**i, 32 // 2**i, generator=generator))
+              for i in range(3)}
+    targets = {name: losses.gram_per_position(torch.relu(torch.randn(f.shape, generator=generator)))
+               for name, f in layers.items()}
+    weights = {name: 1 / 3 for name in layers}
+    exact = losses.style_loss(layers, targets, weights)
+    half = losses.style_loss({name: f.to(torch.bfloat16) for name, f in layers.items()}, targets, weights)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, exact, rtol=0.01, atol=0)
