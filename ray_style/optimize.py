@@ -6,10 +6,14 @@ workers call with precomputed style targets.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import os
 import time
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import images, lbfgs, losses
-from .config import StyleSettings
+from .config import MIN_SIZE, StyleSettings
 from .errors import FrameError, InputError
 from .features import VGGFeatures
 from .weights import Weights
@@ -101,69 +105,138 @@ def initial_image(kind: str, content: Tensor, seed: int) -> Tensor:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """``auto`` → ``tf32`` on a CUDA GPU, ``fp32`` elsewhere; TF32 exists only on NVIDIA GPUs."""
+    """``auto`` → ``bf16`` on a CUDA GPU (the fastest objective measured, issue 13), ``fp32``
+    elsewhere; TF32 exists only on NVIDIA GPUs."""
     device = torch.device(device)
     if precision == "auto":
-        return "tf32" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" else "fp32"
     if precision == "tf32" and device.type != "cuda":
         return "fp32"
     return precision
 
 
+def resolve_compile(compile: bool | None, device) -> bool:
+    """``None`` (auto) → torch.compile on a CUDA GPU, eager elsewhere: on a CPU the first call
+    costs more (8-18 s per shape) than a frame gains."""
+    return torch.device(device).type == "cuda" if compile is None else bool(compile)
+
+
+def resolve_graphs(graphs: bool | None, settings: StyleSettings, device) -> bool:
+    """Whether L-BFGS steps replay as CUDA graphs: by default wherever they can (a CUDA GPU)."""
+    return (settings.optimizer == "lbfgs" and torch.device(device).type == "cuda"
+            and (graphs is None or graphs))
+
+
 def _configure(precision: str, device: torch.device) -> None:
     if device.type == "cuda":  # process-wide switches: one actor renders on one device
         torch.backends.cudnn.allow_tf32 = precision in ("tf32", "bf16")
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # Grams stay fp32 under bf16
+        # Under bf16 the only float32 products are Grams of bf16 features, which TF32 holds
+        # exactly. The optimizer's own products ignore this switch (lbfgs.fp32_products).
+        torch.backends.cuda.matmul.allow_tf32 = precision in ("tf32", "bf16")
+
+
+_BF16_NETWORKS: "weakref.WeakKeyDictionary[VGGFeatures, VGGFeatures]" = weakref.WeakKeyDictionary()
+
+
+def _network(model: VGGFeatures, precision: str) -> VGGFeatures:
+    """The model computing in the precision's dtype: a bfloat16 copy, made once per model."""
+    if precision != "bf16":
+        return model
+    if model not in _BF16_NETWORKS:
+        _BF16_NETWORKS[model] = model.cast(torch.bfloat16)
+    return _BF16_NETWORKS[model]
+
+
+def _active_temporal(temporal):
+    """``temporal`` unless it weighs nothing (a float weight of 0)."""
+    if temporal is None or (not torch.is_tensor(temporal[2]) and temporal[2] <= 0):
+        return None
+    return temporal
 
 
 class Objective:
     """``x ↦ (L, L_content, L_style)`` per batch element, for fixed targets.
 
-    Under ``precision="bf16"`` only the VGG forward (and its backward) runs in bfloat16
-    autocast; Gram matrices and losses are computed in float32 outside it. On a GPU the
-    image enters the network channels-last, the layout tensor cores want.
+    Under ``precision="bf16"`` the VGG runs in bfloat16 (a bf16 copy of its convolutions);
+    Gram matrices and losses are computed in float32. On a GPU the image enters the network
+    channels-last, the layout tensor cores want. ``static=True`` keeps the targets in tensors
+    of this objective's own that :meth:`load` refills in place: what a captured CUDA graph reads.
     """
 
     def __init__(self, model: VGGFeatures, settings: StyleSettings, content: Tensor | None,
-                 style_grams: dict[str, Tensor], temporal: tuple[Tensor, Tensor, Tensor | float] | None = None):
-        self.model, self.settings = model, settings
+                 style_grams: dict[str, Tensor], temporal: tuple[Tensor, Tensor, Tensor | float] | None = None,
+                 *, static: bool = False):
+        self.model, self.settings, self.static = model, settings, static
         device = model.mean.device
         self.precision = resolve_precision(settings.precision, device)
+        self.compiled = resolve_compile(settings.compile, device)
         _configure(self.precision, device)
+        self.network = _network(model, self.precision)
         self.channels_last = device.type == "cuda"
-        # (warped prev, mask, weight); a weight may be a (B,) tensor, 0 for frames without one
-        self.temporal = temporal if temporal is not None and (torch.is_tensor(temporal[2]) or temporal[2] > 0) else None
         self.layer_weights = settings.layer_weights()
         self.alpha = settings.content_weight if content is not None else 0.0
         self.beta = settings.style_weight if self.layer_weights else 0.0
         if self.alpha is None or self.beta is None:
             raise ValueError("resolve α and β first (resolve_loss_weights)")
+        self.content_targets: dict[str, Tensor] = {}
+        self.style_grams: dict[str, Tensor] = {}
+        self.temporal = None
+        self._fill(content, style_grams, temporal, first=True)
+
+    def load(self, content: Tensor | None, style_grams: dict[str, Tensor],
+             temporal: tuple[Tensor, Tensor, Tensor | float] | None = None) -> None:
+        """Another frame's targets (same shapes, same kinds of terms) into this static
+        objective's tensors, in place."""
+        if not self.static:
+            raise ValueError("load() refills a static objective; make a new Objective instead")
+        self._fill(content, style_grams, temporal, first=False)
+
+    def _fill(self, content, style_grams, temporal, first: bool) -> None:
         with torch.no_grad():
-            self.content_targets = ({name: f for name, f in self.features(content).items()
-                                     if name in settings.content_layers}
-                                    if content is not None and settings.content_layers else {})
-        self.style_grams = style_grams
+            targets = ({name: f for name, f in self.features(content).items() if name in self.settings.content_layers}
+                       if content is not None and self.settings.content_layers else {})
+        # (warped prev, mask, weight); a weight may be a (B,) tensor, 0 for frames without one
+        temporal = _active_temporal(temporal)
+        if not self.static:
+            self.content_targets, self.style_grams, self.temporal = targets, style_grams, temporal
+            return
+        if temporal is not None:  # fixed shapes and a tensor weight, so another frame's can be copied in
+            batch = temporal[0].shape[0] if content is None else content.shape[0]
+            warped, mask, weight = temporal
+            temporal = (warped.expand(batch, -1, -1, -1), mask.expand(batch, -1, -1, -1),
+                        torch.as_tensor(weight, dtype=torch.float32, device=warped.device).expand(batch))
+        if first:
+            self.content_targets = targets
+            self.style_grams = {name: gram.clone() for name, gram in style_grams.items()}
+            self.temporal = None if temporal is None else tuple(part.clone() for part in temporal)
+            return
+        if targets.keys() != self.content_targets.keys() or (temporal is None) != (self.temporal is None) \
+                or style_grams.keys() != self.style_grams.keys():
+            raise ValueError("load(): another kind of frame than this objective was made for")
+        for mine, new in [*((self.content_targets[k], targets[k]) for k in targets),
+                          *((self.style_grams[k], style_grams[k]) for k in style_grams),
+                          *zip(self.temporal or (), temporal or ())]:
+            mine.copy_(new)
 
     def features(self, image: Tensor) -> dict[str, Tensor]:
-        return _features(self.model, image, self.channels_last, self.precision == "bf16")
+        return _features(self.network, image, self.channels_last)
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        terms = _compiled_terms() if self.settings.compile else _terms
-        return terms(self.model, image, self.content_targets, self.style_grams, self.layer_weights, self.alpha,
-                     self.beta, self.settings.tv_weight, self.temporal, self.channels_last, self.precision == "bf16")
+        terms = _compiled_terms() if self.compiled else _terms
+        return terms(self.network, image, self.content_targets, self.style_grams, self.layer_weights, self.alpha,
+                     self.beta, self.settings.tv_weight, self.temporal, self.channels_last)
 
 
-def _features(model: VGGFeatures, image: Tensor, channels_last: bool, bf16: bool) -> dict[str, Tensor]:
+def _features(network: VGGFeatures, image: Tensor, channels_last: bool) -> dict[str, Tensor]:
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return model(image)
+    return network(image)
 
 
-def _terms(model, image, content_targets, style_grams, layer_weights, alpha, beta, tv_weight, temporal,
-           channels_last, bf16) -> tuple[Tensor, Tensor, Tensor]:
-    """The objective as one pure function of tensors (what ``--compile`` hands torch.compile)."""
-    features = _features(model, image, channels_last, bf16)
+def _terms(network, image, content_targets, style_grams, layer_weights, alpha, beta, tv_weight, temporal,
+           channels_last) -> tuple[Tensor, Tensor, Tensor]:
+    """The objective as one pure function of tensors (what torch.compile compiles)."""
+    features = _features(network, image, channels_last)
     zero = image.new_zeros(image.shape[0], dtype=torch.float32)
     content = sum((losses.content_loss(features[name], target) for name, target in content_targets.items()), zero)
     style = losses.style_loss(features, style_grams, layer_weights) if layer_weights and beta else zero
@@ -175,15 +248,45 @@ def _terms(model, image, content_targets, style_grams, layer_weights, alpha, bet
     return total, content, style
 
 
-_COMPILED: list = []
+_COMPILED: dict[str, Callable] = {}
+# torch.compile backend; benchmarks/gpu.py --quick uses "aot_eager" (the same tracing, no code generation)
+COMPILE_BACKEND = "inductor"
+RECOMPILE_LIMIT = 64  # compiled variants per process: one per image shape, batch and kind of frame
 
 
-def _compiled_terms():
+def inductor_cache_dir() -> Path:
+    """Where compiled kernels are kept: a stable per-user directory (``$XDG_CACHE_HOME`` or
+    ``~/.cache``), shared by every actor and job on a machine and kept across reboots."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ray_style" / "inductor"
+
+
+def _share_compiled_kernels() -> None:
+    """Point Inductor's on-disk caches (FX graphs, AOTAutograd, Triton kernels; on by default)
+    at :func:`inductor_cache_dir` unless the user chose a directory: a new actor then loads
+    what another compiled instead of compiling again."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    path = inductor_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: Inductor's default under the temp directory stays
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+
+
+def _compiled_terms(backend: str | None = None):
     """One compiled objective per process: frames of one shape reuse its kernels (dynamo
-    guards on shapes and settings, not on the tensors' values)."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(_terms, dynamic=False))
-    return _COMPILED[0]
+    guards on shapes and settings, not on the tensors' values). The first call of each shape
+    compiles: issue 13 measured 17 s for VGG19 at 512² on an H100 with a cold cache;
+    ``benchmarks/gpu.py`` measures it cold and with the on-disk cache warm."""
+    backend = backend or COMPILE_BACKEND
+    if backend not in _COMPILED:
+        _share_compiled_kernels()
+        config = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
+        _COMPILED[backend] = torch.compile(_terms, dynamic=False, backend=backend)
+    return _COMPILED[backend]
 
 
 def _budgets(iters, batch: int, default: int) -> list[int]:
@@ -196,10 +299,67 @@ def _budgets(iters, batch: int, default: int) -> list[int]:
     return [int(i) for i in iters]
 
 
+@dataclass
+class _Engine:
+    """A static objective and the L-BFGS minimizer (with its captured step) for one kind of frame."""
+
+    objective: Objective
+    minimizer: lbfgs.Minimizer
+
+
+_ENGINES: "collections.OrderedDict[tuple, _Engine]" = collections.OrderedDict()
+MAX_ENGINES = 4  # each holds a captured step's memory (activations, history): few shapes at once
+
+
+def release_graphs() -> None:
+    """Drop every captured L-BFGS step and its memory (e.g. before retrying after out of memory)."""
+    _ENGINES.clear()
+
+
+def _loss_of(objective: Objective) -> lbfgs.LossFn:
+    return lambda image: objective(image)[0]
+
+
+def _engine(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
+            style_grams: dict[str, Tensor], temporal, graphs: bool) -> _Engine:
+    """The objective and minimizer for this frame: new ones, or with ``graphs`` the cached
+    pair for frames of this shape and kind, refilled with this frame's targets."""
+    def make(static: bool) -> _Engine:
+        objective = Objective(model, settings, content, style_grams, temporal, static=static)
+        return _Engine(objective, lbfgs.Minimizer(_loss_of(objective), init.shape, memory=settings.lbfgs_history,
+                                                  bounds=(0.0, 1.0), device=init.device, graphs=static))
+
+    if not graphs:
+        return make(False)
+    # What the captured computation depends on; iters, seed, init, size and scales do not.
+    shape_settings = dataclasses.replace(settings, iters=1, seed=0, init="content", size=MIN_SIZE, scales=1)
+    key = (id(model), str(init.device), tuple(init.shape), shape_settings, content is None,
+           _active_temporal(temporal) is None, tuple((name, tuple(g.shape)) for name, g in sorted(style_grams.items())))
+    engine = _ENGINES.pop(key, None)
+    if engine is None:
+        engine = make(True)
+    else:
+        engine.objective.load(content, style_grams, temporal)
+    _ENGINES[key] = engine
+    while len(_ENGINES) > MAX_ENGINES:
+        _ENGINES.popitem(last=False)
+    return engine
+
+
+def _final_terms(objective: Objective, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The objective's terms at ``image``, evaluated as during the optimization (an input that
+    requires grad): a compiled objective then runs the kernels it has, instead of compiling
+    a no-grad variant for one call per frame."""
+    with torch.enable_grad():
+        terms = objective(image.detach().requires_grad_(True))
+    return tuple(term.detach() for term in terms)
+
+
 def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
                   style_grams: dict[str, Tensor], *, iters: int | list[int] | None = None,
                   progress: ProgressCallback | None = None, report_every: int = 10,
-                  temporal: tuple[Tensor, Tensor, Tensor | float] | None = None) -> list[FrameResult]:
+                  temporal: tuple[Tensor, Tensor, Tensor | float] | None = None,
+                  graphs: bool | None = None) -> list[FrameResult]:
     """Optimize the ``B`` images of ``init`` ``(B, 3, H, W)`` independently, in one batched
     forward per evaluation; ``iters`` is one evaluation budget or one per image.
 
@@ -207,16 +367,13 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, con
     (the seed's reconstructions). The loop never reads a tensor on the host except to report
     progress every ``report_every`` evaluations (only when ``progress`` is given). Pixels stay
     in [0, 1]: L-BFGS projects its steps onto the box, so the image it optimizes is the image
-    it delivers. Raises :class:`FrameError` on a non-finite loss.
+    it delivers. On a CUDA GPU (unless ``graphs=False``) its steps replay as a CUDA graph
+    captured once per shape and batch (:class:`lbfgs.Minimizer`); results are the same up to
+    float rounding. Raises :class:`FrameError` on a non-finite loss.
     """
     started = time.perf_counter()
     budgets = _budgets(iters, init.shape[0], settings.iters)
     total_evals = max(budgets)
-    objective = Objective(model, settings, content, style_grams, temporal)
-    budget = torch.tensor(budgets, device=init.device)
-
-    def loss_fn(image: Tensor) -> Tensor:
-        return objective(image)[0]
 
     def report(evaluations: int, losses_now: Tensor) -> None:
         if progress and (evaluations % report_every == 0 or evaluations == total_evals):
@@ -229,14 +386,17 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, con
             count[0] += 1
             report(count[0], state.f)
 
-        state = lbfgs.minimize(loss_fn, init, total_evals, memory=settings.lbfgs_history, budget=budget,
-                               bounds=(0.0, 1.0), on_step=on_step if progress else None)
-        final = state.x.view_as(init)
+        engine = _engine(model, settings, init, content, style_grams, temporal,
+                         resolve_graphs(graphs, settings, init.device))
+        objective = engine.objective
+        state = engine.minimizer.run(init, total_evals, budget=budgets, on_step=on_step if progress else None)
+        final = state.x.view_as(init).clone()  # the buffers serve the next frame
     else:
-        final = _adam(loss_fn, init, total_evals, budget, settings.learning_rate, report)
+        objective = Objective(model, settings, content, style_grams, temporal)
+        budget = torch.tensor(budgets, device=init.device)
+        final = _adam(_loss_of(objective), init, total_evals, budget, settings.learning_rate, report)
 
-    with torch.no_grad():
-        total, content_value, style_value = (v.tolist() for v in objective(final))
+    total, content_value, style_value = (v.tolist() for v in _final_terms(objective, final))
     seconds = time.perf_counter() - started
     results = []
     for index, evaluations in enumerate(budgets):
@@ -272,10 +432,10 @@ def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate
 def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
             style_grams: dict[str, Tensor], *, iters: int | None = None,
             progress: ProgressCallback | None = None, report_every: int = 10,
-            temporal: tuple[Tensor, Tensor, float] | None = None) -> FrameResult:
+            temporal: tuple[Tensor, Tensor, float] | None = None, graphs: bool | None = None) -> FrameResult:
     """One image ``(1, 3, H, W)``: :func:`stylize_batch` with a batch of one."""
     return stylize_batch(model, settings, init, content, style_grams, iters=iters, progress=progress,
-                         report_every=report_every, temporal=temporal)[0]
+                         report_every=report_every, temporal=temporal, graphs=graphs)[0]
 
 
 COARSEST_SIDE = 16  # VGG's four poolings before relu5_1 need 16 px on each side
@@ -297,7 +457,8 @@ def _resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
 def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
                            style_grams: dict[str, Tensor], *, iters: int | None = None,
                            progress: ProgressCallback | None = None, report_every: int = 10,
-                           temporal: tuple[Tensor, Tensor, float] | None = None) -> FrameResult:
+                           temporal: tuple[Tensor, Tensor, float] | None = None,
+                           graphs: bool | None = None) -> FrameResult:
     """``settings.scales`` rounds of :func:`stylize` at doubling sizes, each starting from the
     previous result upsampled (Gatys et al. 2017, "Controlling Perceptual Factors"): the
     coarse rounds settle the large-scale layout cheaply. Every round gets ``iters``
@@ -320,7 +481,7 @@ def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Te
 
         result = stylize(model, scaled, _resize(image, shape), None if content is None else _resize(content, shape),
                          style_grams, iters=budget, progress=shifted if progress else None, report_every=report_every,
-                         temporal=round_temporal)
+                         temporal=round_temporal, graphs=graphs)
         image, spent, seconds = result.image, spent + result.evaluations, seconds + result.seconds
     return dataclasses.replace(result, evaluations=spent, seconds=seconds)
 
@@ -368,5 +529,7 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
     return output, result
 
 
-__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes", "resolve_precision", "stylize_image", "style_targets",
-           "initial_image", "build_model", "resolve_loss_weights", "pick_device", "prepare_styles"]
+__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
+           "resolve_precision", "resolve_compile", "resolve_graphs", "release_graphs", "inductor_cache_dir",
+           "stylize_image", "style_targets", "initial_image", "build_model", "resolve_loss_weights", "pick_device",
+           "prepare_styles"]
