@@ -342,12 +342,19 @@ def _torch_lbfgs(objective, init: torch.Tensor, evaluations: int, history: int) 
     return image.detach()
 
 
-def _frame(model, settings, content, grams, device, **kwargs) -> tuple[float, float]:
+def _frame(model, settings, content, grams, device, **kwargs) -> tuple[float, float, torch.Tensor]:
     _sync(device)
     started = time.perf_counter()
     result = optimize.stylize(model, settings, content, content, grams, **kwargs)
     _sync(device)
-    return round(time.perf_counter() - started, 3), float(f"{result.loss:.5g}")
+    return round(time.perf_counter() - started, 3), float(f"{result.loss:.5g}"), result.image
+
+
+def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> str:
+    """Whether two results are the same 8-bit image, else their largest difference."""
+    if np.array_equal(images.to_uint8(a), images.to_uint8(b)):
+        return "same bytes"
+    return f"differ (max {(a - b).abs().max().item() * 255:.2f}/255)"
 
 
 def _sync_check(objective, content, device) -> str:
@@ -379,19 +386,25 @@ def section_frame(args, plan: Plan, device, models, weights) -> dict:
         rows.append({"run": name, "s": seconds, "loss": loss, **extra})
         print(json.dumps(rows[-1]), flush=True)
 
-    first_s, _ = _frame(model, settings, content, grams, device)
-    seconds, loss = _frame(model, settings, content, grams, device)
+    first_s, _, _ = _frame(model, settings, content, grams, device)
+    seconds, loss, steady = _frame(model, settings, content, grams, device)
     engine = next(reversed(optimize._ENGINES.values()), None) if device.type == "cuda" else None
     graph = "captured" if engine is not None and engine.minimizer.graph is not None else (
         engine.minimizer.graph_error if engine is not None else "– (CPU)")
     row("ours: defaults (auto precision and compile, CUDA graph)", seconds, loss, first_frame_s=first_s, graph=graph)
-    row("ours: no CUDA graph", *_frame(model, settings, content, grams, device, graphs=False))
+    *eager_run, eager_image = _frame(model, settings, content, grams, device, graphs=False)
+    row("ours: no CUDA graph", *eager_run)
+    # A resumed job renders its first frame in a new engine: 3 eager steps before the capture.
+    optimize.release_graphs()
+    fresh = _frame(model, settings, content, grams, device)[2]
+    determinism = {"fresh engine vs reused": _same_bytes(fresh, steady),
+                   "eager steps vs replayed": _same_bytes(eager_image, steady)}
     tf32 = dataclasses.replace(settings, precision="tf32", compile=False)
     _frame(model, dataclasses.replace(tf32, iters=5), content, grams, device)  # its own capture
-    row("ours: tf32, eager objective (the old default's numerics)", *_frame(model, tf32, content, grams, device))
+    row("ours: tf32, eager objective (the old default's numerics)", *_frame(model, tf32, content, grams, device)[:2])
     deep = dataclasses.replace(settings, lbfgs_history=100)
     _frame(model, dataclasses.replace(deep, iters=5), content, grams, device)
-    row("ours: 100 pairs", *_frame(model, deep, content, grams, device))
+    row("ours: 100 pairs", *_frame(model, deep, content, grams, device)[:2])
     objective = optimize.Objective(model, settings, content, grams)
     _torch_lbfgs(objective, content, 3, 100)
     _sync(device)
@@ -404,7 +417,8 @@ def section_frame(args, plan: Plan, device, models, weights) -> dict:
     return {"size": plan.frame_size, "evaluations": plan.frame_evals, "weights": frame_weights.identity,
             "precision": optimize.resolve_precision(settings.precision, device),
             "compile": optimize.resolve_compile(settings.compile, device), "algebra": lbfgs.default_algebra(device),
-            "host_syncs_in_loop": _sync_check(objective, content, device), "rows": rows}
+            "host_syncs_in_loop": _sync_check(objective, content, device), "determinism": determinism,
+            "rows": rows}
 
 
 def _cheap_loss(batch: int, n: int, device):
@@ -598,7 +612,9 @@ def _render_frame(r) -> list[str]:
     return ["### A whole frame", "",
             f"{r['size']}², {r['evaluations']} evaluations, VGG16 `{r['weights']}`, defaults here: "
             f"{r['precision']}, compile {'on' if r['compile'] else 'off'}, L-BFGS algebra `{r['algebra']}`. "
-            f"Host synchronizations inside the loop: **{r['host_syncs_in_loop']}**.", "",
+            f"Host synchronizations inside the loop: **{r['host_syncs_in_loop']}**. The same frame rendered "
+            "again (a resumed job starts a fresh engine: 3 eager steps, then the capture): "
+            + "; ".join(f"{what}: {verdict}" for what, verdict in r.get("determinism", {}).items()) + ".", "",
             _table(["run", "s", "first frame s", "final loss", "× tf32 row's", "× torch's", "graph"],
                    [[row["run"], row["s"], row.get("first_frame_s"), f"{row['loss']:.4g}",
                      round(row["loss"] / today, 4) if today else None,
