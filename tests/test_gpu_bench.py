@@ -1,5 +1,6 @@
 """benchmarks/gpu.py at tiny sizes on a CPU: every code path a GPU run takes, so the one H100
 run it is written for does not fail on a typo."""
+import json
 import subprocess
 import sys
 
@@ -11,9 +12,12 @@ from benchmarks import gpu
 ROOT = gpu.ROOT
 
 
-def test_fast_sections_run_and_render(capsys):
-    assert gpu.main(["--device", "cpu", "--quick", "--no-write", "--only", "ceilings,kernels,optimizer"]) == 0
+def test_fast_sections_run_and_render(capsys, tmp_path):
+    assert gpu.main(["--device", "cpu", "--quick", "--no-write", "--only", "ceilings,kernels,optimizer",
+                     "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert (tmp_path / "gpu.md").read_text().strip() == out[out.index(gpu.BEGIN):].strip()
+    assert gpu.render_markdown(json.loads((tmp_path / "gpu.json").read_text())) in out
     assert "### Ceilings" in out and "### Pooling and Gram kernels" in out and "### The optimizer alone" in out
     assert "failed:" not in out and "**Random weights**" in out
     for algebra in ("splitk", "bmm", "loop"):
