@@ -677,7 +677,7 @@ def parse(argv=None):
                                                             "depend on the values)")
     parser.add_argument("--weights-npz", type=Path, help="fp16 conv weights written by --export-weights")
     parser.add_argument("--algebra", choices=lbfgs.ALGEBRAS, help="L-BFGS history products for frame, batch, job")
-    parser.add_argument("--budget-s", type=float, default=230.0,
+    parser.add_argument("--budget-s", type=float, default=220.0,
                         help="start no section that would end after this many seconds")
     parser.add_argument("--no-write", action="store_true",
                         help="print only; leave BENCHMARKS.md and the raw results as they are")
