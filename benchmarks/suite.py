@@ -291,6 +291,7 @@ def section_seeding(args, device) -> dict:
 
 def section_pipeline(args, device) -> dict:
     from ray_style import video, workers
+    from ray_style.executor import ExecutorOptions
     from ray_style.runner import stylize_video
 
     style = StyleSettings(size=args.pipeline_size, iters=args.pipeline_iters, content_weight=1.0, style_weight=1e3)
@@ -308,24 +309,27 @@ def section_pipeline(args, device) -> dict:
         return seconds, [p.read_bytes() for p in sorted((out.job_dir / "chains").rglob("*.png"))], out.rendered
 
     with tempfile.TemporaryDirectory() as work:
-        local_s, local_frames, renders = job(work, "local", one_chain, executor="local", threads=threads)
-        cold_s, cold_frames, _ = job(work, "cold", one_chain, executor="ray", workers=1, threads=threads)
+        local = ExecutorOptions(kind="local", threads=threads)
+        local_s, local_frames, renders = job(work, "local", one_chain, executor=local)
+        cold_s, cold_frames, _ = job(work, "cold", one_chain, executor=ExecutorOptions(max_workers=1, threads=threads))
         result.update(renders=renders, local_s=round(local_s, 2), ray_cold_s=round(cold_s, 2),
                       ray_cold_ratio=round(cold_s / local_s, 3), identical=local_frames == cold_frames)
         started_ray = workers.connect(None)
         try:
-            pool = workers.RayExecutor(1, threads, False)
-            job(work, "warmup", VideoSettings(style=style, segment_length=10_000, crf=19), pool=pool)
-            warm_s, warm_frames, _ = job(work, "warm", one_chain, pool=pool)
+            pool = workers.RayExecutor.start(ExecutorOptions(max_workers=1, threads=threads))
+            job(work, "warmup", VideoSettings(style=style, segment_length=10_000, crf=19), executor=pool)
+            warm_s, warm_frames, _ = job(work, "warm", one_chain, executor=pool)
             pool.close()
             result.update(ray_warm_s=round(warm_s, 2), ray_warm_ratio=round(warm_s / local_s, 3),
                           identical_warm=warm_frames == local_frames)
             for actors in (1, 2):
-                pool = workers.RayExecutor(actors, max(1, threads // actors), False)
-                job(work, f"warm{actors}", VideoSettings(style=style, segment_length=26, overlap=2, crf=19), pool=pool)
-                seconds, _, renders = job(work, f"actors{actors}", two_chains, pool=pool)
+                each = max(1, threads // actors)
+                pool = workers.RayExecutor.start(ExecutorOptions(max_workers=actors, threads=each))
+                job(work, f"warm{actors}", VideoSettings(style=style, segment_length=26, overlap=2, crf=19),
+                    executor=pool)
+                seconds, _, renders = job(work, f"actors{actors}", two_chains, executor=pool)
                 pool.close()
-                result[f"actors_{actors}"] = {"threads_each": max(1, threads // actors), "seconds": round(seconds, 2),
+                result[f"actors_{actors}"] = {"threads_each": each, "seconds": round(seconds, 2),
                                               "renders": renders, "frames_per_s": round(renders / seconds, 3)}
         finally:
             workers.shutdown(started_ray)

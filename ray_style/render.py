@@ -232,7 +232,9 @@ class FrameRenderer:
             if settings.optimizer != "lbfgs":
                 raise
             # L-BFGS keeps its gradient pairs; Adam keeps two moments: retry once with less memory.
+            # Captured CUDA graphs hold their pools until released; empty_cache alone frees nothing.
             if self.device.type == "cuda":
+                optimize.release_graphs()
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
             result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
@@ -250,6 +252,7 @@ class FrameRenderer:
             outputs = dict(zip(map(id, batchable), self._batch(batchable)))
         except (FrameError, torch.OutOfMemoryError):
             if self.device.type == "cuda":
+                optimize.release_graphs()
                 torch.cuda.empty_cache()
             outputs = {}
         return [outputs[id(task)] if id(task) in outputs else self._one(task) for task in tasks]
@@ -291,6 +294,10 @@ class RendererCache:
                  holds_gpu: bool = False):
         if threads:
             torch.set_num_threads(threads)
+        # Subnormal floats (activations of tiny magnitude) cost ~10x on some CPUs and change
+        # nothing visible; every renderer flushes them, so a frame has the same bytes on the
+        # driver (--executor local) and on any worker.
+        torch.set_flush_denormal(True)
         self.device, self.warning = resolve_device(device, holds_gpu)
         self.threads = threads
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"

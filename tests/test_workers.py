@@ -34,9 +34,11 @@ def test_ray_pool_renders_every_frame_once(tmp_path, local_ray):
     result = ray_run(tmp_path, "a")
     assert result.workers == 2 and result.redone == 0
     assert video.probe(result.output).frames == 12
-    records = [line for line in (result.job_dir / "frames.jsonl").read_text().splitlines()]
+    import json
+
+    records = [json.loads(line) for line in (result.job_dir / "frames.jsonl").read_text().splitlines()]
     assert len(records) == 16  # every (chain, frame) once: 12 frames + 2 seams x 2
-    assert len({r.split('"worker": ')[1] for r in records}) == 2  # both actors worked
+    assert len({r["worker"] for r in records}) == 2  # both actors worked
 
 
 def test_killed_actor_frame_is_redone_and_output_unchanged(tmp_path, local_ray):
