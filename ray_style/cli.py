@@ -138,13 +138,27 @@ def cmd_image(args) -> int:
     weights = load_weights(args.weights)
     _check_layers(weights, settings)
     bar = Bar(settings.iters * settings.scales, "eval", Path(out).name, not args.quiet)
+    if args.save_every is not None and args.save_every < 1:
+        raise InputError(f"--save-every {args.save_every}: give a number of evaluations ≥ 1")
+    saved = []
+
+    def progress(p):
+        bar.to(p.evaluation, p.total, loss=f"{p.loss:.4g}")
+        if p.image is not None:  # neural-style's -save_iter: OUT_<evaluation>.ext beside the output
+            picture = images.to_uint8(p.image)
+            if settings.original_colors:
+                picture = images.transfer_colors(picture, content)
+            path = out.with_name(f"{out.stem}_{p.evaluation:05d}{out.suffix}")
+            saved.append(images.save_image(picture, path))
+
     try:
-        output, result = optimize.stylize_image(
-            content, styles, settings, weights, init_image=init_image, device=device,
-            progress=lambda p: bar.to(p.evaluation, p.total, loss=f"{p.loss:.4g}"))
+        output, result = optimize.stylize_image(content, styles, settings, weights, init_image=init_image,
+                                                device=device, progress=progress, snapshot_every=args.save_every)
     finally:
         bar.close()
     images.save_image(output, out)
+    if saved and not args.quiet:
+        print(f"wrote {len(saved)} intermediate images, {saved[0].name} … {saved[-1].name}")
     if not args.quiet:
         print(f"wrote {out}: {result.evaluations} evaluations in {result.seconds:.1f} s "
               f"({result.seconds / result.evaluations * 1000:.0f} ms each), loss {result.loss:.4g} "
@@ -563,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
     image.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, …)")
     image.add_argument("--init", default=STYLE.init, help="noise | content | PATH (default %(default)s)")
+    image.add_argument("--save-every", type=int, metavar="N",
+                       help="also save the image every N evaluations, as OUTPUT_<evaluation>.EXT")
     image.add_argument("-q", "--quiet", action="store_true")
     add_style_options(image, STYLE)
     image.set_defaults(run=cmd_image)

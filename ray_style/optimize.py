@@ -33,6 +33,7 @@ class Progress:
     evaluation: int  # loss evaluations done so far
     total: int  # evaluations this frame will take
     loss: float  # total loss at the last evaluation
+    image: Tensor | None = None  # (B, 3, H, W) the current images, every snapshot_every evaluations
 
 
 @dataclass(frozen=True)
@@ -359,9 +360,11 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, con
                   style_grams: dict[str, Tensor], *, iters: int | list[int] | None = None,
                   progress: ProgressCallback | None = None, report_every: int = 10,
                   temporal: tuple[Tensor, Tensor, Tensor | float] | None = None,
-                  graphs: bool | None = None) -> list[FrameResult]:
+                  graphs: bool | None = None, snapshot_every: int | None = None) -> list[FrameResult]:
     """Optimize the ``B`` images of ``init`` ``(B, 3, H, W)`` independently, in one batched
     forward per evaluation; ``iters`` is one evaluation budget or one per image.
+    ``snapshot_every``: also report the current images every that many evaluations
+    (``Progress.image``, neural-style's ``-save_iter``).
 
     ``content=None`` optimizes style alone; an empty ``settings.style_layers`` content alone
     (the seed's reconstructions). The loop never reads a tensor on the host except to report
@@ -375,16 +378,18 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, con
     budgets = _budgets(iters, init.shape[0], settings.iters)
     total_evals = max(budgets)
 
-    def report(evaluations: int, losses_now: Tensor) -> None:
-        if progress and (evaluations % report_every == 0 or evaluations == total_evals):
-            progress(Progress(evaluations, total_evals, losses_now.sum().item()))
+    def report(evaluations: int, losses_now: Tensor, image=None) -> None:
+        snapshot = bool(snapshot_every) and image is not None and evaluations % snapshot_every == 0
+        if progress and (evaluations % report_every == 0 or evaluations == total_evals or snapshot):
+            progress(Progress(evaluations, total_evals, losses_now.sum().item(),
+                              image().detach().clone() if snapshot else None))
 
     if settings.optimizer == "lbfgs":
         count = [1]
 
         def on_step(state: lbfgs.LBFGSState) -> None:
             count[0] += 1
-            report(count[0], state.f)
+            report(count[0], state.f, lambda: state.x.view_as(init))
 
         engine = _engine(model, settings, init, content, style_grams, temporal,
                          resolve_graphs(graphs, settings, init.device))
@@ -422,7 +427,7 @@ def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate
             better = (values.detach() < best_loss) & (evaluation < budget)
             best_loss = torch.where(better, values.detach(), best_loss)
             best_image = torch.where(better[:, None, None, None], image.detach().clamp(0, 1), best_image)
-        report(evaluation + 1, values.detach())
+        report(evaluation + 1, values.detach(), lambda: image.clamp(0, 1))
         optimizer.step()
         with torch.no_grad():
             image.clamp_(0, 1)
@@ -432,10 +437,12 @@ def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate
 def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
             style_grams: dict[str, Tensor], *, iters: int | None = None,
             progress: ProgressCallback | None = None, report_every: int = 10,
-            temporal: tuple[Tensor, Tensor, float] | None = None, graphs: bool | None = None) -> FrameResult:
+            temporal: tuple[Tensor, Tensor, float] | None = None, graphs: bool | None = None,
+            snapshot_every: int | None = None) -> FrameResult:
     """One image ``(1, 3, H, W)``: :func:`stylize_batch` with a batch of one."""
     return stylize_batch(model, settings, init, content, style_grams, iters=iters, progress=progress,
-                         report_every=report_every, temporal=temporal, graphs=graphs)[0]
+                         report_every=report_every, temporal=temporal, graphs=graphs,
+                         snapshot_every=snapshot_every)[0]
 
 
 COARSEST_SIDE = 16  # VGG's four poolings before relu5_1 need 16 px on each side
@@ -458,7 +465,7 @@ def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Te
                            style_grams: dict[str, Tensor], *, iters: int | None = None,
                            progress: ProgressCallback | None = None, report_every: int = 10,
                            temporal: tuple[Tensor, Tensor, float] | None = None,
-                           graphs: bool | None = None) -> FrameResult:
+                           graphs: bool | None = None, snapshot_every: int | None = None) -> FrameResult:
     """``settings.scales`` rounds of :func:`stylize` at doubling sizes, each starting from the
     previous result upsampled (Gatys et al. 2017, "Controlling Perceptual Factors"): the
     coarse rounds settle the large-scale layout cheaply. Every round gets ``iters``
@@ -477,11 +484,11 @@ def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Te
         offset = spent
 
         def shifted(p: Progress, offset=offset) -> None:
-            progress(Progress(offset + p.evaluation, budget * len(shapes), p.loss))
+            progress(Progress(offset + p.evaluation, budget * len(shapes), p.loss, p.image))
 
         result = stylize(model, scaled, _resize(image, shape), None if content is None else _resize(content, shape),
                          style_grams, iters=budget, progress=shifted if progress else None, report_every=report_every,
-                         temporal=round_temporal, graphs=graphs)
+                         temporal=round_temporal, graphs=graphs, snapshot_every=snapshot_every)
         image, spent, seconds = result.image, spent + result.evaluations, seconds + result.seconds
     return dataclasses.replace(result, evaluations=spent, seconds=seconds)
 
@@ -506,8 +513,10 @@ def prepare_styles(styles: list[np.ndarray], size: int, scale: float, device) ->
 
 def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: StyleSettings, weights: Weights,
                   *, init_image: np.ndarray | None = None, device="cpu",
-                  progress: ProgressCallback | None = None) -> tuple[np.ndarray, FrameResult]:
-    """The still-image pipeline on arrays: ``(H, W, 3)`` uint8 in, stylized uint8 out."""
+                  progress: ProgressCallback | None = None,
+                  snapshot_every: int | None = None) -> tuple[np.ndarray, FrameResult]:
+    """The still-image pipeline on arrays: ``(H, W, 3)`` uint8 in, stylized uint8 out;
+    ``snapshot_every`` hands ``progress`` the image every that many evaluations."""
     if not styles:
         raise InputError("give at least one style image")
     content_small = images.resize_long_edge(content, settings.validate().size)
@@ -522,7 +531,8 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
         init = images.to_tensor(images.resize(init_image, content_small.shape[1], content_small.shape[0])).to(device)
     else:
         init = initial_image(settings.init, content_tensor, settings.seed)
-    result = stylize_coarse_to_fine(model, settings, init, content_tensor, grams, progress=progress)
+    result = stylize_coarse_to_fine(model, settings, init, content_tensor, grams, progress=progress,
+                                    snapshot_every=snapshot_every)
     output = images.to_uint8(result.image)
     if settings.original_colors:
         output = images.transfer_colors(output, content_small)

@@ -47,7 +47,7 @@ class FrameActor:
 
     def __init__(self, device: str, threads: int):
         context = ray.get_runtime_context()
-        self.node = context.get_node_id()[:8]
+        self.node = context.get_node_id()[-8:]  # the end: fake test nodes share their ids' start
         self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{self.node}:{os.getpid()}",
                                    holds_gpu=bool(ray.get_gpu_ids()))
 
@@ -303,6 +303,7 @@ class RayExecutor:
         self.redone = 0
         self._notes: list[str] = []
         self._joined = False  # a worker became ready since the driver last saw the capacity
+        self._last_death: str | None = None
         self._since = time.monotonic()  # since when no worker has been ready
         self._job = None
         self._weights_identity = self._weights_ref = self._shared = self._settings = self._job_key = None
@@ -400,7 +401,8 @@ class RayExecutor:
             if not self.state.in_flight and not self.state.pending:
                 if self.state.idle:
                     return []
-                raise FrameError("no workers left: every worker died more often than allowed")
+                raise FrameError(f"no workers left: every worker died more often than allowed (last: "
+                                 f"{self._last_death or 'unknown'}); see the Ray logs")
             results = self._wait(list(self.state.in_flight) + list(self.state.pending))
             if results:
                 return results
@@ -481,6 +483,7 @@ class RayExecutor:
     def _recover(self, worker: _Worker, reason: str) -> None:
         """A worker that died waits to be placed again (Ray restarts it, bounded); one out of
         restarts is replaced (bounded) or dropped."""
+        self._last_death = reason
         if worker.deaths <= ACTOR_RESTARTS:
             self._await_ready(worker)
             self._notes.append(f"worker {worker.name} lost ({reason}); waiting for it to restart")

@@ -137,3 +137,16 @@ def test_preview_refuses_an_unknown_grid_option(tmp_path, capsys):
             "--grid", "style-wieght=1,2", "--executor", "local", "--weights", "random", "-q"]
     assert main(argv) == 2
     assert "Did you mean 'style-weight'" in capsys.readouterr().err
+
+
+def test_image_saves_intermediate_images_every_n_evaluations(tmp_path, tiny_pngs, capsys):
+    content, style = tiny_pngs
+    out = tmp_path / "cat.png"
+    assert main(["image", str(content), str(style), "-o", str(out), "--save-every", "2", "--weights", "random",
+                 "--size", "32", "--iters", "6", "--content-weight", "1", "--style-weight", "1e3"]) == 0
+    saved = sorted(p.name for p in tmp_path.glob("cat_*.png"))
+    assert saved == ["cat_00002.png", "cat_00004.png", "cat_00006.png"] and out.exists()
+    from ray_style.images import load_image
+
+    assert (load_image(tmp_path / "cat_00006.png") == load_image(out)).all()  # the last one is the result
+    assert "wrote 3 intermediate images" in capsys.readouterr().out

@@ -53,7 +53,7 @@ def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_node
     assert video.probe(spread.output).frames == 12
 
     log = tmp_path / "lost.job" / "frames.jsonl"
-    node_id = second.node_id[:8]
+    node_id = second.node_id[-8:]
     stopped = []
 
     def stop_second_node_after_its_first_frame():
