@@ -107,7 +107,8 @@ def main(argv=None):
     import ray
 
     settings = dataclasses.replace(SETTINGS, style=dataclasses.replace(SETTINGS.style, iters=args.iters))
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as workdir:
             print(json.dumps(chaos(workdir, args.rounds, settings=settings, seed=args.seed), indent=1))

@@ -5,8 +5,10 @@ import dataclasses
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -216,6 +218,9 @@ def test_the_embedded_runtime_ignores_another_ray_on_this_machine(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    # `ray start` tells later drivers on this machine where it is; put back what was there.
+    pointer = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    before = pointer.read_bytes() if pointer.exists() else None
     subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                     "--object-store-memory=80000000", "--disable-usage-stats"], env=env, check=True,
                    capture_output=True, timeout=120)
@@ -226,3 +231,7 @@ def test_the_embedded_runtime_ignores_another_ray_on_this_machine(tmp_path):
         assert not ray.is_initialized()  # the embedded runtime was ours, and it is gone
     finally:
         end_processes_of(port)
+        if before is None:
+            pointer.unlink(missing_ok=True)
+        else:
+            pointer.write_bytes(before)

@@ -10,7 +10,8 @@ def test_random_worker_kills_lose_nothing(tmp_path):
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
     try:
         report = chaos(tmp_path, rounds=3, seed=1, max_pause=0.8)
     finally:
