@@ -13,9 +13,14 @@ start, --init flow). Inputs:
   content frame's PNG, the previous stylized frame's PNG and the result's PNG (stylized frames
   are textured: their PNG size per pixel is measured on a stylized frame) — frames travel
   as the PNG files the job directory keeps, not as raw pixels.
-- The driver's CPU per frame: reading those files and hashing them, decoding the source
-  (ffmpeg), writing the result, the optical flow (two DIS flows per frame and their
-  consistency check), and blending and encoding at the end.
+- The driver's CPU per frame: reading, hashing and writing those files; decoding the film
+  once (ffmpeg, PNG writes on a thread per core) before rendering; blending and encoding at
+  the end. The optical flow (two DIS flows per frame and their consistency check) is the
+  workers' work, on their own CPUs, before each frame's optimization.
+- "landed": the same model for the design before this change — raw pixels in transit (the
+  content, start and warped frames and the mask out, the result back), two PNG decodes and an
+  encode per frame on the driver, every flow computed by the driver before rendering, a
+  one-thread decode.
 
 Outputs per GPU count: makespan, GPU utilization (the tail where fewer chains than GPUs remain),
 the driver's network bytes/s in and out, the driver's CPU cores busy, and the head's disk.
@@ -39,7 +44,10 @@ FILM_FRAMES, FILM_FPS, WIDTH, HEIGHT = 2 * 3600 * 24, 24, 1920, 1080
 AREA_FACTOR = WIDTH * HEIGHT / 512**2
 SEGMENT, OVERLAP, ITERS = 48, 4, 150
 GPU_SECONDS_PER_500 = {"today": 4.5, "goal": 1.0}  # a 512² frame on one H100 (issue 13)
-HEAD_CORES = 4  # cluster/autoscaler-aws.yaml's head: m6i.xlarge
+HEAD_CORES = {"landed": 4, "now": 16}  # the head in cluster/: m6i.xlarge before, c6i.4xlarge now
+MEASURED_CORES = 2  # this machine: decode and x264 used both
+SCALING = 0.75  # what more cores give ffmpeg's decoder and x264 (frame threads), per core
+WORKER_FLOW_SPEEDUP = 2.5  # OpenCV's DIS on a GPU node's 4 vCPUs against one core
 NIC_BYTES = 10e9 / 8  # a 10 Gb/s head
 
 
@@ -57,7 +65,6 @@ def measure() -> dict:
     import cv2
 
     from ray_style import flow, job, video
-    from ray_style.files import sha256_file  # noqa: F401  (the job hashes with hashlib like this)
 
     cv2.setNumThreads(1)
     info = video.probe(ROOT / "samples" / "bigbuckbunny_2s.mp4")
@@ -107,39 +114,90 @@ def _x264_fps(frames, _buffer) -> float:
         return len(many) / (time.perf_counter() - started)
 
 
-def model(measured: dict, gpus: int, speed: str) -> dict:
-    """The film on ``gpus`` one-GPU workers at ``speed`` ("today" or "goal")."""
+def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
+    """The film on ``gpus`` one-GPU workers at ``speed`` ("today" or "goal"), as ray_style
+    works ``now`` or as it had ``landed`` before (raw pixels in transit, flows and PNG work on
+    the driver, a one-thread decode)."""
+    if design == "landed":
+        return _landed(measured, gpus, speed)
     seeded = GPU_SECONDS_PER_500[speed] * AREA_FACTOR * ITERS / 500
     chains = math.ceil(FILM_FRAMES / SEGMENT)
     renders_per_chain = SEGMENT + OVERLAP  # the lead-in frames are rendered by both chains
-    chain_seconds = (renders_per_chain - 1) * seeded + 2 * seeded  # a chain start takes 2x the evaluations
-    # Chains are spread over GPUs; the last round is partial (the tail where GPUs idle).
-    rounds = chains / gpus
-    makespan_gpu = math.ceil(rounds) * chain_seconds
-    busy = chains * chain_seconds / (gpus * makespan_gpu)
+    # A seeded frame's worker first computes its two flows (and their check) on its own CPUs:
+    # 4 vCPUs per GPU on the clusters in cluster/, about 2.5x one core's speed for DIS.
+    worker_flow = (2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]) / WORKER_FLOW_SPEEDUP
+    chain_seconds = (renders_per_chain - 1) * (seeded + worker_flow) + 2 * seeded  # a start: 2x evaluations
+    rounds = chains / gpus  # chains spread over GPUs; the last round is partial (GPUs idle in the tail)
+    render_s = math.ceil(rounds) * chain_seconds
+    gpu_busy = chains * renders_per_chain * seeded / (gpus * render_s)
     renders = chains * renders_per_chain
-    frames_per_s = renders / makespan_gpu
-    out_bytes = measured["png_source_bytes"] + measured["png_stylized_bytes"]  # content + previous frame
-    in_bytes = measured["png_stylized_bytes"]
-    flow_cpu = 2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]  # both directions, both checks
-    per_render_cpu = (measured["png_decode_s"] * 0  # tasks send the stored PNG bytes: no decode on the driver
-                      + 3 * measured["sha256_s"] + flow_cpu * FILM_FRAMES / renders)
-    per_frame_cpu = measured["decode_s"] + measured["png_encode_s"]  # decoding the film into the job directory
-    driver_cores = frames_per_s * per_render_cpu + (FILM_FRAMES / makespan_gpu) * per_frame_cpu
-    # The driver limits the job when it needs more cores than the head has: then it sets the pace.
-    limit = min(1.0, HEAD_CORES / driver_cores) if driver_cores else 1.0
-    makespan = makespan_gpu / limit
-    encode_s = FILM_FRAMES / measured["x264_fps"] + FILM_FRAMES * (measured["png_decode_s"] + measured["sha256_s"])
-    disk = FILM_FRAMES * (measured["png_source_bytes"] + 2 * measured["flow_file_bytes"]) \
+    frames_per_s = renders / render_s
+    # Network: a task carries the content frame, the previous stylized frame and the previous
+    # source frame (for the flow) as the job's PNG files; back come the result and the flow the
+    # report will use.
+    out_bytes = 2 * measured["png_source_bytes"] + measured["png_stylized_bytes"]
+    in_bytes = measured["png_stylized_bytes"] + measured["flow_file_bytes"]
+    # The driver per render: read and hash three files, write two (the work is I/O, not pixels).
+    per_render_cpu = 5 * measured["sha256_s"]
+    driver_cores = frames_per_s * per_render_cpu
+    cores = HEAD_CORES["now"]
+    limit = min(1.0, cores / driver_cores) if driver_cores else 1.0
+    nic = frames_per_s * (out_bytes + in_bytes) / NIC_BYTES
+    limit = min(limit, 1.0 / nic) if nic > 1 else limit
+    # Before rendering: ffmpeg decodes the film once while a thread per head core writes PNGs;
+    # after it, a thread per core reads, checks and blends frames ahead of x264.
+    speedup = 1 + (cores / MEASURED_CORES - 1) * SCALING
+    decode_s = FILM_FRAMES * max(measured["decode_s"] / speedup, measured["png_encode_s"] / cores)
+    encode_s = FILM_FRAMES * max(1 / (measured["x264_fps"] * speedup),
+                                 (measured["png_decode_s"] + measured["sha256_s"]) / cores)
+    disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
         + renders * measured["png_stylized_bytes"]
-    return {"gpus": gpus, "speed": speed, "seconds_per_seeded_frame": round(seeded, 2),
-            "makespan_h": round((makespan + encode_s) / 3600, 2), "gpu_utilization": round(busy * limit, 3),
+    return {"gpus": gpus, "speed": speed, "design": "now", "seconds_per_seeded_frame": round(seeded, 2),
+            "makespan_h": round((decode_s + render_s / limit + encode_s) / 3600, 2),
+            "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
+            "gpu_utilization": round(gpu_busy * limit, 3), "frames_per_s": round(frames_per_s * limit, 2),
+            "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
+            "driver_in_MBps": round(frames_per_s * limit * in_bytes / 1e6, 1),
+            "nic_share": round(nic * limit, 3), "driver_cores": round(driver_cores * limit, 2),
+            "driver_bound": limit < 1, "final_encode_h": round(encode_s / 3600, 2),
+            "head_disk_TB": round(disk / 1e12, 2)}
+
+
+def _landed(measured: dict, gpus: int, speed: str) -> dict:
+    seeded = GPU_SECONDS_PER_500[speed] * AREA_FACTOR * ITERS / 500
+    chains = math.ceil(FILM_FRAMES / SEGMENT)
+    renders_per_chain = SEGMENT + OVERLAP
+    chain_seconds = (renders_per_chain - 1) * seeded + 2 * seeded
+    render_s = math.ceil(chains / gpus) * chain_seconds
+    renders = chains * renders_per_chain
+    frames_per_s = renders / render_s
+    raw = WIDTH * HEIGHT * 3
+    out_bytes, in_bytes = 3 * raw + WIDTH * HEIGHT, raw  # content, start, warped target and mask; result
+    # Per render on the driver: two PNG decodes for the task, one PNG encode of the result, and
+    # (all computed before rendering) two flows and their checks per frame.
+    flow_cpu = 2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]
+    per_render_cpu = 2 * measured["png_decode_s"] + measured["png_encode_s"]
+    driver_cores = frames_per_s * per_render_cpu
+    cores = HEAD_CORES["landed"]
+    speedup = 1 + (cores / MEASURED_CORES - 1) * SCALING
+    limit = min(1.0, cores / driver_cores)
+    nic = frames_per_s * (out_bytes + in_bytes) / NIC_BYTES
+    limit = min(limit, 1.0 / nic) if nic > 1 else limit
+    decode_s = FILM_FRAMES * (measured["decode_s"] / speedup + measured["png_encode_s"]) \
+        + FILM_FRAMES * flow_cpu / cores
+    encode_s = FILM_FRAMES * (1 / (measured["x264_fps"] * speedup) + measured["png_decode_s"])
+    disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
+        + renders * measured["png_stylized_bytes"]
+    return {"gpus": gpus, "speed": speed, "design": "landed", "seconds_per_seeded_frame": round(seeded, 2),
+            "makespan_h": round((decode_s + render_s / limit + encode_s) / 3600, 2),
+            "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
+            "gpu_utilization": round(chains * renders_per_chain * seeded / (gpus * render_s) * limit, 3),
             "frames_per_s": round(frames_per_s * limit, 2),
             "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
             "driver_in_MBps": round(frames_per_s * limit * in_bytes / 1e6, 1),
-            "nic_share": round(frames_per_s * limit * (out_bytes + in_bytes) / NIC_BYTES, 3),
-            "driver_cores": round(driver_cores * limit, 2), "driver_bound": limit < 1,
-            "final_encode_h": round(encode_s / 3600, 2), "head_disk_TB": round(disk / 1e12, 2)}
+            "nic_share": round(nic * limit, 3), "driver_cores": round(driver_cores * limit, 2),
+            "driver_bound": limit < 1, "final_encode_h": round(encode_s / 3600, 2),
+            "head_disk_TB": round(disk / 1e12, 2)}
 
 
 def render_markdown(measured: dict, rows: list[dict], command: str) -> str:
@@ -150,15 +208,19 @@ def render_markdown(measured: dict, rows: list[dict], command: str) -> str:
              f"{measured['dis_flow_s']:.2f} s, its check {measured['reliability_s']:.2f} s, a flow file "
              f"{measured['flow_file_bytes'] / 1e6:.2f} MB; decode {measured['decode_s'] * 1000:.0f} ms per frame; "
              f"x264 {measured['x264_fps']:.1f} frames/s. GPU time: the 512² H100 frame scaled by area "
-             f"(×{AREA_FACTOR:.2f}) and by 150/500 evaluations. Head: {HEAD_CORES} cores, 10 Gb/s.", "",
-             "| GPUs | GPU speed | s per seeded frame | makespan (h) | GPU util. | frames/s | driver out MB/s | "
-             "driver in MB/s | NIC share | driver cores | driver-bound | final encode (h) | head disk (TB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"(×{AREA_FACTOR:.2f}) and by 150/500 evaluations. Head: 10 Gb/s, {HEAD_CORES['landed']} cores as "
+             f"landed, {HEAD_CORES['now']} now (decode and x264 scaled from this machine's {MEASURED_CORES} cores "
+             f"at {SCALING:.0%} per added core).", "",
+             "| design | GPUs | GPU speed | s per seeded frame | decode (h) | render (h) | makespan (h) | GPU busy | "
+             "frames/s | driver out MB/s | driver in MB/s | NIC share | driver cores | driver-bound | "
+             "final encode (h) | head disk (TB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['gpus']} | {r['speed']} | {r['seconds_per_seeded_frame']} | {r['makespan_h']} | "
-                     f"{r['gpu_utilization']:.0%} | {r['frames_per_s']} | {r['driver_out_MBps']} | "
-                     f"{r['driver_in_MBps']} | {r['nic_share']:.0%} | {r['driver_cores']} | "
-                     f"{'yes' if r['driver_bound'] else 'no'} | {r['final_encode_h']} | {r['head_disk_TB']} |")
+        lines.append(f"| {r['design']} | {r['gpus']} | {r['speed']} | {r['seconds_per_seeded_frame']} | {r['decode_h']} | "
+                     f"{r['render_h']} | {r['makespan_h']} | {r['gpu_utilization']:.0%} | {r['frames_per_s']} | "
+                     f"{r['driver_out_MBps']} | {r['driver_in_MBps']} | {r['nic_share']:.0%} | "
+                     f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['final_encode_h']} | "
+                     f"{r['head_disk_TB']} |")
     lines += [END, ""]
     return "\n".join(lines)
 
@@ -179,9 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     measured = json.loads(RESULTS.read_text())["measured"] if args.rewrite else measure()
-    rows = [model(measured, gpus, speed) for speed in ("today", "goal") for gpus in (8, 64, 256)]
-    if not args.rewrite:
-        RESULTS.write_text(json.dumps({"measured": measured, "rows": rows}, indent=1))
+    rows = [model(measured, gpus, speed, design) for design in ("landed", "now") for speed in ("today", "goal")
+            for gpus in (8, 64, 256)]
+    RESULTS.write_text(json.dumps({"measured": measured, "rows": rows}, indent=1))
     block = render_markdown(measured, rows, "python -m benchmarks.scale_model")
     print(block)
     if not args.no_write:

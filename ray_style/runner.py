@@ -166,6 +166,21 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
                        time.perf_counter() - started, run.workers, evaluation, tuple(info.warnings) + result)
 
 
+def ordered(function, items, threads: int):
+    """``map(function, items)`` on a thread pool, in order, at most ``2 × threads`` ahead."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="frames") as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def range_output(output: Path, frames: tuple[int, int]) -> Path:
     """Where ``--frames A:B`` writes: beside the whole video's output, named for the range."""
     return output.with_name(f"{output.stem}.frames{frames[0]}-{frames[1] - 1}{output.suffix}")
@@ -572,7 +587,9 @@ class _Run:
     def encode(self) -> None:
         first, end = self.span
         _tell(self.progress, "encode", 0, end - first)
-        frames = (self.final_image(t) for t in range(first, end))
+        # Frames are read, checked and blended by a thread per core ahead of the encoder
+        # (PNG decoding releases the GIL); one thread alone would be slower than x264.
+        frames = ordered(self.final_image, range(first, end), os.cpu_count() or 1)
         timestamps, window = self.info.timestamps, None
         if (first, end) != (0, self.frames):
             times = timestamps or [t / self.info.fps for t in range(self.frames + 1)]
