@@ -490,6 +490,23 @@ def cmd_batch(args) -> int:
     return 1 if failed else 0
 
 
+def _check_report_dir(folder: Path) -> None:
+    """Before any work: the report folder exists (or can be made) and takes files."""
+    import os
+
+    from .files import storage_errors
+
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--report-dir {folder} is a file: give a folder")
+    try:
+        with storage_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # not a storage failure: a file in the path, a path that cannot be
+        raise InputError(f"cannot create --report-dir {folder}: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"--report-dir {folder} is not writable: give a folder you can write to")
+
+
 def cmd_evaluate(args) -> int:
     import dataclasses as dc
 
@@ -497,6 +514,8 @@ def cmd_evaluate(args) -> int:
     from .job import job_flows, job_seams
     from .weights import load_weights
 
+    if args.report_dir:
+        _check_report_dir(Path(args.report_dir))
     out_info, src_info = video.probe(args.output), video.probe(args.source)
     styles = [images.load_image(path) for path in args.style] if args.style else None
     weights = load_weights(args.weights) if styles else None

@@ -439,7 +439,7 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
     write_text_atomic(root / MARKER, json.dumps({"tool": "ray-style"}))
     handle = _lock(root)
     try:
-        remove_stale_temps(root)  # what a kill -9 mid-write left; we hold the lock, nobody writes
+        swept = remove_stale_temps(root)  # what a kill -9 mid-write left; we hold the lock, nobody writes
         path = root / MANIFEST
         old = _read_json(path)
         events = []
@@ -462,6 +462,8 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
         job = Job(root, handle, manifest)
         for detail in events:
             job.event("warning", detail=detail)
+        if swept:
+            job.event("repaired", what="temp files", detail=f"{swept} left by an interrupted write, removed")
         return job
     except BaseException:
         fcntl.flock(handle, fcntl.LOCK_UN)

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__, images, optimize, plan, video
 from .config import VideoSettings, as_dict
-from .errors import FrameError, InputError, RayStyleError
+from .errors import FrameError, InputError, JobError, RayStyleError
 from .executor import Executor, ExecutorOptions, make_executor
 from .features import check_layers, layer_names
 from .files import check_writable_output, sha256_file
@@ -150,7 +150,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
             run.select(frames, written)
             run.keep_flows = report and frames is None
             result = run.execute(pool, options)
-            run.close()
+            run.close()  # the workers are not needed for the report: give them back now
             evaluation = run.report() if report and frames is None else None
             run.page_write("finished", dataclasses.asdict(evaluation) if evaluation else None)
         except KeyboardInterrupt:
@@ -162,8 +162,8 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         finally:
             run.close()
     return VideoResult(written, job_dir, run.span[1] - run.span[0], len(run.chains), run.rendered, run.resumed,
-                       run.redone,
-                       time.perf_counter() - started, run.workers, evaluation, tuple(info.warnings) + result)
+                       run.redone, time.perf_counter() - started, run.workers, evaluation,
+                       tuple(info.warnings) + result)
 
 
 def ordered(function, items, threads: int):
@@ -232,22 +232,19 @@ class _Run:
             self.repair_sources(self.job.damaged_sources())
             self.frames, self.cuts = index["frames"], index["cuts"]
             return
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+        def store(numbered):
+            number, frame = numbered
+            return self.job.write_source(number, frame), plan.frame_signature(frame)
 
-        signatures, hashes, pending = [], [], deque()
-        threads = os.cpu_count() or 1
         # PNG compression releases the GIL: frames are written by a thread per core while
         # ffmpeg decodes the next ones (a film's decode is otherwise one core's work).
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as writers:
-            for number, frame in enumerate(video.decode(self.info, *self.size)):
-                pending.append(writers.submit(self.job.write_source, number, frame))
-                signatures.append(plan.frame_signature(frame))
-                while len(pending) > 2 * threads or (pending and pending[0].done()):
-                    hashes.append(pending.popleft().result())
-                if number % 10 == 0 or number + 1 == self.info.frames:
-                    _tell(self.progress, "decode", number + 1, self.info.frames)
-            hashes += [future.result() for future in pending]
+        hashes, signatures = [], []
+        decoded = enumerate(video.decode(self.info, *self.size))
+        for number, (digest, signature) in enumerate(ordered(store, decoded, os.cpu_count() or 1)):
+            hashes.append(digest)
+            signatures.append(signature)
+            if number % 10 == 0 or number + 1 == self.info.frames:
+                _tell(self.progress, "decode", number + 1, self.info.frames)
         if len(hashes) != self.info.frames:
             raise InputError(f"{self.info.path}: decoded {len(hashes)} frames, counted {self.info.frames}; "
                              "the file changed while we read it, or is damaged")
@@ -344,8 +341,19 @@ class _Run:
             else:
                 if self.options.kind == "local":
                     optimize.pick_device(self.options.device)  # a missing GPU is an error here, not a fallback
-                self.executor, self._own_executor = make_executor(self.options), True
+                self.executor, self._own_executor = make_executor(self.pinned_threads(self.options)), True
         return self.executor
+
+    def pinned_threads(self, options: ExecutorOptions) -> ExecutorOptions:
+        """A CPU frame's bytes depend on its torch thread count (the order of its sums): a job
+        keeps the count it started with, and a resume that asks for another is refused."""
+        recorded = self.job.manifest.get("run", {}).get("threads")
+        if not recorded or not self.job.done:
+            return options
+        if options.threads is not None and options.threads != recorded:
+            raise JobError(f"this job renders with --threads {recorded} (a CPU frame's bytes depend on it, and "
+                           f"{len(self.job.done)} frames are done): resume with --threads {recorded}, or --restart")
+        return dataclasses.replace(options, threads=recorded)
 
     def page_write(self, state: str, evaluation: dict | None = None, message: str | None = None,
                    every: float | None = None) -> None:

@@ -1,5 +1,6 @@
 """`ray-style` through main(argv), and once as the installed command."""
 import json
+from pathlib import Path
 import shutil
 import subprocess
 
@@ -150,3 +151,14 @@ def test_image_saves_intermediate_images_every_n_evaluations(tmp_path, tiny_pngs
 
     assert (load_image(tmp_path / "cat_00006.png") == load_image(out)).all()  # the last one is the result
     assert "wrote 3 intermediate images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["file", "under a file", "read-only"])
+def test_evaluate_refuses_a_report_dir_it_cannot_write_before_any_work(tmp_path, capsys, case):
+    (tmp_path / "file").write_text("not a folder")
+    target = {"file": tmp_path / "file", "under a file": tmp_path / "file" / "report",
+              "read-only": Path("/proc/1/ray-style-report")}[case]  # not writable, even for root
+    clip = str(DATA / "bunny_12f.mp4")
+    assert main(["evaluate", clip, "--source", clip, "--report-dir", str(target)]) in (2, 6)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ray-style: error:") and len(err.splitlines()) == 1 and "report-dir" in err

@@ -193,3 +193,32 @@ def test_long_term_consistency_and_refinement_passes_resume_identically(tmp_path
     again = stylize_video(CLIP, [STYLE], tmp_path / "again.mp4", settings, weights="random", executor=LOCAL,
                           report=False)
     assert again.rendered > 0 and frames_of(again.job_dir) == frames_of(first.job_dir)
+
+
+def test_a_resume_keeps_the_thread_count_its_frames_depend_on(tmp_path):
+    run(tmp_path, frames=(0, 4), report=False)  # part of the job, with 2 threads
+    other = dataclasses.replace(LOCAL, threads=1)
+    with pytest.raises(JobError, match="resume with --threads 2"):
+        stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", TINY, weights="random", executor=other, report=False)
+    unset = dataclasses.replace(LOCAL, threads=None)  # not given: the job's own count is used
+    whole = stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", TINY, weights="random", executor=unset, report=False)
+    assert whole.resumed > 0 and frames_of(whole.job_dir) == frames_of(run(tmp_path, name="again").job_dir)
+
+
+def test_a_variable_rate_phone_video_keeps_its_timing(tmp_path):
+    clip = DATA / "vfr_12f.mp4"
+    result = stylize_video(clip, [STYLE], tmp_path / "out.mp4", TINY, weights="random", executor=LOCAL, report=False)
+    source, out = video.probe(clip), video.probe(result.output)
+    assert source.timestamps is not None and out.frames == source.frames == 12
+    period = 1 / float(source.fps)
+    assert all(abs(a - b) < period for a, b in zip(out.timestamps, source.timestamps))
+
+
+def test_a_truncated_input_is_rendered_with_a_warning(tmp_path):
+    result = stylize_video(DATA / "truncated_12f.mp4", [STYLE], tmp_path / "out.mp4", TINY, weights="random",
+                           executor=LOCAL, report=False)
+    assert any("decoded 5 frames but the container promises 12" in w for w in result.warnings)
+    assert video.probe(result.output).frames == 5
+    from ray_style.job import read_events
+
+    assert any("container promises 12" in e.get("detail", "") for e in read_events(result.job_dir))
