@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.suite import eval_flops, gpu_peak
+from benchmarks.suite import _sync, _timed, _torch_lbfgs, eval_flops, gpu_peak, write_benchmarks
 from ray_style import features, images, lbfgs, losses, optimize
 from ray_style.config import StyleSettings, VideoSettings
 from ray_style.weights import DEFAULT_WEIGHTS, Weights, load_weights, random_weights
@@ -91,25 +90,6 @@ QUICK = Plan(matmul_n=256, copy_mib=16, kernel_size=32, sizes=(32,),
              variants=(("fp32", False), ("bf16", False), ("fp32", True)), repeats=2, inner=2, frame_size=32,
              frame_evals=12, optimizer_iters=8, optimizer_batches=(1, 2), batch_sizes=(32,), batches=(1, 2),
              batch_evals=5, job_size=32, job_evals=3, job_video=QUICK_VIDEO)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn`` after ``warmup`` calls, each timed to the device's completion."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -325,22 +305,6 @@ def first_call(args, plan: Plan, device) -> float:
     torch.autograd.grad(objective(image)[0].sum(), image)
     _sync(device)
     return time.perf_counter() - started
-
-
-def _torch_lbfgs(objective, init: torch.Tensor, evaluations: int, history: int) -> torch.Tensor:
-    """The reference: torch.optim.LBFGS with strong Wolfe, stopped at exactly ``evaluations``."""
-    image = init.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([image], lr=1, max_iter=evaluations, max_eval=evaluations, tolerance_grad=-1,
-                                  tolerance_change=-1, history_size=history, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective(image)[0].sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return image.detach()
 
 
 def _frame(model, settings, content, grams, device, **kwargs) -> tuple[float, float, torch.Tensor]:
@@ -656,14 +620,7 @@ RENDER = {"ceilings": _render_ceilings, "kernels": _render_kernels, "evals": _re
 
 def write_block(markdown: str, path: Path) -> None:
     """Replace BENCHMARKS.md's GPU block (or append one), leaving the rest as it is."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + markdown + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + markdown + "\n"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_benchmarks(markdown, path, BEGIN, END)
 
 
 # -- command ----------------------------------------------------------------------------------

@@ -225,16 +225,6 @@ def render_markdown(measured: dict, rows: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_benchmarks(block: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rewrite", action="store_true", help="use the stored measurements")
@@ -247,7 +237,9 @@ def main(argv=None) -> int:
     block = render_markdown(measured, rows, "python -m benchmarks.scale_model")
     print(block)
     if not args.no_write:
-        write_benchmarks(block, ROOT / "BENCHMARKS.md")
+        from benchmarks.suite import write_benchmarks
+
+        write_benchmarks(block, ROOT / "BENCHMARKS.md", BEGIN, END)
     return 0
 
 

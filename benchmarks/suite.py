@@ -108,8 +108,9 @@ def _problem(arch: str, height: int, width: int, device, precision: str = "auto"
     return model, settings, content, grams
 
 
-def _timed(fn, device, repeats: int) -> float:
-    for _ in range(2):
+def _timed(fn, device, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn`` after ``warmup`` calls, each timed to the device's completion."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
@@ -458,13 +459,17 @@ def rewrite(path: Path = ROOT / "BENCHMARKS.md", device: str = "cpu") -> None:
     write_benchmarks(render_markdown(results, results["command"]), path)
 
 
-def write_benchmarks(markdown: str, path: Path) -> None:
+def write_benchmarks(markdown: str, path: Path, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the block between ``begin`` and ``end`` in BENCHMARKS.md (or append one),
+    leaving the rest as it is; every benchmark that writes there writes through this."""
+    from ray_style.files import write_text_atomic
+
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + markdown + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + markdown.rstrip("\n") + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip() + "\n\n" + markdown + "\n"
-    path.write_text(text)
+        text = text.rstrip() + "\n\n" + markdown.rstrip("\n") + "\n"
+    write_text_atomic(path, text)
 
 
 def parse(argv=None):
