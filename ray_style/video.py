@@ -307,6 +307,21 @@ def decode(info: VideoInfo, width: int, height: int) -> Iterator[np.ndarray]:
                              f"({ffmpeg.complaint()}): the file changed or is damaged")
 
 
+def decode_at(info: VideoInfo, frame: int, width: int, height: int) -> np.ndarray:
+    """One frame, by its number, without decoding what comes before it: ffmpeg seeks to the
+    keyframe before its timestamp and decodes from there (a preview of a film in seconds)."""
+    seconds = info.timestamps[frame] if info.timestamps else frame / float(info.fps)
+    args = ["-nostdin", "-v", "error", "-ss", f"{max(0.0, seconds):.6f}", "-i", info.path, "-map", "0:v:0",
+            "-frames:v", "1", "-vf", f"scale={width}:{height}:flags=lanczos", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "pipe:1"]
+    with _Process(args, stdout=subprocess.PIPE) as ffmpeg:
+        raw = ffmpeg.process.stdout.read(width * height * 3)
+        ffmpeg.wait()
+    if len(raw) < width * height * 3:
+        raise InputError(f"{info.path}: no frame could be decoded at {seconds:.3f} s ({ffmpeg.complaint()})")
+    return np.frombuffer(raw, np.uint8).reshape(height, width, 3).copy()
+
+
 # ---------------------------------------------------------------- encoding
 
 def check_output_suffix(path) -> Path:
@@ -481,5 +496,5 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
     return path
 
 
-__all__ = ["VideoInfo", "probe", "frame_size", "decode", "encode", "exact_rate", "check_output_suffix",
+__all__ = ["VideoInfo", "probe", "frame_size", "decode", "decode_at", "encode", "exact_rate", "check_output_suffix",
            "plan_audio", "encoders", "OUTPUT_SUFFIXES", "MAX_PIXELS"]

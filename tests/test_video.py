@@ -293,3 +293,11 @@ def test_no_frames_is_one_line_and_writes_nothing(tmp_path):
 def test_encode_takes_any_number_as_the_rate(tmp_path, fps, expected):
     frames = [np.full((18, 32, 3), 10 * i, np.uint8) for i in range(3)]
     assert video.probe(video.encode(frames, tmp_path / "out.mp4", 32, 18, fps)).fps == expected
+
+
+@pytest.mark.parametrize("clip", ["bunny_12f.mp4", "vfr_12f.mp4"])
+def test_a_frame_can_be_decoded_alone_by_seeking(clip):
+    info = video.probe(DATA / clip)
+    frames = list(video.decode(info, 32, 18))
+    for number in (0, 5, 11):
+        assert np.array_equal(video.decode_at(info, number, 32, 18), frames[number])
