@@ -164,6 +164,17 @@ class Job:
         self._write_bytes(self.source_path(frame), data, durable=False)
         return digest(data)
 
+    def rewrite_source(self, frame: int, image: np.ndarray) -> None:
+        """Store a frame decoded again (a repair). Should it not match the recorded checksum —
+        the video decodes differently now, e.g. another ffmpeg — the index follows the file,
+        with a warning, rather than refusing it forever."""
+        digest_now = self.write_source(frame, image)
+        if self._source is not None and self._source["sha256"][frame] != digest_now:
+            self._source["sha256"][frame] = digest_now
+            write_text_atomic(self.root / "source" / "index.json", json.dumps(self._source))
+            self.event("warning", frame=frame, detail="a source frame decoded again differs from the first decode")
+        self.event("repaired", what="source", frame=frame, detail="decoded again")
+
     def finish_source(self, source_key: str, frames: int, cuts: list[int], hashes: list[str]) -> dict:
         index = {"source": source_key, "frames": frames, "cuts": cuts, "sha256": hashes}
         write_text_atomic(self.root / "source" / "index.json", json.dumps(index))
@@ -171,7 +182,7 @@ class Job:
         return index
 
     def damaged_sources(self) -> list[int]:
-        """Source frames missing or of another size than recorded (a stat each, no reading)."""
+        """Source frames missing or empty (a stat each; their checksums are checked when read)."""
         if self._source is None:
             return []
         return [frame for frame in range(self._source["frames"]) if not self.source_path(frame).is_file()
@@ -191,10 +202,7 @@ class Job:
         saved = _read_json(self.root / "plan.json")
         if not isinstance(saved, dict) or saved.get("job") != self.fingerprint:
             return None
-        try:
-            return [plan.Chain(i, int(s), int(e), int(lead)) for i, (s, e, lead) in enumerate(saved["chains"])]
-        except (KeyError, TypeError, ValueError):
-            return None
+        return saved_chains(saved)
 
     def save_plan(self, chains: list[plan.Chain], **facts) -> None:
         """Fix the chains: written once, a resume reuses them whatever pool it runs on."""
@@ -493,6 +501,14 @@ def is_locked(root) -> bool:
         return False
 
 
+def saved_chains(saved) -> list[plan.Chain] | None:
+    """The chains a plan.json holds, or None when it holds none that make sense."""
+    try:
+        return [plan.Chain(i, int(s), int(e), int(lead)) for i, (s, e, lead) in enumerate(saved["chains"])]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def job_status(root) -> dict:
     """What a job directory holds, running or not (for `ray-style status`); never raises on a
     damaged file, only on a directory that is not a job's."""
@@ -514,15 +530,17 @@ def job_status(root) -> dict:
         status.update(decoded=True, frames=index["frames"],
                       shot_cuts=index.get("cuts") if isinstance(index.get("cuts"), list) else [])
     records = read_log(root)
-    if isinstance(saved, dict) and isinstance(saved.get("chains"), list):
-        try:
-            spans = [(int(s), int(e)) for s, e, _ in saved["chains"]]
-        except (TypeError, ValueError):
-            spans = []
+    chains = saved_chains(saved) if isinstance(saved, dict) else None
+    if chains is not None:
+        settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+        passes = settings.get("passes") if isinstance(settings.get("passes"), int) else 0
+        cuts = status.get("shot_cuts", [])
+        sweeps = plan.refinement_passes(chains, cuts, max((c.end for c in chains), default=0), passes)
+        sequences = [*chains, *(sweep for stage in sweeps for sweep in stage)]
         keys = {(r.get("chain"), r.get("frame")) for r in records}
-        status.update(chains=len(spans), renders_total=sum(e - s for s, e in spans),
-                      renders_done=sum(1 for i, (s, e) in enumerate(spans) for f in range(s, e)
-                                       if (i, f) in keys and frame_path(root, i, f).is_file()))
+        status.update(chains=len(chains), renders_total=sum(len(q.frames) for q in sequences),
+                      renders_done=sum(1 for q in sequences for f in q.frames
+                                       if (q.index, f) in keys and frame_path(root, q.index, f).is_file()))
     timed = [r for r in records[-50:] if isinstance(r.get("seconds"), (int, float))]
     if timed:
         status.update(mean_seconds_per_frame=round(float(np.mean([r["seconds"] for r in timed])), 3),
@@ -540,11 +558,9 @@ def job_seams(root) -> list[int]:
     """The seams (see plan.seams) of the job in ``root``, from its plan and shot cuts; [] when
     they cannot be read."""
     saved, index = _read_json(Path(root) / "plan.json"), _read_json(Path(root) / "source" / "index.json")
-    try:
-        chains = [plan.Chain(i, int(s), int(e), int(lead)) for i, (s, e, lead) in enumerate(saved["chains"])]
-        return plan.seams(chains, index.get("cuts", []) if isinstance(index, dict) else [])
-    except (TypeError, KeyError, ValueError):
-        return []
+    chains = saved_chains(saved) if isinstance(saved, dict) else None
+    cuts = index.get("cuts") if isinstance(index, dict) and isinstance(index.get("cuts"), list) else []
+    return plan.seams(chains, cuts) if chains else []
 
 
 def job_flows(root, size: tuple[int, int]):

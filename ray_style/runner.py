@@ -255,12 +255,15 @@ class _Run:
     def repair_sources(self, frames) -> None:
         """Decode the video again and rewrite the listed source frames (what a crash or a
         deleted file left missing or damaged)."""
-        wanted = set(frames)
+        wanted = sorted(set(frames))
+        if len(wanted) <= 50:  # a few: seek to each (a film is not decoded again for one frame)
+            for number in wanted:
+                self.job.rewrite_source(number, video.decode_at(self.info, number, *self.size))
+            return
+        wanted = set(wanted)
         for number, frame in enumerate(video.decode(self.info, *self.size)):
             if number in wanted:
-                self.job.write_source(number, frame)
-                self.job.event("repaired", what="source", frame=number, detail="decoded again")
-        self.job.source_index(self.source_key())
+                self.job.rewrite_source(number, frame)
 
     def select(self, frames: tuple[int, int] | None, output: Path) -> None:
         """Which output frames this run delivers, and where."""
