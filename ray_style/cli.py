@@ -203,7 +203,7 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
@@ -218,14 +218,14 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-workers", "--workers", dest="max_workers", type=int,
                        help="frame workers at most (default: one per GPU the cluster has or its autoscaler can "
                             "add, else per CPU)")
-    group.add_argument("--gpus-per-worker", type=_positive_float,
+    group.add_argument("--gpus-per-worker", type=_number,
                        help="GPUs per worker: 1 by default where GPUs are or can come; 0.5 puts two workers on a "
                             "GPU; 0 renders on CPUs. Give it to ask an autoscaler for GPU nodes it does not show")
     group.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
     group.add_argument("--frames-per-worker", type=int, default=1,
                        help="frames of different chains a worker optimizes as one batch; >1 can fill a GPU "
                             "at small sizes (%(default)s)")
-    group.add_argument("--placement-timeout", type=_positive_float, default=DEFAULT_PLACEMENT_TIMEOUT,
+    group.add_argument("--placement-timeout", type=_number, default=DEFAULT_PLACEMENT_TIMEOUT,
                        help="seconds to wait for a first worker to be placed before giving up (%(default)s)")
     group.add_argument("--executor", choices=("ray", "local"), default="ray",
                        help="local renders in this process without Ray (%(default)s)")
@@ -243,29 +243,29 @@ def executor_options(args):
 def _video_look_options(parser: argparse.ArgumentParser) -> None:
     """The options that decide a video's look: `video` and `preview` take the same."""
     parser.add_argument("--init", choices=("prev", "flow", "content", "noise"), default=VIDEO.init,
-                     help="seed each frame from its chain's previous stylized frame (prev), that frame "
-                          "warped along the optical flow (flow), or stylize frames independently from "
-                          "content or noise (default %(default)s)")
+                        help="seed each frame from its chain's previous stylized frame (prev), that frame "
+                             "warped along the optical flow (flow), or stylize frames independently from "
+                             "content or noise (default %(default)s)")
     parser.add_argument("--temporal-weight", type=float, default=VIDEO.temporal_weight,
-                     help="temporal loss weight for seeded frames (default: the weights source's with "
-                          "--init flow, else 0)")
+                        help="temporal loss weight for seeded frames (default: the weights source's with "
+                             "--init flow, else 0)")
     parser.add_argument("--flow", choices=FLOW_METHODS, default=VIDEO.flow,
-                     help="optical flow between source frames for --init flow (%(default)s)")
+                        help="optical flow between source frames for --init flow (%(default)s)")
     parser.add_argument("--flow-dir", default=VIDEO.flow_dir, metavar="DIR",
-                     help="precomputed flow instead: artistic-videos' forward_I_J.flo / backward_J_I.flo "
-                          "(1-based frames; optional reliable_I_J.pgm), e.g. from RAFT or FlowNet")
+                        help="precomputed flow instead: artistic-videos' forward_I_J.flo / backward_J_I.flo "
+                             "(1-based frames; optional reliable_I_J.pgm), e.g. from RAFT or FlowNet")
     parser.add_argument("--long-term", type=_ints, default=VIDEO.long_term, metavar="K1,K2",
-                     help="long-term consistency: also hold each frame to these earlier frames of its chain, "
-                          "e.g. 1,2,5 (Ruder et al.); default off")
+                        help="long-term consistency: also hold each frame to these earlier frames of its chain, "
+                             "e.g. 1,2,5 (Ruder et al.); default off")
     parser.add_argument("--passes", type=int, default=VIDEO.passes,
-                     help="refinement passes: 1 re-optimizes the frames around each seam between chains, N > 1 "
-                          "adds N-1 passes over the whole video in alternating directions (%(default)s)")
+                        help="refinement passes: 1 re-optimizes the frames around each seam between chains, N > 1 "
+                             "adds N-1 passes over the whole video in alternating directions (%(default)s)")
     parser.add_argument("--start-init", choices=("content", "noise"), default=VIDEO.start_init,
-                     help="how a chain's first frame starts (%(default)s)")
+                        help="how a chain's first frame starts (%(default)s)")
     parser.add_argument("--start-iters", type=int, default=VIDEO.start_iters,
-                     help="evaluations for a chain's first frame (default 2 × --iters)")
+                        help="evaluations for a chain's first frame (default 2 × --iters)")
     parser.add_argument("--segment-length", type=int, default=VIDEO.segment_length,
-                     help="frames per chain at most (%(default)s)")
+                        help="frames per chain at most (%(default)s)")
     parser.add_argument("--overlap", type=int, default=VIDEO.overlap, help="blended frames at seams (%(default)s)")
     parser.add_argument("--cut-ratio", type=float, default=VIDEO.cut_ratio, help="shot-cut sensitivity, 0 = off")
     parser.add_argument("--crf", type=int, default=VIDEO.crf, help="x264 quality, lower is better (%(default)s)")
