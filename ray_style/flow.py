@@ -173,6 +173,23 @@ def long_term_masks(masks_by_offset: dict[int, np.ndarray]) -> dict[int, np.ndar
     return result
 
 
+def anchored_long_term_masks(masks_by_offset: dict[int, np.ndarray], anchor: float) -> dict[int, np.ndarray]:
+    """:func:`long_term_masks`, plus ``anchor`` × a farther frame's own mask where a closer one
+    already explains the pixel. ``anchor = 0`` is Ruder's eq. 10 exactly: a region that
+    reappears is held to the look it had, with full weight, by the nearest frame that saw it.
+    Our departure, measured (BENCHMARKS.md, temporal quality): with exclusive masks the farther
+    frames only ever act where a region reappears, so a chain's slow drift of the style over
+    many frames is left free; a share of their weight where the closer frame also sees the
+    pixel anchors every frame to the chain's earlier ones and holds that drift back."""
+    exclusive, covered, result = long_term_masks(masks_by_offset), None, {}
+    for offset in sorted(masks_by_offset):
+        mask = masks_by_offset[offset].astype(np.float32)
+        result[offset] = exclusive[offset] if covered is None else \
+            exclusive[offset] + anchor * mask * np.minimum(covered, 1.0)
+        covered = mask if covered is None else covered + mask
+    return result
+
+
 def flow_init(previous_stylized: np.ndarray, content: np.ndarray, flow_back: np.ndarray,
               mask: np.ndarray) -> np.ndarray:
     """A frame's start: the previous stylized frame warped along the flow, with the regions
@@ -314,6 +331,7 @@ def flow_dir_provider(folder, width: int, height: int) -> FlowProvider:
 
 
 __all__ = ["FLOW_METHODS", "check_flow_method", "optical_flow", "warp", "inside", "reliability", "plausibility",
-           "reliable_flow", "compose", "compose_reliability", "composed_paths", "compose_path", "long_term_masks", "flow_init",
+           "reliable_flow", "compose", "compose_reliability", "composed_paths", "compose_path", "long_term_masks",
+           "anchored_long_term_masks", "flow_init",
            "warping_error", "read_flo", "write_flo", "resize_flow", "resize_mask", "flow_file_names", "read_flow_dir",
            "flow_dir_provider"]

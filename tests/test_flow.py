@@ -187,3 +187,14 @@ def test_flow_dir_missing_file_names_it(tmp_path):
     flow.write_flo(tmp_path / "forward_1_2.flo", constant_flow(0, 0))
     with pytest.raises(InputError, match="reliable_1_2.pgm"):
         flow.read_flow_dir(tmp_path, 0, 1, 50, 40)
+
+
+def test_anchored_long_term_masks_add_a_share_where_a_closer_frame_explains():
+    near = np.zeros((2, 4), np.float32)
+    near[:, :2] = 1
+    masks = {1: near, 5: np.ones((2, 4), np.float32)}
+    exact = flow.anchored_long_term_masks(masks, 0.0)
+    assert all(np.array_equal(exact[k], flow.long_term_masks(masks)[k]) for k in masks)  # anchor 0: Ruder's eq. 10
+    anchored = flow.anchored_long_term_masks(masks, 0.25)
+    assert np.array_equal(anchored[1], near)
+    assert np.allclose(anchored[5][:, :2], 0.25) and np.allclose(anchored[5][:, 2:], 1.0)

@@ -87,7 +87,7 @@ def test_a_flow_seeded_frame_reports_its_warping_error(random_vgg):
     assert "warping_error" in out.record() and r.render(_seeded(3, 0)).warping_error is None
 
 
-def test_long_term_references_fold_into_one_target_weighted_by_their_masks():
+def test_long_term_references_fold_into_one_target_weighted_by_their_masks(monkeypatch):
     content = np.zeros((4, 6, 3), np.uint8)
     near, far = np.full((4, 6, 3), 100, np.uint8), np.full((4, 6, 3), 200, np.uint8)
     zero = np.zeros((4, 6, 2))
@@ -95,11 +95,20 @@ def test_long_term_references_fold_into_one_target_weighted_by_their_masks():
     task = FrameTask("j", 0, 9, png_bytes(content), "flow", 4, 0,
                      (Reference(1, png_bytes(near), flow_file(zero, left)),
                       Reference(5, png_bytes(far), flow_file(zero, np.ones((4, 6))))), 1.0)
+    from ray_style import render
+
+    monkeypatch.setattr(render, "LONG_TERM_ANCHOR", 0.0)
     prepared = prepare(task)
-    # Where frame t-1 is reliable it alone counts (Ruder et al. §4.2); elsewhere frame t-5 does.
+    # Ruder et al. §4.2: where frame t-1 is reliable it alone counts; elsewhere frame t-5 does.
     assert (prepared.target[:, :3] == 100).all() and (prepared.target[:, 3:] == 200).all()
     assert (prepared.mask == 1).all()
     assert (prepared.init[:, :3] == 100).all() and (prepared.init[:, 3:] == 0).all()  # disocclusion: content
+    # With an anchor share, frame t-5 also holds the pixels t-1 explains, with that share of
+    # the target; the weight stays one frame's.
+    monkeypatch.setattr(render, "LONG_TERM_ANCHOR", 0.5)
+    anchored = prepare(task)
+    assert (anchored.target[:, :3] == round((100 + 0.5 * 200) / 1.5)).all() and (anchored.target[:, 3:] == 200).all()
+    assert (anchored.mask == 1).all()
 
 
 def test_a_gpu_worker_without_cuda_renders_on_the_cpu_and_says_so(monkeypatch):

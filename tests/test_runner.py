@@ -222,3 +222,27 @@ def test_a_truncated_input_is_rendered_with_a_warning(tmp_path):
     from ray_style.job import read_events
 
     assert any("container promises 12" in e.get("detail", "") for e in read_events(result.job_dir))
+
+
+def test_a_users_precomputed_flow_folder_drives_the_job(tmp_path, monkeypatch):
+    """--flow-dir: .flo files named as artistic-videos names them, at another resolution."""
+    from ray_style import flow
+
+    info = video.probe(CLIP)
+    frames = list(video.decode(info, 64, 36))  # twice the job's size: the flows are resampled
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    for t in range(1, 12):
+        for a, b in ((t, t - 1), (t - 1, t)):
+            flow.write_flo(folder / flow.flow_file_names(a, b)[0], flow.optical_flow(frames[a], frames[b]))
+    settings = dataclasses.replace(TINY, init="flow", flow_dir=str(folder))
+    computed = []
+    real = flow.optical_flow
+    monkeypatch.setattr(flow, "optical_flow", lambda *a, **k: computed.append(1) or real(*a, **k))
+    result = run(tmp_path, settings, report=False)
+    assert video.probe(result.output).frames == 12
+    assert not computed  # every flow came from the folder: nothing was computed
+    assert len(list((result.job_dir / "flow").glob("*.npz"))) == 11  # t → t-1, read once each, cached
+    with pytest.raises(InputError, match="no flow file"):
+        (folder / "backward_6_5.flo").unlink()
+        run(tmp_path, settings, name="missing", report=False)
