@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.suite import _sync, _timed, _torch_lbfgs, eval_flops, gpu_peak, write_benchmarks
+from benchmarks.suite import _sync, _timed, _torch_lbfgs, eval_flops, gpu_peak, wanted_sections, write_benchmarks
 from ray_style import features, images, lbfgs, losses, optimize
 from ray_style.config import StyleSettings, VideoSettings
 from ray_style.weights import DEFAULT_WEIGHTS, Weights, load_weights, random_weights
@@ -687,10 +687,8 @@ def run(args, argv: list[str]) -> int:
     if args.rewrite:
         write_block(render_markdown(json.loads(args.rewrite.read_text())), ROOT / "BENCHMARKS.md")
         return 0
-    wanted = [name for name in args.only.split(",") if name]
-    unknown = [name for name in wanted if name not in SECTIONS]
-    if unknown:
-        print(f"unknown section(s) {', '.join(unknown)}: use {', '.join(SECTIONS)}", file=sys.stderr)
+    wanted = wanted_sections(args.only, SECTIONS)
+    if wanted is None:
         return 2
     weights = npz_weights(args.weights_npz) if args.weights_npz else load_weights(args.weights)
     started = time.perf_counter()

@@ -497,6 +497,17 @@ def parse(argv=None):
     return args
 
 
+def wanted_sections(only: str, sections) -> list[str] | None:
+    """The comma-separated ``only`` as section names, or None (after a one-line message) when
+    one of them is not in ``sections``."""
+    wanted = [name for name in only.split(",") if name]
+    unknown = [name for name in wanted if name not in sections]
+    if unknown:
+        print(f"unknown section(s) {', '.join(unknown)}: use {', '.join(sections)}", file=sys.stderr)
+        return None
+    return wanted
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
@@ -507,10 +518,8 @@ def main(argv=None) -> int:
     if args.section:
         print("RESULT " + json.dumps(_run_section(args.section, args, device)), flush=True)
         return 0
-    wanted = [name for name in args.only.split(",") if name]
-    unknown = [name for name in wanted if name not in SECTIONS]
-    if unknown:
-        print(f"unknown section(s) {', '.join(unknown)}: use {', '.join(SECTIONS)}", file=sys.stderr)
+    wanted = wanted_sections(args.only, SECTIONS)
+    if wanted is None:
         return 2
     results = {"machine": machine(device), "sections": {}}
     command = ("python -m benchmarks.suite " + " ".join(argv)).strip()

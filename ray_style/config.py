@@ -116,7 +116,8 @@ class VideoSettings:
     # loss also holds to, as offsets; 1 (the previous frame) is always one. () → short-term only.
     long_term: tuple[int, ...] = ()
     # Multi-pass refinement (Ruder et al. §4.3, made parallel): 1 re-optimizes the frames around
-    # each seam, N > 1 adds N - 1 passes over the whole video in alternating directions.
+    # each seam (two sweeps from the seam outward), N > 1 adds N - 1 passes over the whole video
+    # in alternating directions.
     passes: int = 0
     start_init: str = "content"  # a chain's first frame: content or noise
     start_iters: int | None = None  # its budget; None → 2 × style.iters (it starts further away)

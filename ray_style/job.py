@@ -213,7 +213,11 @@ class Job:
         """Render under these chains (and refinement sweeps, derived from them and the
         settings): load what the log vouches for under them."""
         spans = [[c.start, c.end, c.lead_in] for c in chains]
-        self.frame_key = fingerprint([self.fingerprint, spans])
+        sweeps = [[q.index, q.start, q.end, q.backward] for stage in passes for q in stage]
+        # The sweeps' layout joins the key (only when there are sweeps, so that jobs without
+        # passes keep theirs): a pass frame is stored by its sweep's index, and the same index
+        # under another layout would be another frame's work.
+        self.frame_key = fingerprint([self.fingerprint, spans, sweeps] if sweeps else [self.fingerprint, spans])
         self._load_done([*chains, *(sweep for stage in passes for sweep in stage)])
 
     # -- optical flow ---------------------------------------------------------------------

@@ -180,3 +180,22 @@ def test_status_survives_damaged_files(tmp_path, damage):
     status = job_status(root)
     assert status["job_dir"] == str(root) and not status["running"]
     assert status["damaged"] == damage.startswith("manifest")
+
+
+def test_a_pass_frame_is_reused_only_under_the_same_sweep_layout(tmp_path):
+    """Pass frames are stored by their sweep's index: the same index under another layout of
+    sweeps (an older version's) is another frame's work and must not count as done."""
+    chains = plan.plan_chains(30, [], 12, 4)
+    layout = plan.refinement_passes(chains, [], 30, 1)
+    with open_job(tmp_path / "job", manifest(passes=1)) as job:
+        job.set_plan(chains, layout)
+        sweep = layout[0][0]
+        job.write_frame(sweep.index, sweep.frames[0], png_bytes(image(3)), {"loss": 1.0})
+        assert job.is_done(sweep.index, sweep.frames[0])
+    with open_job(tmp_path / "job", manifest(passes=1)) as job:
+        job.set_plan(chains, layout)
+        assert job.is_done(sweep.index, sweep.frames[0])
+    older = [[plan.Sweep(plan.PASS_BASE + n, q.start, q.end) for n, q in enumerate(layout[0])]]
+    with open_job(tmp_path / "job", manifest(passes=1)) as job:
+        job.set_plan(chains, older)
+        assert not job.is_done(sweep.index, sweep.frames[0])

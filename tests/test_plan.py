@@ -75,11 +75,16 @@ def test_seams_are_where_chains_meet_inside_a_shot():
 def test_refinement_passes_cover_seams_then_the_whole_video_in_alternating_directions():
     chains = plan.plan_chains(60, [30], 12, 4)
     first, second, third = plan.refinement_passes(chains, [30], 60, 3)
+    # Each seam's window is two sweeps that start at the seam and run outward.
+    seam_list = plan.seams(chains, [30])
+    assert [s.backward for s in first] == [True, False] * len(seam_list)
+    assert [s.end for s in first[::2]] == seam_list == [s.start for s in first[1::2]]
+    assert [s.frames[0] for s in first] == [f for seam in seam_list for f in (seam - 1, seam)]
     windows = [(s.start, s.end) for s in first]
-    assert all(not s.backward for s in first)
-    assert all(start < seam < end for (start, end), seam in zip(windows, plan.seams(chains, [30])))
+    assert all(start < seam and seam + 1 < end for (start, _), (_, end), seam in zip(windows[::2], windows[1::2], seam_list))
     assert not any(start < 30 < end for start, end in windows)  # never across the shot cut
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:]))  # windows never overlap
+    assert first[0].start == chains[1].start - plan.SEAM_MARGIN
     for sweeps, backward in ((second, True), (third, False)):
         covered = sorted(f for s in sweeps for f in s.frames)
         assert covered == list(range(60)) and all(s.backward == backward for s in sweeps)
