@@ -161,13 +161,13 @@ def table(rows: list[dict]) -> str:
     lines = ["| clip | mode | warping error (× indep.) | k = 5 | k = 10 | worst seam / median | worst pair / median | "
              "content (×) | style (×) | evaluations / frame | s / frame |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec=".5f": "—" if v is None else format(v, spec)  # noqa: E731
-    for r in rows:
-        base = next(b for b in rows if b["clip"] == r["clip"] and b["mode"].startswith("independent"))
+    for r in rows:  # ratios to the clip's independent row, where this run has one (--modes)
+        base = next((b for b in rows if b["clip"] == r["clip"] and b["mode"].startswith("independent")), None)
+        ratio = (lambda key: "—" if base is None else f"{r[key] / base[key]:.2f}")  # noqa: E731
         lines.append(
-            f"| {r['clip']} | {r['mode']} | {r['warping_error']:.5f} ({r['warping_error'] / base['warping_error']:.2f}) "
+            f"| {r['clip']} | {r['mode']} | {r['warping_error']:.5f} ({ratio('warping_error')}) "
             f"| {fmt(r['k5'])} | {fmt(r['k10'])} | {fmt(r['worst_seam_ratio'], '.2f')} | "
-            f"{fmt(r.get('worst_pair_ratio'), '.2f')} | "
-            f"{r['content_loss'] / base['content_loss']:.2f} | {r['style_loss'] / base['style_loss']:.2f} | "
+            f"{fmt(r.get('worst_pair_ratio'), '.2f')} | {ratio('content_loss')} | {ratio('style_loss')} | "
             f"{fmt(r['evaluations_per_frame'], '.0f')} | {r['seconds_per_frame']:.2f} |")
     floors = {r["clip"]: r["source_warping_error"] for r in rows}
     lines.append("")

@@ -33,3 +33,35 @@ def test_suite_block_replaces_only_its_own_part(tmp_path):
 def test_unknown_section_is_refused(capsys):
     assert suite.main(["--only", "evals,warp"]) == 2
     assert "unknown section(s) warp" in capsys.readouterr().err
+
+
+def test_the_reappearing_region_is_found_and_scored(tmp_path):
+    """A bar sweeps right over a still background: the pixels it uncovers were seen 5 frames
+    earlier. An output that keeps the background still scores lower there than one that
+    repaints it each frame."""
+    import numpy as np
+
+    from benchmarks.temporal import reappearing_sheet
+    from ray_style import video
+
+    rng = np.random.default_rng(0)
+    from PIL import Image, ImageFilter
+
+    def texture(height, width):
+        noise = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+        return np.asarray(noise.filter(ImageFilter.GaussianBlur(0.7)))
+
+    background, bar = texture(64, 96), texture(64, 24)
+
+    def frames(repaint):
+        for t in range(10):
+            image = (texture(64, 96) if repaint else background).copy()  # repainted: new each frame
+            image[:, 2 * t + 16:2 * t + 40] = bar  # the occluder: a textured bar moving right
+            yield image
+
+    source = video.encode(frames(False), tmp_path / "source.mp4", 96, 64, 10)
+    still = video.encode(frames(False), tmp_path / "still.mp4", 96, 64, 10)
+    repainted = video.encode(frames(True), tmp_path / "repainted.mp4", 96, 64, 10)
+    result = reappearing_sheet(source, {"still": still, "repainted": repainted}, tmp_path / "sheet.png")
+    assert result["region_pixels"] > 0 and (tmp_path / "sheet.png").stat().st_size > 0
+    assert result["region_error"]["still"] < result["region_error"]["repainted"]
