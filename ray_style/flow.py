@@ -179,8 +179,9 @@ def anchored_long_term_masks(masks_by_offset: dict[int, np.ndarray], anchor: flo
     reappears is held to the look it had, with full weight, by the nearest frame that saw it.
     Our departure, measured (BENCHMARKS.md, temporal quality): with exclusive masks the farther
     frames only ever act where a region reappears, so a chain's slow drift of the style over
-    many frames is left free; a share of their weight where the closer frame also sees the
-    pixel anchors every frame to the chain's earlier ones and holds that drift back."""
+    many frames is left free; a share where the closer frame also sees the pixel anchors every
+    frame to the chain's earlier ones and holds that drift back (the renderer caps the summed
+    weight at 1, so the share moves the target, not the strength)."""
     exclusive, covered, result = long_term_masks(masks_by_offset), None, {}
     for offset in sorted(masks_by_offset):
         mask = masks_by_offset[offset].astype(np.float32)

@@ -139,9 +139,9 @@ def refinement_passes(chains: list[Chain], cuts: Iterable[int], frame_count: int
     two chains were cross-faded, and ``SEAM_MARGIN`` frames on either side, never across a shot
     cut or into the next seam's window) with two sweeps that start at the seam and run outward:
     backward over [start, s), forward over [s, end). Each side meets the other's unrefined
-    frame, so both move halfway and the change fades out towards the window's edges; one sweep
-    through the window would push the jump ahead of it to the window's first frames (measured:
-    worst pair anywhere 2.77x the median with one forward sweep). Passes 2… go over the whole
+    frame, so both move halfway. Measured against one forward sweep through the window (128 px,
+    two clips): worst seam pair 1.29x / 0.76x the median pair -> 1.12x / 0.92x, the whole
+    video's warping error 0.00184 / 0.00440 -> 0.00175 / 0.00401. Passes 2… go over the whole
     video in alternating directions, one sweep per chain span, so they keep the chains'
     parallelism."""
     if passes < 1:

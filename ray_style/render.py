@@ -132,7 +132,7 @@ class _Prepared:
 
 
 BLEND = 0.5  # δ of Ruder et al.'s multi-pass: how much of the warped neighbour a pass starts from
-# Long-term frames' share of weight where a closer frame already explains a pixel (0: Ruder's
+# Long-term frames' share of the target where a closer frame already explains a pixel (0: Ruder's
 # eq. 10 exactly); see flow.anchored_long_term_masks. Measured on the sample clip (128 px, 60
 # evaluations, 30 frames) against Ruder's masks: warping error at k = 10 0.98x -> 0.73x of
 # short-term only, content 1.01x -> 1.02x, style 1.00x -> 1.09x; a share of 1 gives 0.70x at
