@@ -444,9 +444,9 @@ class RayExecutor:
         worker = self.state.pending.pop(ref)
         try:
             info = ray.get(ref)
-        except (RayActorError, ActorUnavailableError, GetTimeoutError, ObjectLostError, RayTaskError) as error:
+        except Exception as error:  # noqa: BLE001 — a ping that fails for any reason: as a death
             worker.deaths += 1
-            self._recover(worker, str(error).splitlines()[0])
+            self._recover(worker, (str(error).splitlines() or [type(error).__name__])[0])
             return
         first = worker.name == "pending"
         worker.name = info["worker"]
@@ -476,6 +476,13 @@ class RayExecutor:
             outputs = [(job, WorkerLost(reason)) for job in jobs]
             if call.job_id == self._job:
                 self.redone += len(jobs)
+        except Exception as error:  # noqa: BLE001 — see below
+            # Anything else raised while fetching a result fails that call's frames (retried
+            # like any failed frame) and never escapes into the job. Seen in CI: CPython
+            # 3.11's "AST constructor recursion depth mismatch" SystemError while Ray built a
+            # failed call's error on the driver, as its own threads formatted tracebacks too.
+            self.state.idle.append(worker)
+            outputs = [(job, error) for job in jobs]
         if call.job_id != self._job:
             return []  # a call of a job that has ended: never stored in another job
         return outputs

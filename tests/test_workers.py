@@ -75,3 +75,25 @@ def test_frames_of_different_chains_share_a_worker_call(tmp_path, local_ray):
     # Frames of one batch share its wall time and worker: some call carried two frames.
     calls = [(r["worker"], r["seconds"]) for r in records]
     assert len(set(calls)) < len(calls)
+
+
+def test_an_error_raised_while_fetching_a_result_fails_only_that_frame(tmp_path, local_ray, monkeypatch):
+    """Seen in CI: CPython 3.11 raised SystemError while Ray built a call's error on the driver.
+    Whatever a fetch raises, the frame counts as failed once and is rendered again."""
+    from ray_style import workers
+    from ray_style.job import read_events
+
+    real, raised = workers.ray.get, []
+
+    def flaky_get(refs, *args, **kwargs):
+        value = real(refs, *args, **kwargs)
+        if isinstance(value, list) and not raised:  # a render call's results, not a ready ping
+            raised.append(1)
+            raise SystemError("AST constructor recursion depth mismatch (before=39, after=36)")
+        return value
+
+    monkeypatch.setattr(workers.ray, "get", flaky_get)
+    result = ray_run(tmp_path, "flaky")
+    assert raised and video.probe(result.output).frames == 12
+    failed = [e for e in read_events(result.job_dir) if e.get("kind") == "failed"]
+    assert len(failed) == 1 and "AST constructor" in failed[0]["detail"]
