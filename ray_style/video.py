@@ -288,12 +288,18 @@ def frame_size(info: VideoInfo, size: int | None) -> tuple[int, int]:
     return (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
 
 
+def _rgb_frames(width: int, height: int) -> list[str]:
+    """How decoded frames leave ffmpeg: scaled to ``width × height``, raw RGB on stdout. One
+    definition for :func:`decode` and :func:`decode_at`, so a frame decoded again to repair a
+    job has the bytes the first decode gave."""
+    return ["-vf", f"scale={width}:{height}:flags=lanczos", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+
 def decode(info: VideoInfo, width: int, height: int) -> Iterator[np.ndarray]:
     """Stream every source frame, exactly once each, scaled to ``width × height`` RGB
     (ffmpeg applies the rotation)."""
     args = ["-nostdin", "-v", "error", "-i", info.path, "-map", "0:v:0", "-an", "-sn", "-dn",
-            "-fps_mode", "passthrough", "-vf", f"scale={width}:{height}:flags=lanczos",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+            "-fps_mode", "passthrough", *_rgb_frames(width, height)]
     size, count = width * height * 3, 0
     with _Process(args, stdout=subprocess.PIPE) as ffmpeg:
         while True:
@@ -312,8 +318,7 @@ def decode_at(info: VideoInfo, frame: int, width: int, height: int) -> np.ndarra
     keyframe before its timestamp and decodes from there (a preview of a film in seconds)."""
     seconds = info.timestamps[frame] if info.timestamps else frame / float(info.fps)
     args = ["-nostdin", "-v", "error", "-ss", f"{max(0.0, seconds):.6f}", "-i", info.path, "-map", "0:v:0",
-            "-frames:v", "1", "-vf", f"scale={width}:{height}:flags=lanczos", "-f", "rawvideo", "-pix_fmt", "rgb24",
-            "pipe:1"]
+            "-frames:v", "1", *_rgb_frames(width, height)]
     with _Process(args, stdout=subprocess.PIPE) as ffmpeg:
         raw = ffmpeg.process.stdout.read(width * height * 3)
         ffmpeg.wait()
