@@ -186,14 +186,15 @@ def prepare(task: FrameTask) -> _Prepared:
                 init = np.clip(np.rint(weight * warped[reference.offset] + (1 - weight) * own), 0, 255).astype(np.uint8)
     first = task.references[0].offset
     earlier = {k: m for k, m in masks.items() if k > 0}
-    if len(earlier) > 1:
+    long_term = len(earlier) > 1
+    if long_term:
         masks = {**masks, **flow.anchored_long_term_masks(earlier, LONG_TERM_ANCHOR)}
     total = sum(masks.values())
     combined = sum(masks[k][..., None] * warped[k].astype(np.float32) for k in warped)
     target = np.clip(np.rint(combined / np.maximum(total, 1e-6)[..., None]), 0, 255).astype(np.uint8)
-    if len(earlier) > 1:  # the anchored share moves the target, not its weight: one frame's at most
-        total = np.minimum(total, 1.0)
-    return _Prepared(content, init, target, total.astype(np.float32), warped[first], reliable, forward)
+    # the anchored share moves the target, not its weight: one frame's at most
+    strength = np.minimum(total, 1.0) if long_term else total
+    return _Prepared(content, init, target, strength.astype(np.float32), warped[first], reliable, forward)
 
 
 class FrameRenderer:

@@ -255,12 +255,11 @@ class _Run:
     def repair_sources(self, frames) -> None:
         """Decode the video again and rewrite the listed source frames (what a crash or a
         deleted file left missing or damaged)."""
-        wanted = sorted(set(frames))
+        wanted = set(frames)
         if len(wanted) <= 50:  # a few: seek to each (a film is not decoded again for one frame)
-            for number in wanted:
+            for number in sorted(wanted):
                 self.job.rewrite_source(number, video.decode_at(self.info, number, *self.size))
             return
-        wanted = set(wanted)
         for number, frame in enumerate(video.decode(self.info, *self.size)):
             if number in wanted:
                 self.job.rewrite_source(number, frame)
