@@ -29,8 +29,8 @@ def compare(frames: list[np.ndarray], k: int) -> dict:
     rows = {"direct": [], "composed": []}
     for t in range(k, len(frames)):
         direct, mask = flow.reliable_flow(frames[t], frames[t - k])
-        rows["direct"].append((flow.warping_error(frames[t], frames[t - k], direct, mask * flow.inside(direct)),
-                               float((mask * flow.inside(direct)).mean())))
+        mask = mask * flow.inside(direct)
+        rows["direct"].append((flow.warping_error(frames[t], frames[t - k], direct, mask), float(mask.mean())))
         hops = [adjacent[s - 1] for s in range(t, t - k, -1)]  # t → t-1 → … → t-k
         path, path_mask = flow.compose_path([h[0] for h in hops], [h[1] for h in hops])
         rows["composed"].append((flow.warping_error(frames[t], frames[t - k], path, path_mask),

@@ -124,9 +124,8 @@ def reappearing_sheet(clip: Path, outputs: dict[str, Path], path: Path, gap: int
     source = list(video.decode(video.probe(clip), rendered.width, rendered.height))
     best, region = None, None
     for t in range(gap, len(source)):
-        near = flow.reliability(flow.optical_flow(source[t], source[t - 1]), flow.optical_flow(source[t - 1], source[t]))
-        back = flow.optical_flow(source[t], source[t - gap])
-        far = flow.reliability(back, flow.optical_flow(source[t - gap], source[t]))
+        near = flow.reliable_flow(source[t], source[t - 1])[1]
+        back, far = flow.reliable_flow(source[t], source[t - gap])
         mask = (near == 0) & (far > 0)
         if best is None or mask.sum() > region[0].sum():
             best, region = t, (mask, back)
