@@ -118,81 +118,53 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
     """The film on ``gpus`` one-GPU workers at ``speed`` ("today" or "goal"), as ray_style
     works ``now`` or as it had ``landed`` before (raw pixels in transit, flows and PNG work on
     the driver, a one-thread decode)."""
-    if design == "landed":
-        return _landed(measured, gpus, speed)
     seeded = GPU_SECONDS_PER_500[speed] * AREA_FACTOR * ITERS / 500
     chains = math.ceil(FILM_FRAMES / SEGMENT)
     renders_per_chain = SEGMENT + OVERLAP  # the lead-in frames are rendered by both chains
-    # A seeded frame's worker first computes its two flows (and their check) on its own CPUs:
-    # 4 vCPUs per GPU on the clusters in cluster/, about 2.5x one core's speed for DIS.
-    worker_flow = (2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]) / WORKER_FLOW_SPEEDUP
-    chain_seconds = (renders_per_chain - 1) * (seeded + worker_flow) + 2 * seeded  # a start: 2x evaluations
-    rounds = chains / gpus  # chains spread over GPUs; the last round is partial (GPUs idle in the tail)
-    render_s = math.ceil(rounds) * chain_seconds
-    gpu_busy = chains * renders_per_chain * seeded / (gpus * render_s)
     renders = chains * renders_per_chain
+    cores = HEAD_CORES[design]
+    speedup = 1 + (cores / MEASURED_CORES - 1) * SCALING  # ffmpeg's decoder and x264 on the head's cores
+    flow_cpu = 2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]  # two flows and their checks
+    if design == "landed":
+        chain_seconds = (renders_per_chain - 1) * seeded + 2 * seeded  # a chain start takes 2x the evaluations
+        raw = WIDTH * HEIGHT * 3
+        out_bytes, in_bytes = 3 * raw + WIDTH * HEIGHT, raw  # content, start, warped target and mask; result
+        # Per render on the driver: two PNG decodes for the task, one PNG encode of the result;
+        # every flow computed by the driver before rendering, and a one-thread PNG write.
+        per_render_cpu = 2 * measured["png_decode_s"] + measured["png_encode_s"]
+        decode_s = FILM_FRAMES * (measured["decode_s"] / speedup + measured["png_encode_s"]) \
+            + FILM_FRAMES * flow_cpu / cores
+        encode_s = FILM_FRAMES * (1 / (measured["x264_fps"] * speedup) + measured["png_decode_s"])
+    else:
+        # A seeded frame's worker first computes its two flows (and their check) on its own
+        # CPUs: 4 vCPUs per GPU on the clusters in cluster/, about 2.5x one core's speed for DIS.
+        chain_seconds = (renders_per_chain - 1) * (seeded + flow_cpu / WORKER_FLOW_SPEEDUP) + 2 * seeded
+        # Network: a task carries the content frame, the previous stylized frame and the
+        # previous source frame (for the flow) as the job's PNG files; back come the result and
+        # the flow the report will use.
+        out_bytes = 2 * measured["png_source_bytes"] + measured["png_stylized_bytes"]
+        in_bytes = measured["png_stylized_bytes"] + measured["flow_file_bytes"]
+        # The driver per render: read and hash three files, write two (the work is I/O, not pixels).
+        per_render_cpu = 5 * measured["sha256_s"]
+        # Before rendering: ffmpeg decodes the film once while a thread per head core writes
+        # PNGs; after it, a thread per core reads, checks and blends frames ahead of x264.
+        decode_s = FILM_FRAMES * max(measured["decode_s"] / speedup, measured["png_encode_s"] / cores)
+        encode_s = FILM_FRAMES * max(1 / (measured["x264_fps"] * speedup),
+                                     (measured["png_decode_s"] + measured["sha256_s"]) / cores)
+    render_s = math.ceil(chains / gpus) * chain_seconds  # the last round is partial: GPUs idle in the tail
+    gpu_busy = chains * renders_per_chain * seeded / (gpus * render_s)
     frames_per_s = renders / render_s
-    # Network: a task carries the content frame, the previous stylized frame and the previous
-    # source frame (for the flow) as the job's PNG files; back come the result and the flow the
-    # report will use.
-    out_bytes = 2 * measured["png_source_bytes"] + measured["png_stylized_bytes"]
-    in_bytes = measured["png_stylized_bytes"] + measured["flow_file_bytes"]
-    # The driver per render: read and hash three files, write two (the work is I/O, not pixels).
-    per_render_cpu = 5 * measured["sha256_s"]
     driver_cores = frames_per_s * per_render_cpu
-    cores = HEAD_CORES["now"]
+    # The driver sets the pace when it needs more cores than the head has, or more than its NIC.
     limit = min(1.0, cores / driver_cores) if driver_cores else 1.0
     nic = frames_per_s * (out_bytes + in_bytes) / NIC_BYTES
     limit = min(limit, 1.0 / nic) if nic > 1 else limit
-    # Before rendering: ffmpeg decodes the film once while a thread per head core writes PNGs;
-    # after it, a thread per core reads, checks and blends frames ahead of x264.
-    speedup = 1 + (cores / MEASURED_CORES - 1) * SCALING
-    decode_s = FILM_FRAMES * max(measured["decode_s"] / speedup, measured["png_encode_s"] / cores)
-    encode_s = FILM_FRAMES * max(1 / (measured["x264_fps"] * speedup),
-                                 (measured["png_decode_s"] + measured["sha256_s"]) / cores)
     disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
         + renders * measured["png_stylized_bytes"]
-    return {"gpus": gpus, "speed": speed, "design": "now", "seconds_per_seeded_frame": round(seeded, 2),
+    return {"gpus": gpus, "speed": speed, "design": design, "seconds_per_seeded_frame": round(seeded, 2),
             "makespan_h": round((decode_s + render_s / limit + encode_s) / 3600, 2),
             "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
             "gpu_utilization": round(gpu_busy * limit, 3), "frames_per_s": round(frames_per_s * limit, 2),
-            "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
-            "driver_in_MBps": round(frames_per_s * limit * in_bytes / 1e6, 1),
-            "nic_share": round(nic * limit, 3), "driver_cores": round(driver_cores * limit, 2),
-            "driver_bound": limit < 1, "final_encode_h": round(encode_s / 3600, 2),
-            "head_disk_TB": round(disk / 1e12, 2)}
-
-
-def _landed(measured: dict, gpus: int, speed: str) -> dict:
-    seeded = GPU_SECONDS_PER_500[speed] * AREA_FACTOR * ITERS / 500
-    chains = math.ceil(FILM_FRAMES / SEGMENT)
-    renders_per_chain = SEGMENT + OVERLAP
-    chain_seconds = (renders_per_chain - 1) * seeded + 2 * seeded
-    render_s = math.ceil(chains / gpus) * chain_seconds
-    renders = chains * renders_per_chain
-    frames_per_s = renders / render_s
-    raw = WIDTH * HEIGHT * 3
-    out_bytes, in_bytes = 3 * raw + WIDTH * HEIGHT, raw  # content, start, warped target and mask; result
-    # Per render on the driver: two PNG decodes for the task, one PNG encode of the result, and
-    # (all computed before rendering) two flows and their checks per frame.
-    flow_cpu = 2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]
-    per_render_cpu = 2 * measured["png_decode_s"] + measured["png_encode_s"]
-    driver_cores = frames_per_s * per_render_cpu
-    cores = HEAD_CORES["landed"]
-    speedup = 1 + (cores / MEASURED_CORES - 1) * SCALING
-    limit = min(1.0, cores / driver_cores)
-    nic = frames_per_s * (out_bytes + in_bytes) / NIC_BYTES
-    limit = min(limit, 1.0 / nic) if nic > 1 else limit
-    decode_s = FILM_FRAMES * (measured["decode_s"] / speedup + measured["png_encode_s"]) \
-        + FILM_FRAMES * flow_cpu / cores
-    encode_s = FILM_FRAMES * (1 / (measured["x264_fps"] * speedup) + measured["png_decode_s"])
-    disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
-        + renders * measured["png_stylized_bytes"]
-    return {"gpus": gpus, "speed": speed, "design": "landed", "seconds_per_seeded_frame": round(seeded, 2),
-            "makespan_h": round((decode_s + render_s / limit + encode_s) / 3600, 2),
-            "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
-            "gpu_utilization": round(chains * renders_per_chain * seeded / (gpus * render_s) * limit, 3),
-            "frames_per_s": round(frames_per_s * limit, 2),
             "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
             "driver_in_MBps": round(frames_per_s * limit * in_bytes / 1e6, 1),
             "nic_share": round(nic * limit, 3), "driver_cores": round(driver_cores * limit, 2),
