@@ -8,6 +8,7 @@ resumed or repaired job produces the same bytes as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -239,12 +240,12 @@ class _Run:
         # PNG compression releases the GIL: frames are written by a thread per core while
         # ffmpeg decodes the next ones (a film's decode is otherwise one core's work).
         hashes, signatures = [], []
-        decoded = enumerate(video.decode(self.info, *self.size))
-        for number, (digest, signature) in enumerate(ordered(store, decoded, os.cpu_count() or 1)):
-            hashes.append(digest)
-            signatures.append(signature)
-            if number % 10 == 0 or number + 1 == self.info.frames:
-                _tell(self.progress, "decode", number + 1, self.info.frames)
+        with contextlib.closing(video.decode(self.info, *self.size)) as decoded:  # its ffmpeg ends with any error
+            for number, (digest, signature) in enumerate(ordered(store, enumerate(decoded), os.cpu_count() or 1)):
+                hashes.append(digest)
+                signatures.append(signature)
+                if number % 10 == 0 or number + 1 == self.info.frames:
+                    _tell(self.progress, "decode", number + 1, self.info.frames)
         if len(hashes) != self.info.frames:
             raise InputError(f"{self.info.path}: decoded {len(hashes)} frames, counted {self.info.frames}; "
                              "the file changed while we read it, or is damaged")
@@ -260,9 +261,10 @@ class _Run:
             for number in sorted(wanted):
                 self.job.rewrite_source(number, video.decode_at(self.info, number, *self.size))
             return
-        for number, frame in enumerate(video.decode(self.info, *self.size)):
-            if number in wanted:
-                self.job.rewrite_source(number, frame)
+        with contextlib.closing(video.decode(self.info, *self.size)) as decoded:
+            for number, frame in enumerate(decoded):
+                if number in wanted:
+                    self.job.rewrite_source(number, frame)
 
     def select(self, frames: tuple[int, int] | None, output: Path) -> None:
         """Which output frames this run delivers, and where."""

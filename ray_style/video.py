@@ -15,6 +15,7 @@ import functools
 import re
 import struct
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -114,6 +115,10 @@ class _Process:
     def __exit__(self, *exc) -> None:
         if self.process.poll() is None:
             self.process.kill()
+        if sys.is_finalizing():
+            # A generator left open until the interpreter exits: the stderr thread is frozen
+            # holding its pipe's lock, and closing that pipe now would abort the interpreter.
+            return
         for stream in (self.process.stdin, self.process.stdout):
             if stream:
                 with contextlib.suppress(OSError):
@@ -414,7 +419,10 @@ def _ticks(count: int, fps: Fraction, timestamps: Sequence[float] | None, first:
 
 def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: int, fps: Fraction,
           timestamps: Sequence[float] | None) -> tuple[int, int]:
-    """Send every frame to ffmpeg's stdin: ``(frames given, frames sent)`` (fewer sent if ffmpeg died)."""
+    """Send every frame to ffmpeg's stdin: ``(frames given, frames sent)`` (fewer sent if ffmpeg died).
+
+    ``frames`` is consumed: a generator is closed however this ends, so one that decodes with its
+    own ffmpeg (:func:`decode`) never outlives a failed encode, whoever still holds it."""
     timebase = 1 / fps if timestamps is None else Fraction(1, VFR_TIMEBASE)
     first = timestamps[0] if timestamps else 0.0
     given, sent, last_tick = 0, 0, -1
@@ -431,6 +439,9 @@ def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: in
         ffmpeg.process.stdin.close()
     except BrokenPipeError:  # ffmpeg quit early: its stderr says why
         pass
+    finally:
+        if hasattr(frames, "close"):
+            frames.close()
     return given, sent
 
 

@@ -2,6 +2,8 @@ import os
 import re
 import stat
 import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -255,6 +257,19 @@ def test_ffmpeg_failure_is_one_line_and_keeps_the_previous_output(tmp_path, monk
     assert _ffmpeg_children() == []
 
 
+def test_a_failed_encode_closes_the_decoder_it_was_fed(tmp_path, monkeypatch):
+    """The frames come from a decode whose ffmpeg is blocked on a full pipe (50 frames at 320 px
+    are far more than a pipe holds) and the caller keeps the traceback, which holds the generator:
+    encode itself must close it, or that ffmpeg lives on (a CI run caught it doing so)."""
+    info = video.probe(SAMPLES / "bigbuckbunny_2s.mp4")
+    monkeypatch.setattr(video, "_video_args", lambda muxer, crf: ["-c:v", "no_such_encoder"])
+    frames = video.decode(info, 320, 180)
+    with pytest.raises(InputError, match="ffmpeg could not write") as error:
+        video.encode(frames, tmp_path / "out.mp4", 320, 180, info.fps, info)
+    assert error.value is not None and frames.gi_frame is None  # closed, though still referenced
+    assert _ffmpeg_children() == []
+
+
 def test_a_file_short_of_frames_is_never_renamed_into_place(tmp_path, monkeypatch):
     out, before = _good_output(tmp_path)
     info = video.probe(DATA / "bunny_12f.mp4")
@@ -281,6 +296,31 @@ def test_no_ffmpeg_outlives_an_abandoned_decode():
     assert len(_ffmpeg_children()) == 1
     frames.close()
     assert _ffmpeg_children() == []
+
+
+def test_a_decode_left_open_at_exit_neither_aborts_python_nor_leaves_ffmpeg(tmp_path):
+    """A decode still open when the interpreter exits (an error path that kept it) is finalized
+    then: that must not abort Python (exit 134, "Fatal Python error") nor leave its ffmpeg running."""
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "import sys\nfrom ray_style import video\n"
+        f"frames = video.decode(video.probe({str(SAMPLES / 'bigbuckbunny_2s.mp4')!r}), 320, 180)\n"
+        "next(frames)\nprint(frames.gi_frame.f_locals['ffmpeg'].process.pid, flush=True)\nsys.exit(3)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "Fatal Python error" not in done.stderr, done.stderr
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_no_frames_is_one_line_and_writes_nothing(tmp_path):
