@@ -1,5 +1,6 @@
 import json
 import multiprocessing
+import zipfile
 
 import numpy as np
 import pytest
@@ -145,6 +146,41 @@ def test_source_index_must_match_its_key_and_checksums(tmp_path):
             job.read_source_bytes(1)
         (tmp_path / "job" / "source" / "index.json").write_text("[1, 2")
         assert job.source_index("key") is None
+
+
+def test_flow_files_are_read_without_building_an_ast(monkeypatch):
+    """numpy's .npy header parser calls ast.literal_eval; CPython 3.11.7 raises SystemError when
+    two threads build ASTs at once (gh-106905), which a CI run met while a thread per core read
+    flows. load_flow reads the same values without it."""
+    import ast
+    import io
+
+    from ray_style.flowcache import flow_bytes
+    from ray_style.job import load_flow
+
+    rng = np.random.default_rng(0)
+    data = flow_bytes(rng.normal(0, 5, (9, 16, 2)).astype(np.float32), rng.random((9, 16)))
+    with np.load(io.BytesIO(data)) as arrays:
+        expected = arrays["back"].astype(np.float32), arrays["mask"].astype(np.float32) / 255
+
+    built, parse = [], ast.parse
+    monkeypatch.setattr(ast, "parse", lambda *args, **kwargs: built.append(args) or parse(*args, **kwargs))
+    back, mask = load_flow(data)
+    monkeypatch.undo()
+    assert built == []
+    assert back.dtype == mask.dtype == np.float32
+    assert np.array_equal(back, expected[0]) and np.array_equal(mask, expected[1])
+    def npz(back, mask):
+        buffer = io.BytesIO()
+        np.savez(buffer, back=back, mask=mask)
+        return buffer.getvalue()
+
+    fortran = npz(np.asfortranarray(np.zeros((4, 6, 2), np.float16)), np.zeros((4, 6), np.uint8))
+    flat = npz(np.zeros((4, 6), np.float16), np.zeros((4, 6), np.uint8))
+    flipped = data[:200] + bytes([data[200] ^ 0xFF]) + data[201:]
+    for damaged in (data[:40], data[:-30], flipped, fortran, flat):
+        with pytest.raises((ValueError, KeyError, zipfile.BadZipFile)):
+            load_flow(damaged)
 
 
 def test_a_damaged_flow_file_is_reported(tmp_path):
