@@ -23,7 +23,9 @@ start, --init flow). Inputs:
   one-thread decode.
 
 Outputs per GPU count: makespan, GPU utilization (the tail where fewer chains than GPUs remain),
-the driver's network bytes/s in and out, the driver's CPU cores busy, and the head's disk.
+the driver's network bytes/s in and out, the driver's CPU cores busy, the encode's length and
+how much of it is left when the render ends (all of it as landed; now the output is encoded
+beside the render, so only the last wave's frames), and the head's disk.
 """
 from __future__ import annotations
 
@@ -151,7 +153,8 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
         decode_s = FILM_FRAMES * max(measured["decode_s"] / speedup, measured["png_encode_s"] / cores)
         encode_s = FILM_FRAMES * max(1 / (measured["x264_fps"] * speedup),
                                      (measured["png_decode_s"] + measured["sha256_s"]) / cores)
-    render_s = math.ceil(chains / gpus) * chain_seconds  # the last round is partial: GPUs idle in the tail
+    waves = math.ceil(chains / gpus)
+    render_s = waves * chain_seconds  # the last round is partial: GPUs idle in the tail
     gpu_busy = chains * renders_per_chain * seeded / (gpus * render_s)
     frames_per_s = renders / render_s
     driver_cores = frames_per_s * per_render_cpu
@@ -159,16 +162,29 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
     limit = min(1.0, cores / driver_cores) if driver_cores else 1.0
     nic = frames_per_s * (out_bytes + in_bytes) / NIC_BYTES
     limit = min(limit, 1.0 / nic) if nic > 1 else limit
+    if design == "landed":
+        after_render_s = encode_s  # the encode started when the last frame was done
+    else:
+        # The encode runs beside the render, each frame once final. Chains start earliest first,
+        # in waves of one chain per GPU; counted conservatively, a wave's frames reach x264 only
+        # when the wave ends, and x264 takes them at its measured rate (the driver's own work
+        # needs under one of the head's cores, so x264 keeps the rest).
+        rate, finished = FILM_FRAMES / encode_s, 0.0
+        for wave in range(waves):
+            frames = min(gpus, chains - wave * gpus) * SEGMENT
+            finished = max(finished, (wave + 1) * chain_seconds / limit) + frames / rate
+        after_render_s = finished - render_s / limit
     disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
         + renders * measured["png_stylized_bytes"]
     return {"gpus": gpus, "speed": speed, "design": design, "seconds_per_seeded_frame": round(seeded, 2),
-            "makespan_h": round((decode_s + render_s / limit + encode_s) / 3600, 2),
+            "makespan_h": round((decode_s + render_s / limit + after_render_s) / 3600, 2),
             "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
             "gpu_utilization": round(gpu_busy * limit, 3), "frames_per_s": round(frames_per_s * limit, 2),
             "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
             "driver_in_MBps": round(frames_per_s * limit * in_bytes / 1e6, 1),
             "nic_share": round(nic * limit, 3), "driver_cores": round(driver_cores * limit, 2),
-            "driver_bound": limit < 1, "final_encode_h": round(encode_s / 3600, 2),
+            "driver_bound": limit < 1, "encode_h": round(encode_s / 3600, 2),
+            "after_render_min": round(after_render_s / 60, 1),
             "head_disk_TB": round(disk / 1e12, 2)}
 
 
@@ -185,14 +201,14 @@ def render_markdown(measured: dict, rows: list[dict], command: str) -> str:
              f"at {SCALING:.0%} per added core).", "",
              "| design | GPUs | GPU speed | s per seeded frame | decode (h) | render (h) | makespan (h) | GPU busy | "
              "frames/s | driver out MB/s | driver in MB/s | NIC share | driver cores | driver-bound | "
-             "final encode (h) | head disk (TB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "encode (h) | left after the render (min) | head disk (TB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['design']} | {r['gpus']} | {r['speed']} | {r['seconds_per_seeded_frame']} | {r['decode_h']} | "
                      f"{r['render_h']} | {r['makespan_h']} | {r['gpu_utilization']:.0%} | {r['frames_per_s']} | "
                      f"{r['driver_out_MBps']} | {r['driver_in_MBps']} | {r['nic_share']:.0%} | "
-                     f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['final_encode_h']} | "
-                     f"{r['head_disk_TB']} |")
+                     f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['encode_h']} | "
+                     f"{r['after_render_min']} | {r['head_disk_TB']} |")
     lines += [END, ""]
     return "\n".join(lines)
 

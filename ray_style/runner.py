@@ -1,4 +1,5 @@
-"""A video job from start to end: probe → decode → plan → render frames → reassemble → report.
+"""A video job from start to end: probe → decode → plan → render frames, reassembled beside the
+render as each output frame becomes final → report.
 
 Only the lifecycle lives here. The job directory and everything about its files is
 :mod:`ray_style.job`; where frames render is an :class:`~ray_style.executor.Executor` (in this
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -192,6 +194,63 @@ def _tell(progress, stage: str, done: int, total: int, **extra) -> None:
         progress(VideoProgress(stage, done, total, **extra))
 
 
+class _Cancelled(Exception):
+    """The render stopped: the encode beside it gives up (its temp file goes with it)."""
+
+
+class _StreamingEncode:
+    """The output encoded beside the render: a thread runs :meth:`_Run.encode` whose frames
+    wait until they are final. Everything the job records happens on the driver's thread;
+    this one only reads finished, verified frames."""
+
+    def __init__(self, run: "_Run"):
+        self.run, self.error = run, None
+        self._changed, self._stopped, self._rendered = threading.Condition(), False, False
+        self._thread = threading.Thread(target=self._encode, name="encode-beside-render", daemon=True)
+        self._thread.start()
+
+    def _encode(self) -> None:
+        try:
+            self.run.encode(self._final_image, progress=False)
+        except BaseException as error:  # noqa: BLE001 - any failure means: encode again afterwards
+            self.error = error
+
+    def _final_image(self, frame: int) -> np.ndarray:
+        # The last frame also waits for the render to end well, so the output replaces nothing
+        # unless the whole job succeeded.
+        last = frame == self.run.span[1] - 1
+        with self._changed:
+            while not (self.run.is_final(frame) and (self._rendered or not last)):
+                if self._stopped:
+                    raise _Cancelled()
+                self._changed.wait(timeout=1.0)
+        return self.run.final_image(frame)
+
+    def wake(self) -> None:
+        """A frame was stored: waiting frames look again."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def cancel(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def finish(self) -> bool:
+        """Let the encode end, once the render has; True when it wrote a verified output."""
+        with self._changed:
+            self._rendered = True
+            self._changed.notify_all()
+        self._thread.join()
+        if self.error is None:
+            _tell(self.run.progress, "encode", *(2 * [self.run.span[1] - self.run.span[0]]))
+            return True
+        reason = str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__
+        self.run.job.event("encode", detail=f"the encode beside the render failed ({reason}); encoding again")
+        return False
+
+
 class _Run:
     """One run of a job: the state the stages share."""
 
@@ -209,6 +268,7 @@ class _Run:
         self.model = self.grams = None
         self.device = torch.device("cpu")  # the driver's own work: style targets and the report
         self.page = None
+        self.stream: _StreamingEncode | None = None  # the encode running beside the render
         self.flows = None  # the user's flows (--flow-dir), read ahead of need
         self.flows_open = False
         self.keep_flows = False  # workers send back the flows the report will use
@@ -320,10 +380,20 @@ class _Run:
         self.page = LivePage(self.job.root, sum(1 for stage in self.stages() for s in stage for f in s.frames
                                                 if self.wants(s.index, f)))
         self.page_write("running")
-        for _ in range(REPAIR_ROUNDS):
-            self.render()
+        for round_ in range(REPAIR_ROUNDS):
+            # The first round encodes beside the render, each frame as soon as it is final (chains
+            # start earliest first, so the encoder keeps up with the render instead of starting after
+            # it); a failed stream costs only time: the frames are encoded again once all are done.
+            self.stream = _StreamingEncode(self) if round_ == 0 and self.missing() else None
             try:
-                self.encode()
+                self.render()
+            except BaseException:
+                if self.stream:
+                    self.stream.cancel()
+                raise
+            try:
+                if not (self.stream and self.stream.finish()):
+                    self.encode()
                 return tuple(self.notes)
             except DamagedFile as damage:
                 self.job.discard(damage)
@@ -409,13 +479,17 @@ class _Run:
         """What renders, in order: the chains, then each refinement pass's sweeps (--passes)."""
         return [self.chains, *self.sweeps]
 
+    def missing(self) -> int:
+        """Frame renders still to do."""
+        return sum(1 for stage in self.stages() for s in stage for f in s.frames
+                   if self.wants(s.index, f) and not self.job.is_done(s.index, f))
+
     def render(self) -> None:
         """Render every frame not yet done, stage after stage; each stage's sequences (chains,
         sweeps) run in parallel, each one frame after the other when frames are seeded."""
         stages = self.stages()
         total = sum(1 for stage in stages for s in stage for f in s.frames if self.wants(s.index, f))
-        done = sum(1 for stage in stages for s in stage for f in s.frames
-                   if self.wants(s.index, f) and self.job.is_done(s.index, f))
+        done = total - self.missing()
         self.resumed = max(self.resumed, done)
         if done == total:
             return
@@ -479,6 +553,8 @@ class _Run:
             self.job.write_frame(item.chain, item.frame, out.png, out.record())
             scheduler.done(item)
             self.rendered += 1
+            if self.stream:
+                self.stream.wake()
             if out.warning and out.warning not in self.notes:
                 self._note(out.warning)
             return True
@@ -533,6 +609,13 @@ class _Run:
             if sweep is not None:
                 return self.job.read_frame_bytes(sweep, frame)
         return png_bytes(self.job.blend(self.chains, frame))
+
+    def is_final(self, frame: int) -> bool:
+        """Whether everything :meth:`final_image` reads for ``frame`` is done."""
+        for cover in reversed(self.cover):
+            if frame in cover:
+                return self.job.is_done(cover[frame], frame)
+        return all(self.job.is_done(chain, frame) for chain, _ in plan.frame_sources(self.chains, frame))
 
     def final_image(self, frame: int) -> np.ndarray:
         """What the output shows at ``frame``: the last pass's result, else the chains' blend."""
@@ -596,12 +679,15 @@ class _Run:
         self.flows.prefetch(self.flow_pairs())
 
     # -- reassemble and report ----------------------------------------------------------------
-    def encode(self) -> None:
+    def encode(self, final_image=None, progress: bool = True) -> None:
+        """Encode the output from the final frames (``final_image``: how to get one; a streaming
+        encode's waits until the frame is final)."""
         first, end = self.span
-        _tell(self.progress, "encode", 0, end - first)
+        if progress:
+            _tell(self.progress, "encode", 0, end - first)
         # Frames are read, checked and blended by a thread per core ahead of the encoder
         # (PNG decoding releases the GIL); one thread alone would be slower than x264.
-        frames = ordered(self.final_image, range(first, end), os.cpu_count() or 1)
+        frames = ordered(final_image or self.final_image, range(first, end), os.cpu_count() or 1)
         timestamps, window = self.info.timestamps, None
         if (first, end) != (0, self.frames):
             times = timestamps or [t / self.info.fps for t in range(self.frames + 1)]
@@ -610,7 +696,8 @@ class _Run:
             timestamps = [t - times[first] for t in timestamps[first:end]] if timestamps else None
         video.encode(frames, self.output, *self.size, self.info.fps, self.info, self.settings.crf, timestamps,
                      audio_window=window)
-        _tell(self.progress, "encode", end - first, end - first)
+        if progress:
+            _tell(self.progress, "encode", end - first, end - first)
 
     def report(self):
         """Warping errors and losses of the finished video, on the driver's device with the model,

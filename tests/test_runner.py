@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -70,7 +71,49 @@ def test_a_frame_that_keeps_failing_names_itself(tmp_path):
     bad = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, style_weight=1e40, optimizer="adam"))
     with pytest.raises(FrameError, match=r"frame 0 \(chain 0\) failed 3 times"):
         run(tmp_path, bad)
-    assert not (tmp_path / "out.mp4").exists()
+    # The encode that ran beside the render gave up with it: no output, no temp file, no thread.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.job"]
+    assert not any(t.name == "encode-beside-render" for t in threading.enumerate())
+
+
+def test_the_output_is_encoded_beside_the_render(tmp_path, monkeypatch):
+    """Output frames go to the encoder as soon as they are final, while later frames still render;
+    the file is the one an encode after the render writes (a resumed, finished job does that)."""
+    real_encode, timeline = video.encode, []
+
+    def watched_encode(frames, *args, **kwargs):
+        def watched():
+            for number, frame in enumerate(frames):
+                timeline.append(("encoder took", number))
+                yield frame
+        return real_encode(watched(), *args, **kwargs)
+
+    monkeypatch.setattr(video, "encode", watched_encode)
+    first = run(tmp_path, progress=lambda p: p.stage == "render" and timeline.append(("rendered", p.done)),
+                report=False)
+    last_render = max(i for i, event in enumerate(timeline) if event[0] == "rendered")
+    assert timeline.index(("encoder took", 0)) < last_render
+    assert [e for e in timeline if e[0] == "encoder took"] == [("encoder took", n) for n in range(12)]
+    again = run(tmp_path, name="again", job_dir=first.job_dir, report=False)
+    assert again.rendered == 0 and again.output.read_bytes() == first.output.read_bytes()
+
+
+def test_an_encode_beside_the_render_that_fails_is_done_again_after_it(tmp_path, monkeypatch):
+    from ray_style.job import read_events
+
+    real_encode, calls = video.encode, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise OSError("the encoder lost its pipe")
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(video, "encode", failing_once)
+    result = run(tmp_path, report=False)
+    assert calls == ["encode-beside-render", "MainThread"] and video.probe(result.output).frames == 12
+    [event] = [e for e in read_events(result.job_dir) if e.get("kind") == "encode"]
+    assert "the encoder lost its pipe" in event["detail"] and "encoding again" in event["detail"]
 
 
 def test_bad_output_and_style_fail_before_any_work(tmp_path):
