@@ -51,6 +51,12 @@ class ClusterError(RayStyleError):
     exit_code = 7
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line, for a log or a page; its type's name when it has no message."""
+    lines = str(error).splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def did_you_mean(name: str, choices) -> str:
     """A ' Did you mean …?' suffix for an unknown name, or '' when nothing is close."""
     import difflib

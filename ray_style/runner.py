@@ -24,7 +24,7 @@ import torch
 
 from . import __version__, images, optimize, plan, video
 from .config import VideoSettings, as_dict
-from .errors import FrameError, InputError, JobError, RayStyleError
+from .errors import FrameError, InputError, JobError, RayStyleError, first_line
 from .executor import Executor, ExecutorOptions, make_executor
 from .features import check_layers, layer_names
 from .files import check_writable_output, sha256_file
@@ -160,7 +160,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
             run.page_write("stopped", message="interrupted; re-run the same command to resume")
             raise
         except BaseException as error:
-            run.page_write("failed", message=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            run.page_write("failed", message=first_line(error))
             raise
         finally:
             run.close()
@@ -246,8 +246,8 @@ class _StreamingEncode:
         if self.error is None:
             _tell(self.run.progress, "encode", *(2 * [self.run.span[1] - self.run.span[0]]))
             return True
-        reason = str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__
-        self.run.job.event("encode", detail=f"the encode beside the render failed ({reason}); encoding again")
+        self.run.job.event("encode", detail=f"the encode beside the render failed ({first_line(self.error)}); "
+                                            "encoding again")
         return False
 
 
@@ -602,27 +602,32 @@ class _Run:
     def same_shot(self, a: int, b: int) -> bool:
         return 0 <= b < self.frames and not any(min(a, b) < cut <= max(a, b) for cut in self.cuts)
 
+    def last_sweep(self, frame: int, upto: int | None = None) -> int | None:
+        """The sweep of the last pass up to ``upto`` (default: all) that covers ``frame``; None
+        when no pass does and the chains' blend stands."""
+        for cover in reversed(self.cover[:upto]):
+            if frame in cover:
+                return cover[frame]
+        return None
+
     def final_bytes(self, frame: int, upto: int) -> bytes:
         """The PNG of ``frame`` as the passes up to ``upto`` left it (0: the chains' blend)."""
-        for number in range(upto, 0, -1):
-            sweep = self.cover[number - 1].get(frame)
-            if sweep is not None:
-                return self.job.read_frame_bytes(sweep, frame)
-        return png_bytes(self.job.blend(self.chains, frame))
+        sweep = self.last_sweep(frame, upto)
+        if sweep is None:
+            return png_bytes(self.job.blend(self.chains, frame))
+        return self.job.read_frame_bytes(sweep, frame)
 
     def is_final(self, frame: int) -> bool:
         """Whether everything :meth:`final_image` reads for ``frame`` is done."""
-        for cover in reversed(self.cover):
-            if frame in cover:
-                return self.job.is_done(cover[frame], frame)
+        sweep = self.last_sweep(frame)
+        if sweep is not None:
+            return self.job.is_done(sweep, frame)
         return all(self.job.is_done(chain, frame) for chain, _ in plan.frame_sources(self.chains, frame))
 
     def final_image(self, frame: int) -> np.ndarray:
         """What the output shows at ``frame``: the last pass's result, else the chains' blend."""
-        for cover in reversed(self.cover):
-            if frame in cover:
-                return self.job.read_frame(cover[frame], frame)
-        return self.job.blend(self.chains, frame)
+        sweep = self.last_sweep(frame)
+        return self.job.blend(self.chains, frame) if sweep is None else self.job.read_frame(sweep, frame)
 
     def task(self, item, first: bool) -> FrameTask:
         """Everything one frame needs, read from the job directory (so resumes match)."""

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
-from .errors import ClusterError, FrameError
+from .errors import ClusterError, FrameError, first_line
 from .executor import ExecutorOptions, Result
 from .plan import FrameJob
 from .render import FrameTask, RendererCache, WorkerLost, grams_digest
@@ -111,7 +111,7 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
         return True
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = address or "an embedded Ray runtime"
-        raise ClusterError(f"cannot connect to {where}: {str(error).splitlines()[0]}. Check --address "
+        raise ClusterError(f"cannot connect to {where}: {first_line(error)}. Check --address "
                            "(e.g. ray://HEAD:10001 or HEAD:6379) or unset RAY_ADDRESS") from None
 
 
@@ -446,7 +446,7 @@ class RayExecutor:
             info = ray.get(ref)
         except Exception as error:  # noqa: BLE001 — a ping that fails for any reason: as a death
             worker.deaths += 1
-            self._recover(worker, (str(error).splitlines() or [type(error).__name__])[0])
+            self._recover(worker, first_line(error))
             return
         first = worker.name == "pending"
         worker.name = info["worker"]
@@ -470,7 +470,7 @@ class RayExecutor:
             outputs = [(job, cause) for job in jobs]
         except (ActorUnavailableError, ObjectLostError, RayActorError, GetTimeoutError) as error:
             # The actor died or is restarting, or its node lost the result: redo the frames.
-            reason = str(error).splitlines()[0]
+            reason = first_line(error)
             worker.deaths += 1
             self._recover(worker, reason)
             outputs = [(job, WorkerLost(reason)) for job in jobs]
