@@ -19,8 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from ray_style.config import StyleSettings, VideoSettings
-from ray_style.executor import ExecutorOptions
+from ray_style.settings import ExecutorOptions, StyleSettings, VideoSettings
 from ray_style.runner import stylize_video
 
 ROOT = Path(__file__).resolve().parent.parent

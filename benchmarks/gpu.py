@@ -1,4 +1,4 @@
-"""The GPU fast path, measured (issue 13): one command, one table per measurement, and
+"""The GPU fast path, measured: one command, one table per measurement, and
 BENCHMARKS.md's GPU block rewritten.
 
     python -m benchmarks.gpu                                   # a CUDA machine: everything, ≤ 4 min on an H100
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from benchmarks.suite import _sync, _timed, _torch_lbfgs, eval_flops, gpu_peak, wanted_sections, write_benchmarks
 from ray_style import features, images, lbfgs, losses, optimize
-from ray_style.config import StyleSettings, VideoSettings
+from ray_style.settings import StyleSettings, VideoSettings
 from ray_style.weights import DEFAULT_WEIGHTS, Weights, load_weights, random_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Sizes and budgets: the issue's on a GPU, tiny ones with ``--quick``."""
+    """Sizes and budgets: the full ones on a GPU, tiny ones with ``--quick``."""
 
     matmul_n: int = 8192
     copy_mib: int = 1024
@@ -310,7 +310,7 @@ def first_call(args, plan: Plan, device) -> float:
 def _frame(model, settings, content, grams, device, **kwargs) -> tuple[float, float, torch.Tensor]:
     _sync(device)
     started = time.perf_counter()
-    result = optimize.stylize(model, settings, content, content, grams, **kwargs)
+    result = optimize.stylize(model, settings, optimize.Problem(content, content, grams), **kwargs)
     _sync(device)
     return round(time.perf_counter() - started, 3), float(f"{result.loss:.5g}"), result.image
 
@@ -466,10 +466,10 @@ def section_batch(args, plan: Plan, device, models, weights, deadline: float) ->
             settings = dataclasses.replace(settings, iters=plan.batch_evals)
             _sync(device)
             started = time.perf_counter()
-            optimize.stylize_batch(model, settings, content, content, grams)  # compiles and captures
+            optimize.stylize_batch(model, settings, optimize.Problem(content, content, grams))  # compiles and captures
             _sync(device)
             first = time.perf_counter() - started
-            seconds = _timed(lambda: optimize.stylize_batch(model, settings, content, content, grams),  # noqa: B023
+            seconds = _timed(lambda: optimize.stylize_batch(model, settings, optimize.Problem(content, content, grams)),  # noqa: B023
                              device, 1, warmup=0)
             fps = batch / seconds
             base = base or fps
@@ -489,7 +489,7 @@ def _run_job(video: Path, output: Path, settings: VideoSettings, weights: Weight
     if "device" in parameters:  # the executor named by a string, as before executor.py
         return runner.stylize_video(video, [SAMPLE_STYLE], output, settings, weights=weights, executor="local",
                                     device=device, threads=torch.get_num_threads())
-    from ray_style.executor import ExecutorOptions
+    from ray_style.settings import ExecutorOptions
 
     return runner.stylize_video(video, [SAMPLE_STYLE], output, settings, weights=weights,
                                 executor=ExecutorOptions(kind="local", device=device))

@@ -1,6 +1,6 @@
-"""Frames per second of `ray-style evaluate` (report.evaluate) on one device.
+"""Frames per second of `ray-style evaluate` (evaluate.evaluate) on one device.
 
-    python -m benchmarks.report_speed --size 512 --device cuda        # issue 13's target: ≥ 20 frames/s
+    python -m benchmarks.report_speed --size 512 --device cuda        # target: ≥ 20 frames/s (BENCHMARKS.md)
     python -m benchmarks.report_speed --size 96 --device cpu --weights random
 
 The "output" is the sample clip with noise added (its content does not change the cost).
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ray_style import images, optimize, report, video
-from ray_style.config import StyleSettings
+from ray_style import images, optimize, video
+from ray_style.evaluate import evaluate
+from ray_style.settings import StyleSettings
 from ray_style.weights import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--weights", default="random", help="the model's cost does not depend on its weights")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     args = parser.parse_args(argv)
-    device = optimize.pick_device(args.device)
+    device = optimize.resolve_device(args.device)
     source = video.probe(args.video)
     width, height = video.frame_size(source, args.size)
     weights = load_weights(args.weights)
@@ -53,7 +54,7 @@ def main(argv=None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         output = noisy_copy(source, width, height, Path(work) / "out.mp4")
-        report.evaluate(output, source, None, None, settings, model=model, grams=grams, long_range=())  # warm-up
+        evaluate(output, source, settings=settings, model=model, grams=grams, long_range=())  # warm-up
         for label, kwargs in (("everything", {"model": model, "grams": grams}),
                               ("losses + adjacent warping errors", {"model": model, "grams": grams, "long_range": ()}),
                               ("warping errors only", {})):
@@ -62,7 +63,7 @@ def main(argv=None) -> list[dict]:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 started = time.perf_counter()
-                scores = report.evaluate(output, source, None, None, settings, **kwargs)
+                scores = evaluate(output, source, settings=settings, **kwargs)
                 seconds = time.perf_counter() - started
                 best = seconds if best is None else min(best, seconds)
             rows.append({"what": label, "device": str(device), "size": f"{width}x{height}", "frames": scores.frames,

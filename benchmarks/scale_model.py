@@ -8,7 +8,7 @@ The film: 2 hours at 24 fps (172,800 frames), 1920×1080, the default video sett
 start, --init flow). Inputs:
 
 - GPU time per frame: the 512² H100 figures scaled by area (×7.91 for 1080p) and evaluations:
-  4.5 s per 500 evaluations as measured (issue 13), 1.0 s as the goal.
+  4.5 s per 500 evaluations as measured on an H100 (BENCHMARKS.md), 1.0 s as the goal.
 - What each task moves, measured here on the sample clip's frames scaled to 1080p: the
   content frame's PNG, the previous stylized frame's PNG and the result's PNG (stylized frames
   are textured: their PNG size per pixel is measured on a stylized frame) — frames travel
@@ -45,7 +45,7 @@ BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 FILM_FRAMES, FILM_FPS, WIDTH, HEIGHT = 2 * 3600 * 24, 24, 1920, 1080
 AREA_FACTOR = WIDTH * HEIGHT / 512**2
 SEGMENT, OVERLAP, ITERS = 48, 4, 150
-GPU_SECONDS_PER_500 = {"today": 4.5, "goal": 1.0}  # a 512² frame on one H100 (issue 13)
+GPU_SECONDS_PER_500 = {"today": 4.5, "goal": 1.0}  # a 512² frame on one H100 (BENCHMARKS.md)
 HEAD_CORES = {"landed": 4, "now": 16}  # the head in cluster/: m6i.xlarge before, c6i.4xlarge now
 MEASURED_CORES = 2  # this machine: decode and x264 used both
 SCALING = 0.75  # what more cores give ffmpeg's decoder and x264 (frame threads), per core
@@ -66,7 +66,7 @@ def measure() -> dict:
     """Per-frame costs at 1080p on this machine (one core each)."""
     import cv2
 
-    from ray_style import flow, job, video
+    from ray_style import codec, flow, video
 
     cv2.setNumThreads(1)
     info = video.probe(ROOT / "samples" / "bigbuckbunny_2s.mp4")
@@ -83,14 +83,14 @@ def measure() -> dict:
 
     painting = resize(load_image(ROOT / "samples" / "starry_night.jpg"), WIDTH, HEIGHT)
     stylized = (0.5 * source + 0.5 * painting).astype(np.uint8)
-    encode_source, source_png = _timed(lambda: job.png_bytes(source))
-    encode_stylized, stylized_png = _timed(lambda: job.png_bytes(stylized))
-    decode_png, _ = _timed(lambda: job.decode_png(stylized_png))
-    digest, _ = _timed(lambda: job.digest(stylized_png))
+    encode_source, source_png = _timed(lambda: codec.png_bytes(source))
+    encode_stylized, stylized_png = _timed(lambda: codec.png_bytes(stylized))
+    decode_png, _ = _timed(lambda: codec.decode_png(stylized_png))
+    digest, _ = _timed(lambda: codec.digest(stylized_png))
     dis, forward = _timed(lambda: flow.optical_flow(frames[5], frames[4]), repeats=2)
     backward = flow.optical_flow(frames[4], frames[5])
     check, mask = _timed(lambda: flow.reliability(forward, backward))
-    from ray_style.flowcache import flow_bytes
+    from ray_style.codec import flow_bytes
 
     flow_file = flow_bytes(forward, mask)
     buffer = io.BytesIO()

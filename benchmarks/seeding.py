@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ray_style import images, optimize, video
-from ray_style.config import StyleSettings
+from ray_style.settings import StyleSettings
 from ray_style.weights import load_weights
 
 
@@ -34,7 +34,8 @@ def run(model, settings, init, content, grams, budget, target=-1.0):
         if reached[0] is None and best[0] <= target:
             reached[0] = p.evaluation
 
-    result = optimize.stylize(model, settings, init, content, grams, iters=budget, progress=progress, report_every=1)
+    result = optimize.stylize(model, settings, optimize.Problem(init, content, grams, iters=budget), progress=progress,
+                              report_every=1)
     return reached[0], best[0], result.loss, result
 
 
@@ -63,7 +64,7 @@ def main(argv=None):
     started = time.perf_counter()
     for t in (int(x) for x in args.frames.split(",")):
         content_prev, content = images.to_tensor(frames[t - 1]), images.to_tensor(frames[t])
-        prev = optimize.stylize(model, settings, content_prev, content_prev, grams)  # the chain start before t
+        prev = optimize.stylize(model, settings, optimize.Problem(content_prev, content_prev, grams))  # the chain start
         prev_image = images.to_tensor(images.to_uint8(prev.image))  # as stored in the job directory
         _, target, target_output, _ = run(model, settings, content, content, grams, args.start_iters)  # chain start on t
         row = {"frame": t, "target_loss": target, "target_output_loss": target_output}

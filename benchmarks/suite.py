@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from ray_style import images, lbfgs, optimize
-from ray_style.config import StyleSettings, VideoSettings
+from ray_style.settings import StyleSettings, VideoSettings
 from ray_style.features import BLOCK_CHANNELS, CONVS_PER_BLOCK
 from ray_style.weights import load_weights, random_weights
 
@@ -188,16 +188,17 @@ def section_frame(args, device) -> dict:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             # Warm-up (kernels, allocator), then the measured frame.
-            optimize.stylize(model, settings, content, content, grams, iters=5)
+            optimize.stylize(model, settings, optimize.Problem(content, content, grams, iters=5))
             _sync(device)
             started = time.perf_counter()
-            result = optimize.stylize(model, settings, content, content, grams)
+            result = optimize.stylize(model, settings, optimize.Problem(content, content, grams))
             _sync(device)
             row["ours_s"] = round(time.perf_counter() - started, 3)
             row["ours_loss"] = float(f"{result.loss:.4g}")
             # The same with neural-style's 100 correction pairs (the default keeps 20).
             started = time.perf_counter()
-            deep = optimize.stylize(model, dataclasses.replace(settings, lbfgs_history=100), content, content, grams)
+            deep = optimize.stylize(model, dataclasses.replace(settings, lbfgs_history=100),
+                                   optimize.Problem(content, content, grams))
             _sync(device)
             row["ours_history100_s"] = round(time.perf_counter() - started, 3)
             row["ours_history100_loss"] = float(f"{deep.loss:.4g}")
@@ -233,7 +234,7 @@ def section_batch(args, device) -> dict:
         settings = dataclasses.replace(settings, iters=args.batch_iters)
 
         def frame_batch():
-            optimize.stylize_batch(model, settings, content, content, grams)
+            optimize.stylize_batch(model, settings, optimize.Problem(content, content, grams))
 
         seconds = _timed(frame_batch, device, 1)
         fps = batch / seconds
@@ -264,8 +265,8 @@ def section_scales(args, device) -> dict:
             def progress(p, started=started, trace=trace):
                 trace.append((time.perf_counter() - started, p.evaluation, p.loss))
 
-            result = optimize.stylize_coarse_to_fine(model, settings, content, content, grams, progress=progress,
-                                                     report_every=1)
+            result = optimize.stylize_coarse_to_fine(model, settings, optimize.Problem(content, content, grams),
+                                                     progress=progress, report_every=1)
             seconds = time.perf_counter() - started
             earlier = (len(optimize.scale_shapes(*content.shape[-2:], scales)) - 1) * args.scales_iters
             final_scale = [entry for entry in trace if entry[1] > earlier]  # the full-size round
@@ -292,7 +293,7 @@ def section_seeding(args, device) -> dict:
 
 def section_pipeline(args, device) -> dict:
     from ray_style import video, workers
-    from ray_style.executor import ExecutorOptions
+    from ray_style.settings import ExecutorOptions
     from ray_style.runner import stylize_video
 
     style = StyleSettings(size=args.pipeline_size, iters=args.pipeline_iters, content_weight=1.0, style_weight=1e3)

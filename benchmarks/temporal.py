@@ -32,10 +32,9 @@ import numpy as np
 import torch
 
 from ray_style import images
-from ray_style.config import StyleSettings, VideoSettings
-from ray_style.executor import ExecutorOptions
+from ray_style.settings import ExecutorOptions, StyleSettings, VideoSettings
 from ray_style.job import job_seams, read_log
-from ray_style.report import evaluate
+from ray_style.evaluate import evaluate
 from ray_style.runner import stylize_video
 from ray_style.weights import load_weights
 
@@ -52,7 +51,7 @@ MODES = [  # label, VideoSettings fields
 
 
 def score(out: Path, clip: Path, style_image, weights, style: StyleSettings, seams) -> dict:
-    scores = evaluate(out, clip, [style_image], weights, style, seams=seams)
+    scores = evaluate(out, clip, styles=[style_image], weights=weights, settings=style, seams=tuple(seams))
     pairs = [row["warping_error"] for row in scores.per_frame if row.get("warping_error") is not None]
     return {"warping_error": scores.warping_error, "k5": scores.long_range_warping_error.get("5"),
             # the worst pair anywhere against the median: a seam smoothed over must not reappear

@@ -18,29 +18,25 @@ A spec is TOML or YAML::
     styles = ["art/starry.jpg", "art/wave.jpg"]
     output = "out/{input}_{style}.mp4"
 
-Relative paths are relative to the spec file. Each option is checked against the type the
-`video` command gives it, so a batch job's manifest equals the same job run from the command
-line. Each job is an ordinary resumable video job (its own job directory); the pool's actors,
+Relative paths are relative to the spec file. The keys are the `video` command's options,
+generated from the same settings table (ray_style.settings), checked against the same types
+and validated by the same code, so a batch job's manifest equals the same job run from the
+command line; an error names the key as the spec spells it. Each job is an ordinary resumable video job (its own job directory); the pool's actors,
 and their models when the weights are the same, are reused from job to job. A job that cannot
 be read or that fails is reported, and the others still run.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import math
 import string
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import StyleSettings, VideoSettings
-from .errors import InputError, RayStyleError, did_you_mean
+from . import settings as table
+from .errors import InputError, RayStyleError
+from .settings import VideoSettings
 
-# `init` is the video's (prev, flow, content, noise); a still image's init is not a video option.
-STYLE_KEYS = {f.name for f in dataclasses.fields(StyleSettings)} - {"init"}
-VIDEO_KEYS = {f.name for f in dataclasses.fields(VideoSettings)} - {"style"}
-RUN_KEYS = {"weights": str, "job_dir": str, "restart": bool}
+RUN_KEYS = {"job_dir": str, "restart": bool}  # per job, beside the settings
 PATH_KEYS = ("input", "styles", "output")
 TEMPLATE_FIELDS = ("input", "style")
 
@@ -51,7 +47,6 @@ class BatchJob:
     styles: tuple[Path, ...]
     output: Path
     settings: VideoSettings | None  # None when the entry could not be read (see error)
-    weights: str = "vgg19"
     job_dir: Path | None = None
     restart: bool = False
     error: str | None = None  # why this entry cannot run; the others still do
@@ -69,7 +64,10 @@ class BatchOutcome:
 
 
 def _load(path: Path) -> dict:
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read {path}: it is not UTF-8 text") from None
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -90,66 +88,15 @@ def _load(path: Path) -> dict:
     return data
 
 
-def _field_types() -> dict[str, object]:
-    hints = {**typing.get_type_hints(StyleSettings), **typing.get_type_hints(VideoSettings)}
-    return {name: hints[name] for name in STYLE_KEYS | VIDEO_KEYS}
-
-
-FIELD_TYPES = _field_types()
-
-
-def _coerce(name: str, value, kind):
-    """``value`` as the settings field ``name`` of type ``kind`` wants it, else InputError."""
-    optional = type(None) in typing.get_args(kind)
-    if value is None:
-        if optional:
-            return None
-        raise InputError(f"option '{name}' needs a value")
-    if optional:
-        kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        element = typing.get_args(kind)[0]
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list):
-            raise InputError(f"option '{name}' must be a list, got {value!r}")
-        return tuple(_coerce(name, item.strip() if isinstance(item, str) else item, element) for item in items)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise InputError(f"option '{name}' must be a finite number, got {value!r}")
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise InputError(f"option '{name}' must be {'a whole number' if kind is int else f'a {kind.__name__}'}, "
-                     f"got {value!r}")
-
-
 def _settings(options: dict) -> tuple[VideoSettings, dict]:
-    known = STYLE_KEYS | VIDEO_KEYS | set(RUN_KEYS) | set(PATH_KEYS)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InputError(f"unknown option '{unknown[0]}'.{did_you_mean(unknown[0], known)}")
-    values = {k: _coerce(k, v, FIELD_TYPES[k]) for k, v in options.items() if k in STYLE_KEYS | VIDEO_KEYS}
     run = {}
-    for key, kind in RUN_KEYS.items():
-        if key in options:
-            if not isinstance(options[key], kind):
-                raise InputError(f"option '{key}' must be a {kind.__name__}, got {options[key]!r}")
-            run[key] = options[key]
-    base = VideoSettings()
-    settings = dataclasses.replace(base, style=dataclasses.replace(base.style, **{
-        k: v for k, v in values.items() if k in STYLE_KEYS}), **{k: v for k, v in values.items() if k in VIDEO_KEYS})
-    return settings.validate(), run
+    for name, kind in RUN_KEYS.items():
+        if name in options:
+            if not isinstance(options[name], kind):
+                raise InputError(f"option '{name}' must be a {kind.__name__}, got {options[name]!r}")
+            run[name] = options[name]
+    values = {k: v for k, v in options.items() if k not in RUN_KEYS and k not in PATH_KEYS}
+    return table.from_mapping(VideoSettings(), values), run
 
 
 def _paths(value, name: str) -> list[str]:
@@ -163,10 +110,17 @@ def _paths(value, name: str) -> list[str]:
 def _template(template, video: str, style: str) -> str:
     if not isinstance(template, str):
         raise InputError(f"matrix output must be a file name template, got {template!r}")
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    unknown = sorted(fields - set(TEMPLATE_FIELDS))
-    if unknown:
-        raise InputError(f"matrix output template uses {{{unknown[0]}}}: only {{input}} and {{style}} are known")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise InputError(f"matrix output template {template!r}: {error}") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            raise InputError(f"matrix output template uses {{{name}}}: only {{input}} and {{style}} are known")
+        if spec or conversion:
+            raise InputError(f"matrix output template {template!r}: write {{{name}}} plainly (no format spec)")
     return template.format(input=Path(video).stem, style=Path(style).stem)
 
 
@@ -215,8 +169,7 @@ def read_spec(path) -> list[BatchJob]:
             output = root / _paths(options["output"], "output")[0]
             settings, run = _settings(options)
             job = BatchJob(root / video[0], tuple(root / s for s in _paths(options["styles"], "styles")), output,
-                           settings, run.get("weights", "vgg19"),
-                           root / run["job_dir"] if run.get("job_dir") else None, run.get("restart", False),
+                           settings, root / run["job_dir"] if run.get("job_dir") else None, run.get("restart", False),
                            number=number)
         except InputError as error:
             name = options.get("output") if isinstance(options.get("output"), str) else f"job {number}"
@@ -232,8 +185,9 @@ def read_spec(path) -> list[BatchJob]:
 def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None) -> list[BatchOutcome]:
     """Run every job on one pool made from ``options`` (an ExecutorOptions); ``on_job(index,
     job)`` before each, ``progress`` as for video. A job that fails never stops the others."""
-    from .executor import ExecutorOptions, make_executor
+    from .executor import make_executor
     from .runner import stylize_video
+    from .settings import ExecutorOptions
 
     options = (options or ExecutorOptions()).validate()
     pool = None
@@ -248,8 +202,8 @@ def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None)
             try:
                 if pool is None:  # started on the first runnable job, after the spec's errors are known
                     pool = make_executor(options)
-                result = stylize_video(job.input, list(job.styles), job.output, job.settings, weights=job.weights,
-                                       job_dir=job.job_dir, restart=job.restart, progress=progress, executor=pool)
+                result = stylize_video(job.input, list(job.styles), job.output, job.settings, job_dir=job.job_dir,
+                                       restart=job.restart, progress=progress, executor=pool)
                 outcomes.append(BatchOutcome(job, True, f"{result.frames} frames, {result.rendered} rendered",
                                              result.frames, result.rendered, result.seconds))
             except RayStyleError as error:

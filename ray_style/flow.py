@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import FLOW_METHODS
+from .settings import FLOW_METHODS
 from .errors import InputError, did_you_mean
 from .files import atomic_path
 
@@ -327,7 +327,7 @@ def read_flow_dir(folder, source: int, target: int, width: int, height: int) -> 
 
 def flow_dir_provider(folder, width: int, height: int) -> FlowProvider:
     """``t ↦`` the user's flow from frame t to t + 1 and its mask (see :func:`read_flow_dir`),
-    for :func:`ray_style.report.evaluate`'s ``flows``."""
+    for :func:`ray_style.evaluate.evaluate`'s ``flows``."""
     return lambda t: read_flow_dir(folder, t, t + 1, width, height)
 
 

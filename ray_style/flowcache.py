@@ -9,32 +9,23 @@ frame: see render.prepare.)
 """
 from __future__ import annotations
 
-import io
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from . import flow
-from .job import DamagedFile, Job, fingerprint
-
-
-def flow_bytes(field: np.ndarray, mask: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, back=field.astype(np.float16), mask=(np.asarray(mask) * 255).round().astype(np.uint8))
-    return buffer.getvalue()
+from .codec import fingerprint, flow_bytes
+from .job import DamagedFile, Job
 
 
 class FlowCache:
     """A user's flows between the frames of one job, by ``(frame, target)``."""
 
-    def __init__(self, job: Job, source_key: str, flow_dir: str, threads: int | None = None):
+    def __init__(self, job: Job, flow_dir: str, threads: int | None = None):
         self.job, self.flow_dir = job, Path(flow_dir)
         self.size = tuple(job.manifest["frame_size"])
-        origin = {"dir": str(self.flow_dir.resolve()), "files": _listing(self.flow_dir)}
-        job.open_flows(fingerprint({"source": source_key, "flow": origin}))
+        job.open_flows(job.flow_key({"dir": str(self.flow_dir.resolve()), "files": _listing(self.flow_dir)}))
         self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="flow")
         self._futures: dict[tuple[int, int], Future] = {}
         self._lock = threading.Lock()
@@ -84,4 +75,4 @@ def _listing(folder: Path) -> str:
     return fingerprint(entries)
 
 
-__all__ = ["FlowCache", "flow_bytes"]
+__all__ = ["FlowCache"]

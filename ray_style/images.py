@@ -5,13 +5,16 @@ Pillow's decompression-bomb limit stays on. Every save is atomic.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 from .files import atomic_path, check_writable_output
+
+if TYPE_CHECKING:
+    import torch
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                 ".tif": "TIFF", ".tiff": "TIFF"}
@@ -106,12 +109,14 @@ def resize_long_edge(image: np.ndarray, size: int) -> np.ndarray:
     return resize(image, *fit_long_edge(image.shape[1], image.shape[0], size))
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
+def to_tensor(image: np.ndarray) -> "torch.Tensor":
     """``(H, W, 3)`` uint8 → ``(1, 3, H, W)`` float32 in [0, 1]."""
+    import torch
+
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255).contiguous()
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
+def to_uint8(image: "torch.Tensor") -> np.ndarray:
     """``(1, 3, H, W)`` in [0, 1] (clamped) → ``(H, W, 3)`` uint8, rounded."""
     pixels = image.detach()[0].float().clamp(0, 1).mul(255).round().byte()
     return pixels.permute(1, 2, 0).cpu().numpy()

@@ -1,14 +1,17 @@
-"""The job directory: everything a video job keeps, and the only code that reads or writes it.
+"""The job directory: its layout, its records, and the only code that writes it.
 
 A frame counts as done when its file is on disk (fsynced) *and* a record in ``frames.jsonl``
 vouches for it: the record names the job's fingerprint (the output-deciding manifest and the
-chain plan), the file's SHA-256 and its size. Work nothing vouches for is never used: a file
-without a record, a record of other settings, a file whose size or checksum differs, is
-re-rendered (with an event saying so). What can be repaired is: source frames are decoded
-again, flows recomputed. Layout::
+chain plan), the file's SHA-256 and its size, and how it was rendered (device, precision).
+Work nothing vouches for is never used: a file without a record, a record of other settings,
+a file whose size or checksum differs, is re-rendered (with an event saying so); frames of
+one job are never rendered two ways. What can be repaired is: source frames are decoded
+again, flows recomputed. Everything else that reads a job (the page, the server, ``status``)
+finds its files through :class:`Layout`::
 
-    .ray-style-job         marker: this directory is a ray_style job (``--restart`` refuses others)
-    manifest.json          what decides the output (checksums, settings, weights), version; "run" facts
+    .ray-style-job         marker: only a directory with it is a ray_style job
+    manifest.json          what decides the output (checksums, settings, weights), version;
+                           "run" facts (paths, threads) and "render" facts (device, precision)
     lock                   flock held by the running driver; holds its pid
     plan.json              the chains, fixed before the first frame (a resume keeps them)
     source/index.json      frame count, shot cuts, each source frame's SHA-256, source fingerprint
@@ -24,29 +27,60 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import time
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from . import plan
-from .config import changed_keys
+from .codec import FLOW_DAMAGE, decode_png, digest, fingerprint, load_flow, png_bytes
 from .errors import JobError
 from .files import atomic_path, storage_errors, write_text_atomic
+from .settings import changed_keys
 
 MARKER = ".ray-style-job"
-MANIFEST = "manifest.json"
-# Everything a job writes; --restart removes these and nothing else.
-OWNED = ("chains", "frames.jsonl", "events.jsonl", "plan.json", "report", MANIFEST, "source", "flow")
 MANIFEST_KEYS = ("version", "input", "settings", "frame_size")
+# Everything a job writes; --restart removes these and nothing else.
+OWNED = ("chains", "frames.jsonl", "events.jsonl", "plan.json", "report", "manifest.json", "source", "flow")
+INFORMATIONAL = ("run", "render")  # manifest sections a resume does not compare
+
+
+class Layout:
+    """Where each of a job's files lives (nothing here opens them)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.marker = self.root / MARKER
+        self.manifest = self.root / "manifest.json"
+        self.lock = self.root / "lock"
+        self.plan = self.root / "plan.json"
+        self.sources = self.root / "source"
+        self.source_index = self.sources / "index.json"
+        self.flows = self.root / "flow"
+        self.flow_index = self.flows / "index.json"
+        self.chains = self.root / "chains"
+        self.frames_log = self.root / "frames.jsonl"
+        self.events_log = self.root / "events.jsonl"
+        self.report = self.root / "report"
+        self.page = self.report / "index.html"
+
+    def source(self, frame: int) -> Path:
+        return self.sources / f"{frame:06d}.png"
+
+    def flow(self, frame: int, target: int) -> Path:
+        return self.flows / f"{frame:06d}_{target:06d}.npz"
+
+    def frame(self, chain: int, frame: int) -> Path:
+        return self.chains / f"{chain:04d}" / f"{frame:06d}.png"
+
+
+def is_job_dir(root) -> bool:
+    """Only the marker makes a directory a ray_style job's (a manifest alone may be anyone's)."""
+    return Layout(root).marker.is_file()
 
 
 class DamagedFile(JobError):
@@ -55,72 +89,121 @@ class DamagedFile(JobError):
     def __init__(self, message: str, kind: str, chain: int | None, frame: int, target: int | None = None):
         super().__init__(message)
         self.kind, self.chain, self.frame, self.target = kind, chain, frame, target
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def fingerprint(value) -> str:
-    """A short stable hash of a JSON-able value (sorted keys)."""
-    return digest(json.dumps(value, sort_keys=True).encode())[:16]
+        self.discarded = False  # Job.discard has forgotten it (and said so)
 
 
 def manifest_fingerprint(manifest: dict) -> str:
-    """What decides every frame's pixels: the manifest without its informational "run" part."""
-    return fingerprint({k: v for k, v in manifest.items() if k != "run"})
+    """What decides every frame's pixels: the manifest without its informational sections."""
+    return fingerprint({k: v for k, v in manifest.items() if k not in INFORMATIONAL})
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """The PNG a job stores for ``image`` (compression 1: fast; deterministic for a Pillow version)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+def describe_facts(facts: dict) -> str:
+    """``on cpu in fp32 with 2 torch threads``: render facts (optimize.render_facts) in words."""
+    text = f"on {facts.get('device')} in {facts.get('precision')}"
+    if facts.get("threads"):
+        text += f" with {facts['threads']} torch threads"
+    switches = [name for name in ("compile", "graphs") if facts.get(name)]
+    return text + (f" ({' and '.join(switches)})" if switches else "")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The dict records of a JSON-lines file; a line cut short or garbled by a crash is skipped."""
-    records = []
+# ---------------------------------------------------------------- records
+def parse_line(line: str) -> dict | None:
+    """One JSON record, or None. A line cut short by a crash has the next run's record glued to
+    its end (the writer appends after the torn bytes): that record is recovered."""
+    line = line.strip()
+    if not line:
+        return None
     try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return records
-    for line in text.splitlines():
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+        start = line.find("{", 1)
+        while start != -1 and record is None:
+            try:
+                record = json.loads(line[start:])
+            except json.JSONDecodeError:
+                start = line.find("{", start + 1)
+    return record if isinstance(record, dict) else None
+
+
+def read_records(path) -> list[dict]:
+    """The dict records of a JSON-lines file (see :func:`parse_line`); [] when it is missing
+    or not a file."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return []
+    return [record for record in map(parse_line, text.splitlines()) if record is not None]
+
+
+class Tail:
+    """New whole records of an append-only JSON-lines file since the last call.
+
+    A last line without its newline (being written, or torn by a crash) is left for the next
+    call; a file that shrank or was replaced (``--restart``) is read again from the start.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.offset = 0
+        self.identity: tuple[int, int] | None = None
+
+    def read(self) -> tuple[list[dict], bool]:
+        """``(records, restarted)``: ``restarted`` when the file was replaced or truncated."""
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            restarted = self.offset > 0
+            self.offset, self.identity = 0, None
+            return [], restarted
+        restarted = False
+        if self.identity not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self.offset:
+            self.offset, restarted = 0, True
+        self.identity = (stat.st_dev, stat.st_ino)
+        if stat.st_size == self.offset:
+            return [], restarted
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(stat.st_size - self.offset)
+        except IsADirectoryError:
+            return [], restarted
+        whole = data.rfind(b"\n") + 1
+        self.offset += whole
+        records = [parse_line(line) for line in data[:whole].decode("utf-8", "replace").splitlines()]
+        return [r for r in records if r is not None], restarted
 
 
-def _read_json(path: Path):
+def read_json(path):
     """A JSON file's value, or None when it is missing or not JSON."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
         return None
 
 
-def is_job_manifest(value) -> bool:
-    return isinstance(value, dict) and all(key in value for key in MANIFEST_KEYS)
+def read_manifest(root) -> dict:
+    """A job's manifest, or {} when it is missing or damaged."""
+    manifest = read_json(Layout(root).manifest)
+    return manifest if isinstance(manifest, dict) else {}
 
 
+def read_log(root) -> list[dict]:
+    """The per-frame records; a line cut short by a crash is skipped."""
+    return read_records(Layout(root).frames_log)
+
+
+def read_events(root) -> list[dict]:
+    return read_records(Layout(root).events_log)
+
+
+# ---------------------------------------------------------------- the open job
 class Job:
     """An open, locked job directory. Use :func:`open_job`; close (or exit) to unlock."""
 
     def __init__(self, root: Path, lock_handle, manifest: dict):
         self.root, self._lock, self.manifest = root, lock_handle, manifest
+        self.layout = Layout(root)
         self.fingerprint = manifest_fingerprint(manifest)
         self.frame_key: str | None = None  # fingerprint + plan: set by set_plan
         self.done: dict[tuple[int, int], dict] = {}  # (chain, frame) → its vouching record
@@ -130,13 +213,22 @@ class Job:
     def event(self, kind: str, **fields) -> dict:
         """Append one event (redone, repaired, failed, warning, …) to events.jsonl."""
         record = {"time": round(time.time(), 3), "kind": kind, **fields}
-        self._append(self.root / "events.jsonl", record)
+        self._append(self.layout.events_log, record)
         return record
 
     def remember(self, **values) -> None:
         """Record run facts (not compared on resume) in the manifest's "run" section."""
         self.manifest.setdefault("run", {}).update(values)
-        write_text_atomic(self.root / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True))
+        self._write_manifest()
+
+    @property
+    def run(self) -> dict:
+        """The manifest's "run" facts: input, styles and output paths as given, threads."""
+        run = self.manifest.get("run")
+        return run if isinstance(run, dict) else {}
+
+    def _write_manifest(self) -> None:
+        write_text_atomic(self.layout.manifest, json.dumps(self.manifest, indent=2, sort_keys=True, allow_nan=False))
 
     def _append(self, path: Path, record: dict) -> None:
         line = json.dumps(record, allow_nan=False) + "\n"
@@ -145,14 +237,49 @@ class Job:
             log.flush()
             os.fsync(log.fileno())
 
-    # -- source frames --------------------------------------------------------------------
-    def source_path(self, frame: int) -> Path:
-        return self.root / "source" / f"{frame:06d}.png"
+    # -- how frames are rendered ----------------------------------------------------------
+    def recorded_threads(self) -> int | None:
+        """The torch thread count the done CPU frames were rendered with (their bytes depend
+        on it), else the one the job last ran with."""
+        for record in self.done.values():
+            facts = record.get("render")
+            if isinstance(facts, dict) and isinstance(facts.get("threads"), int):
+                return facts["threads"]
+        threads = self.run.get("threads")
+        return threads if isinstance(threads, int) else None
 
-    def source_index(self, source_key: str) -> dict | None:
-        """The finished decode if it belongs to ``source_key`` (input, size, cut settings), else None."""
-        index = _read_json(self.root / "source" / "index.json")
-        valid = (isinstance(index, dict) and index.get("source") == source_key
+    def check_render(self, facts: dict) -> None:
+        """Render from now on as ``facts`` say (device, precision, compile and graph switches,
+        CPU threads): :class:`JobError` when done frames were rendered otherwise (one video
+        never mixes two), else recorded in the manifest."""
+        other = [r["render"] for r in self.done.values() if isinstance(r.get("render"), dict) and r["render"] != facts]
+        if other:
+            raise JobError(f"{len(other)} finished frames of this job were rendered {describe_facts(other[0])}, and "
+                           f"this run would render {describe_facts(facts)}; one video never mixes the two: resume "
+                           "where they were rendered (the same --device, --precision and --threads), or pass "
+                           "--restart to render every frame again")
+        if self.manifest.get("render") != facts:
+            self.manifest["render"] = facts
+            self._write_manifest()
+
+    # -- source frames --------------------------------------------------------------------
+    @property
+    def source_key(self) -> str:
+        """Which decode the source frames belong to: the input's checksum, the frame size and
+        the shot-cut setting."""
+        settings = self.manifest.get("settings") if isinstance(self.manifest.get("settings"), dict) else {}
+        return fingerprint({"input": self.manifest["input"]["sha256"], "size": self.manifest["frame_size"],
+                            "cut_ratio": settings.get("cut_ratio")})
+
+    def flow_key(self, origin) -> str:
+        """Which flows are cached: of these source frames, from ``origin`` (a method's name,
+        or a description of the user's flow files)."""
+        return fingerprint({"source": self.source_key, "flow": origin})
+
+    def source_index(self) -> dict | None:
+        """The finished decode if it belongs to this job's :attr:`source_key`, else None."""
+        index = read_json(self.layout.source_index)
+        valid = (isinstance(index, dict) and index.get("source") == self.source_key
                  and isinstance(index.get("frames"), int) and isinstance(index.get("sha256"), list)
                  and len(index["sha256"]) == index["frames"] and isinstance(index.get("cuts"), list))
         self._source = index if valid else None
@@ -162,7 +289,7 @@ class Job:
         """Store a decoded frame; returns its SHA-256 (for the index). Not fsynced: a source
         frame lost in a crash is found by its checksum and decoded again. Thread-safe."""
         data = png_bytes(image)
-        self._write_bytes(self.source_path(frame), data, durable=False)
+        self._write_bytes(self.layout.source(frame), data, durable=False)
         return digest(data)
 
     def rewrite_source(self, frame: int, image: np.ndarray) -> None:
@@ -172,13 +299,13 @@ class Job:
         digest_now = self.write_source(frame, image)
         if self._source is not None and self._source["sha256"][frame] != digest_now:
             self._source["sha256"][frame] = digest_now
-            write_text_atomic(self.root / "source" / "index.json", json.dumps(self._source))
+            write_text_atomic(self.layout.source_index, json.dumps(self._source))
             self.event("warning", frame=frame, detail="a source frame decoded again differs from the first decode")
         self.event("repaired", what="source", frame=frame, detail="decoded again")
 
-    def finish_source(self, source_key: str, frames: int, cuts: list[int], hashes: list[str]) -> dict:
-        index = {"source": source_key, "frames": frames, "cuts": cuts, "sha256": hashes}
-        write_text_atomic(self.root / "source" / "index.json", json.dumps(index))
+    def finish_source(self, frames: int, cuts: list[int], hashes: list[str]) -> dict:
+        index = {"source": self.source_key, "frames": frames, "cuts": cuts, "sha256": hashes}
+        write_text_atomic(self.layout.source_index, json.dumps(index))
         self._source = index
         return index
 
@@ -186,13 +313,13 @@ class Job:
         """Source frames missing or empty (a stat each; their checksums are checked when read)."""
         if self._source is None:
             return []
-        return [frame for frame in range(self._source["frames"]) if not self.source_path(frame).is_file()
-                or self.source_path(frame).stat().st_size == 0]
+        return [frame for frame in range(self._source["frames"]) if not self.layout.source(frame).is_file()
+                or self.layout.source(frame).stat().st_size == 0]
 
     def read_source_bytes(self, frame: int) -> bytes:
         """The PNG of a source frame, checked against the index's checksum."""
         expected = self._source["sha256"][frame] if self._source else None
-        return self._read_verified(self.source_path(frame), expected, "source", None, frame)
+        return self._read_verified(self.layout.source(frame), expected, "source", None, frame)
 
     def read_source(self, frame: int) -> np.ndarray:
         return decode_png(self.read_source_bytes(frame))
@@ -200,7 +327,7 @@ class Job:
     # -- the plan -------------------------------------------------------------------------
     def load_plan(self) -> list[plan.Chain] | None:
         """The chains fixed when this job first rendered, if they are still this job's."""
-        saved = _read_json(self.root / "plan.json")
+        saved = read_json(self.layout.plan)
         if not isinstance(saved, dict) or saved.get("job") != self.fingerprint:
             return None
         return saved_chains(saved)
@@ -208,7 +335,7 @@ class Job:
     def save_plan(self, chains: list[plan.Chain], **facts) -> None:
         """Fix the chains: written once, a resume reuses them whatever pool it runs on."""
         spans = [[c.start, c.end, c.lead_in] for c in chains]
-        write_text_atomic(self.root / "plan.json", json.dumps({"job": self.fingerprint, "chains": spans, **facts}))
+        write_text_atomic(self.layout.plan, json.dumps({"job": self.fingerprint, "chains": spans, **facts}))
 
     def set_plan(self, chains: list[plan.Chain], passes: list[list[plan.Sweep]] = ()) -> None:
         """Render under these chains (and refinement sweeps, derived from them and the
@@ -222,53 +349,47 @@ class Job:
         self._load_done([*chains, *(sweep for stage in passes for sweep in stage)])
 
     # -- optical flow ---------------------------------------------------------------------
-    def flow_path(self, frame: int, target: int) -> Path:
-        return self.root / "flow" / f"{frame:06d}_{target:06d}.npz"
-
     def open_flows(self, flow_key: str) -> None:
         """Drop cached flows that belong to other source frames or another flow method."""
-        folder = self.root / "flow"
-        index = _read_json(folder / "index.json")
+        folder = self.layout.flows
+        index = read_json(self.layout.flow_index)
         if folder.exists() and (not isinstance(index, dict) or index.get("flow") != flow_key):
             shutil.rmtree(folder)
         if not folder.exists():
             folder.mkdir()
-            write_text_atomic(folder / "index.json", json.dumps({"flow": flow_key}))
+            write_text_atomic(self.layout.flow_index, json.dumps({"flow": flow_key}))
 
     def has_flow(self, frame: int, target: int) -> bool:
-        return self.flow_path(frame, target).is_file()
+        return self.layout.flow(frame, target).is_file()
 
     def write_flow(self, frame: int, target: int, data: bytes) -> None:
-        """A flow file (see flowcache.flow_bytes) for ``frame → target``, atomically; not
-        fsynced: a flow lost in a crash is checked when read and computed again."""
-        path = self.flow_path(frame, target)
+        """A flow file (codec.flow_bytes) for ``frame → target``, atomically; not fsynced: a
+        flow lost in a crash is checked when read and computed again."""
+        path = self.layout.flow(frame, target)
         with storage_errors(path), atomic_path(path, durable=False) as temp:
             temp.write_bytes(data)
 
     def read_flow_bytes(self, frame: int, target: int) -> bytes:
         """The stored flow file, checked to load (a damaged one raises :class:`DamagedFile`)."""
-        path = self.flow_path(frame, target)
+        path = self.layout.flow(frame, target)
         data = self._read_verified(path, None, "flow", None, frame, target)
         try:
             load_flow(data)
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        except FLOW_DAMAGE as error:
             raise DamagedFile(f"flow {path} is damaged ({error})", "flow", None, frame, target) from None
         return data
 
     # -- rendered frames ------------------------------------------------------------------
-    def frame_path(self, chain: int, frame: int) -> Path:
-        return frame_path(self.root, chain, frame)
-
     def is_done(self, chain: int, frame: int) -> bool:
         return (chain, frame) in self.done
 
     def write_frame(self, chain: int, frame: int, data: bytes, record: dict) -> dict:
         """Store a rendered frame (PNG bytes) and the record that vouches for it, in that order:
         a crash between the two leaves a file no record vouches for, which is redone."""
-        self._write_bytes(self.frame_path(chain, frame), data)
+        self._write_bytes(self.layout.frame(chain, frame), data)
         record = {"chain": chain, "frame": frame, "time": round(time.time(), 3), **record,
                   "sha256": digest(data), "bytes": len(data), "job": self.frame_key}
-        self._append(self.root / "frames.jsonl", record)
+        self._append(self.layout.frames_log, record)
         self.done[(chain, frame)] = record
         return record
 
@@ -276,7 +397,7 @@ class Job:
         record = self.done.get((chain, frame))
         if record is None:
             raise DamagedFile(f"frame {frame} of chain {chain} is not done", "frame", chain, frame)
-        return self._read_verified(self.frame_path(chain, frame), record["sha256"], "frame", chain, frame)
+        return self._read_verified(self.layout.frame(chain, frame), record["sha256"], "frame", chain, frame)
 
     def read_frame(self, chain: int, frame: int) -> np.ndarray:
         return decode_png(self.read_frame_bytes(chain, frame))
@@ -285,45 +406,46 @@ class Job:
         """Forget a damaged file so that it is made again, and say so in events.jsonl."""
         if damage.kind == "frame":
             self.done.pop((damage.chain, damage.frame), None)
-            path = self.frame_path(damage.chain, damage.frame)
+            path = self.layout.frame(damage.chain, damage.frame)
         elif damage.kind == "flow":
-            path = self.flow_path(damage.frame, damage.target)
+            path = self.layout.flow(damage.frame, damage.target)
         else:
-            path = self.source_path(damage.frame)
+            path = self.layout.source(damage.frame)
         path.unlink(missing_ok=True)
+        damage.discarded = True
         self.event("repaired", what=damage.kind, chain=damage.chain, frame=damage.frame,
                    **({"target": damage.target} if damage.target is not None else {}), detail=str(damage))
 
-    def blend(self, chains: list[plan.Chain], frame: int) -> np.ndarray:
-        """The final ``frame``: its chain's render, or a seam's cross-fade of two chains'."""
-        sources = plan.frame_sources(chains, frame)
+    def blend(self, sources: list[tuple[int, float]], frame: int) -> np.ndarray:
+        """The final ``frame`` from ``[(chain, weight), …]`` (plan.frame_sources): one chain's
+        render, or a seam's cross-fade of two chains'."""
         if len(sources) == 1:
             return self.read_frame(sources[0][0], frame)
         mixed = sum(weight * self.read_frame(chain, frame).astype(np.float32) for chain, weight in sources)
         return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
-    def _load_done(self, chains: list[plan.Chain]) -> None:
-        """What the log vouches for under this plan; anything else in chains/ is removed."""
-        wanted = {(c.index, f) for c in chains for f in c.frames}
+    def _load_done(self, sequences) -> None:
+        """Records of this frame key whose files are there with the recorded size; anything
+        else in chains/ is removed."""
+        wanted = {(c.index, f) for c in sequences for f in c.frames}
         records = {}
-        for record in _read_jsonl(self.root / "frames.jsonl"):
-            key = (record.get("chain"), record.get("frame"))
-            if record.get("job") == self.frame_key and key in wanted and isinstance(record.get("sha256"), str):
-                records[key] = record  # the latest record of a frame wins (a redone frame)
+        for record in read_records(self.layout.frames_log):
+            frame_id = (record.get("chain"), record.get("frame"))
+            if record.get("job") == self.frame_key and frame_id in wanted and isinstance(record.get("sha256"), str):
+                records[frame_id] = record  # the latest record of a frame wins (a redone frame)
         self.done, damaged, stale = {}, [], 0
-        for key, record in records.items():
-            path = self.frame_path(*key)
+        for frame_id, record in records.items():
+            path = self.layout.frame(*frame_id)
             size = path.stat().st_size if path.is_file() else -1
             if size == record.get("bytes"):
-                self.done[key] = record
+                self.done[frame_id] = record
             else:
-                damaged.append(key)
-        chains_dir = self.root / "chains"
-        if chains_dir.is_dir():
-            for path in chains_dir.glob("*/*"):
-                key = _frame_key(path)
-                if key not in self.done:
-                    stale += key is not None and key not in damaged
+                damaged.append(frame_id)
+        if self.layout.chains.is_dir():
+            for path in self.layout.chains.glob("*/*"):
+                frame_id = _frame_id(path)
+                if frame_id not in self.done:
+                    stale += frame_id is not None and frame_id not in damaged
                     path.unlink()
         for chain, frame in damaged:
             self.event("repaired", what="frame", chain=chain, frame=frame,
@@ -360,59 +482,16 @@ class Job:
         self.close()
 
 
-_NPY_HEADER = re.compile(r"\{'descr': '([<>|]?[a-z]\d+)', 'fortran_order': False, "
-                         r"'shape': \((\d+(?:, \d+)*),?\), \} *\n")
-
-
-def _npy_array(data: bytes) -> np.ndarray:
-    """The array of an ``.npy`` file as numpy writes one (C order, a plain dtype), read without
-    numpy's header parser. That parser calls ``ast.literal_eval``, and CPython before 3.11.8
-    raises "SystemError: AST constructor recursion depth mismatch" when two threads build ASTs
-    at once (gh-106905): the flows are read by a thread per core, and CI met that error."""
-    if data[:6] != b"\x93NUMPY" or len(data) < 12:
-        raise ValueError("not an .npy array")
-    length, start = (int.from_bytes(data[8:10], "little"), 10) if data[6] == 1 else \
-        (int.from_bytes(data[8:12], "little"), 12)
-    match = _NPY_HEADER.fullmatch(data[start:start + length].decode("latin-1"))
-    if match is None:
-        raise ValueError(f"unexpected .npy header {data[start:start + length][:80]!r}")
-    shape = tuple(int(n) for n in match.group(2).split(", "))
-    return np.frombuffer(data, np.dtype(match.group(1)), int(np.prod(shape)), start + length).reshape(shape)
-
-
-def load_flow(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """``(flow (H, W, 2) float32, mask (H, W) float32 in [0, 1])`` from a flow file's bytes
-    (an ``.npz`` of float16 ``back`` and uint8 ``mask``, 255 = reliable). Damage raises
-    ValueError, KeyError or zipfile.BadZipFile."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            back, mask = _npy_array(archive.read("back.npy")), _npy_array(archive.read("mask.npy"))
-    except zlib.error as error:
-        raise ValueError(f"damaged compressed data ({error})") from None
-    if back.ndim != 3 or back.shape[2] != 2 or mask.shape != back.shape[:2]:
-        raise ValueError(f"a flow of shape {back.shape} with a mask of shape {mask.shape}")
-    return back.astype(np.float32), mask.astype(np.float32) / 255
-
-
-def _frame_key(path: Path) -> tuple[int, int] | None:
+def _frame_id(path: Path) -> tuple[int, int] | None:
     try:
         return int(path.parent.name), int(path.stem)
     except ValueError:
         return None
 
 
-def frame_path(root, chain: int, frame: int) -> Path:
-    """Where ``chain``'s render of ``frame`` lives (readable without taking the lock)."""
-    return Path(root) / "chains" / f"{chain:04d}" / f"{frame:06d}.png"
-
-
-def _is_ours(root: Path) -> bool:
-    return (root / MARKER).exists() or is_job_manifest(_read_json(root / MANIFEST))
-
-
-def _lock(root: Path):
-    with storage_errors(root / "lock"):
-        handle = open(root / "lock", "a+")
+def _lock(layout: Layout):
+    with storage_errors(layout.lock):
+        handle = open(layout.lock, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
@@ -421,8 +500,8 @@ def _lock(root: Path):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise JobError(f"job directory {root} is in use by another run (pid {holder}): wait for it to "
-                       f"finish or stop it; `ray-style status {root}` shows its progress") from None
+        raise JobError(f"job directory {layout.root} is in use by another run (pid {holder}): wait for it to "
+                       f"finish or stop it; `ray-style status {layout.root}` shows its progress") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -445,61 +524,63 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> int:
     return removed
 
 
-def _clear(root: Path, keep=()) -> None:
+def _clear(layout: Layout, keep=()) -> None:
     for name in OWNED:
-        target = root / name
+        target = layout.root / name
         if name in keep:
             continue
-        if target.is_dir():
+        if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        elif target.exists():
+        elif target.exists() or target.is_symlink():
             target.unlink()
 
 
 def open_job(root, manifest: dict, restart: bool = False) -> Job:
     """Create or resume the job in ``root``, locked for this process.
 
-    ``root`` must be absent, empty, or a ray_style job directory (anything else is refused,
-    with or without ``restart``). An existing manifest must match ``manifest`` on every key
-    but ``"run"``; otherwise :class:`JobError` lists the changes, unless ``restart``, which
-    deletes the job's own files (the decoded source frames and flows are kept when they still
-    apply: they are checked against their own fingerprints). A missing or unreadable
-    manifest is replaced: the frames are checked against their records' fingerprints.
+    ``root`` must be absent, empty, or a ray_style job directory (its marker; anything else is
+    refused, with or without ``restart``). An existing manifest must match ``manifest`` on
+    every key but the informational sections; otherwise :class:`JobError` lists the changes,
+    unless ``restart``, which deletes the job's own files (the decoded source frames and flows
+    are kept when they still apply: they are checked against their own fingerprints). A
+    missing or unreadable manifest is replaced: the frames are checked against their records'
+    fingerprints.
     """
-    root = Path(root)
+    layout = Layout(root)
+    root = layout.root
     if root.exists() and not root.is_dir():
         raise JobError(f"job directory {root} is a file: choose another --job-dir")
-    if root.is_dir() and any(root.iterdir()) and not _is_ours(root):
-        raise JobError(f"{root} is not a ray-style job directory (it has files, and no {MARKER} or job manifest): "
+    if root.is_dir() and any(root.iterdir()) and not is_job_dir(root):
+        raise JobError(f"{root} is not a ray-style job directory (it has files, and no {MARKER} marker): "
                        "choose another --job-dir; nothing there was changed")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise JobError(f"cannot create job directory {root}: {error.strerror}") from None
-    write_text_atomic(root / MARKER, json.dumps({"tool": "ray-style"}))
-    handle = _lock(root)
+    write_text_atomic(layout.marker, json.dumps({"tool": "ray-style"}))
+    handle = _lock(layout)
     try:
         swept = remove_stale_temps(root)  # what a kill -9 mid-write left; we hold the lock, nobody writes
-        path = root / MANIFEST
-        old = _read_json(path)
+        old = read_json(layout.manifest)
         events = []
-        if path.exists() and not is_job_manifest(old):
+        if layout.manifest.exists() and not is_job_manifest(old):
             events.append("manifest.json was unreadable; it is rewritten and every frame is checked against "
                           "its own record")
             old = None
         if old is not None:
-            changes = changed_keys({k: v for k, v in old.items() if k != "run"},
-                                   {k: v for k, v in manifest.items() if k != "run"})
+            changes = changed_keys({k: v for k, v in old.items() if k not in INFORMATIONAL},
+                                   {k: v for k, v in manifest.items() if k not in INFORMATIONAL})
             if changes and not restart:
                 raise JobError(f"job directory {root} holds a job with other settings ({'; '.join(changes)}): "
                                "re-run with the same settings to resume, pass --restart to start over, "
                                "or choose another --job-dir")
             if not changes and not restart:
-                manifest = {**manifest, "run": {**old.get("run", {}), **manifest.get("run", {})}}
+                manifest = {**old, **manifest, "run": {**(old.get("run") or {}), **manifest.get("run", {})}}
         if restart:
-            _clear(root, keep=("source", "flow"))  # checked against their fingerprints when used
-        write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
+            _clear(layout, keep=("source", "flow"))  # checked against their fingerprints when used
+            manifest = {k: v for k, v in manifest.items() if k != "render"}
         job = Job(root, handle, manifest)
+        job._write_manifest()
         for detail in events:
             job.event("warning", detail=detail)
         if swept:
@@ -511,18 +592,13 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
         raise
 
 
-def read_log(root) -> list[dict]:
-    """The per-frame records; a line cut short by a crash is skipped."""
-    return _read_jsonl(Path(root) / "frames.jsonl")
-
-
-def read_events(root) -> list[dict]:
-    return _read_jsonl(Path(root) / "events.jsonl")
+def is_job_manifest(value) -> bool:
+    return isinstance(value, dict) and all(key in value for key in MANIFEST_KEYS)
 
 
 def is_locked(root) -> bool:
-    path = Path(root) / "lock"
-    if not path.exists():
+    path = Layout(root).lock
+    if not path.is_file():
         return False
     with open(path) as handle:
         try:
@@ -541,23 +617,24 @@ def saved_chains(saved) -> list[plan.Chain] | None:
         return None
 
 
+# ---------------------------------------------------------------- reading a job from outside
 def job_status(root) -> dict:
     """What a job directory holds, running or not (for `ray-style status`); never raises on a
     damaged file, only on a directory that is not a job's."""
-    root = Path(root)
+    layout = Layout(root)
+    root = layout.root
     if not root.is_dir():
         raise JobError(f"{root} is not a directory: give a job directory (OUTPUT.job)")
-    manifest = _read_json(root / MANIFEST)
-    if not isinstance(manifest, dict):
-        if not (root / MARKER).exists():
-            raise JobError(f"{root} is not a ray-style job directory (no readable manifest.json)")
-        manifest = {}
+    if not is_job_dir(root):
+        raise JobError(f"{root} is not a ray-style job directory (no {MARKER} marker)")
+    manifest = read_manifest(root)
     run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
     frames = manifest.get("input", {}).get("frames") if isinstance(manifest.get("input"), dict) else None
-    status = {"job_dir": str(root), "running": is_locked(root), "input": run.get("input"), "output": run.get("output"),
-              "frames": frames, "decoded": False, "damaged": not is_job_manifest(manifest)}
-    index = _read_json(root / "source" / "index.json")
-    saved = _read_json(root / "plan.json")
+    status = {"job_dir": str(root), "running": is_locked(root), "input": _text(run.get("input")),
+              "output": _text(run.get("output")), "frames": frames, "decoded": False,
+              "damaged": not is_job_manifest(manifest)}
+    index = read_json(layout.source_index)
+    saved = read_json(layout.plan)
     if isinstance(index, dict) and isinstance(index.get("frames"), int):
         status.update(decoded=True, frames=index["frames"],
                       shot_cuts=index.get("cuts") if isinstance(index.get("cuts"), list) else [])
@@ -572,7 +649,7 @@ def job_status(root) -> dict:
         keys = {(r.get("chain"), r.get("frame")) for r in records}
         status.update(chains=len(chains), renders_total=sum(len(q.frames) for q in sequences),
                       renders_done=sum(1 for q in sequences for f in q.frames
-                                       if (q.index, f) in keys and frame_path(root, q.index, f).is_file()))
+                                       if (q.index, f) in keys and layout.frame(q.index, f).is_file()))
     timed = [r for r in records[-50:] if isinstance(r.get("seconds"), (int, float))]
     if timed:
         status.update(mean_seconds_per_frame=round(float(np.mean([r["seconds"] for r in timed])), 3),
@@ -586,10 +663,15 @@ def job_status(root) -> dict:
     return status
 
 
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def job_seams(root) -> list[int]:
     """The seams (see plan.seams) of the job in ``root``, from its plan and shot cuts; [] when
     they cannot be read."""
-    saved, index = _read_json(Path(root) / "plan.json"), _read_json(Path(root) / "source" / "index.json")
+    layout = Layout(root)
+    saved, index = read_json(layout.plan), read_json(layout.source_index)
     chains = saved_chains(saved) if isinstance(saved, dict) else None
     cuts = index.get("cuts") if isinstance(index, dict) and isinstance(index.get("cuts"), list) else []
     return plan.seams(chains, cuts) if chains else []
@@ -597,18 +679,18 @@ def job_seams(root) -> list[int]:
 
 def job_flows(root, size: tuple[int, int]):
     """``t ↦ (flow t → t+1, mask)`` from a job's cached flows, when they have ``size``; else None."""
-    folder = Path(root) / "flow"
+    layout = Layout(root)
 
     def forward(t: int):
-        path = folder / f"{t:06d}_{t + 1:06d}.npz"
         try:
-            pair = load_flow(path.read_bytes())
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pair = load_flow(layout.flow(t, t + 1).read_bytes())
+        except FLOW_DAMAGE:
             return None
         return pair if pair[0].shape[:2] == (size[1], size[0]) else None
 
     return forward
 
 
-__all__ = ["Job", "DamagedFile", "open_job", "job_seams", "job_flows", "remove_stale_temps", "read_log", "read_events", "is_locked", "frame_path", "job_status",
-           "png_bytes", "decode_png", "load_flow", "fingerprint", "manifest_fingerprint"]
+__all__ = ["Job", "Layout", "DamagedFile", "open_job", "is_job_dir", "job_seams", "job_flows", "remove_stale_temps",
+           "read_log", "read_events", "read_records", "read_json", "read_manifest", "Tail", "parse_line",
+           "is_locked", "job_status", "manifest_fingerprint", "describe_facts", "MARKER"]

@@ -22,8 +22,8 @@ history twice: once for every inner product it needs (the stored pairs against t
 ``y`` and the free gradient, one batched product), once to form the direction. Both are
 memory-bound matrix-vector products with ``n`` ≈ 10⁶; cutting ``n`` into chunks (split-K)
 gives every streaming multiprocessor its share of the history at any ``B``, where a batched
-product over whole rows gets one thread block per problem (issue 13 measured 7 ms per call at
-B = 2). All of this algebra runs in float32 with IEEE products (:func:`fp32_products`),
+product over whole rows gets one thread block per problem (BENCHMARKS.md: 7 ms per call at
+B = 2 on an H100). All of this algebra runs in float32 with IEEE products (:func:`fp32_products`),
 whatever TF32 or bf16 switches the process set for the objective.
 """
 from __future__ import annotations
@@ -135,6 +135,7 @@ class LBFGSState:
     slot: Tensor  # (B,) the ring slot the next stored pair goes to
     iteration: Tensor  # () evaluations done
     budget: Tensor  # (B,) evaluations each problem may use; beyond it, it stays put
+    evaluated: Tensor  # (B,) evaluations each problem used: counted as they run, never more than its budget
     trial: Tensor  # (B, n) the point being evaluated (a leaf that requires grad)
     algebra: str = "bmm"  # one of ALGEBRAS
 
@@ -157,7 +158,7 @@ def allocate(batch: int, n: int, memory: int, device, algebra: str = "bmm") -> L
         gamma=zeros(batch), history=zeros(batch, k, 2 * memory + 2, n // k), work=zeros(batch, k, 3, n // k),
         sy=zeros(batch, memory, memory), yy=zeros(batch, memory, memory), age=zeros(batch, memory, dtype=torch.long),
         slot=zeros(batch, dtype=torch.long), iteration=zeros((), dtype=torch.long),
-        budget=zeros(batch, dtype=torch.long), trial=zeros(batch, n).requires_grad_(True), algebra=algebra)
+        budget=zeros(batch, dtype=torch.long), evaluated=zeros(batch, dtype=torch.long), trial=zeros(batch, n).requires_grad_(True), algebra=algebra)
 
 
 def _chunked(state: LBFGSState, vector: Tensor) -> Tensor:
@@ -260,6 +261,7 @@ def start(loss_fn: LossFn, init: Tensor, budget: Tensor | int | list[int], memor
             buffer.zero_()
         state.age.fill_(-1)
         state.iteration.fill_(1)
+        state.evaluated.fill_(1)
         if isinstance(budget, int):
             state.budget.fill_(budget)
         else:  # the one copy from the host: the budgets
@@ -287,6 +289,7 @@ def _update(state: LBFGSState, f_new: Tensor, g_new: Tensor, bounds) -> None:
     torch.sub(trial, x, out=s)
     torch.sub(g_new, g, out=y)
     active = state.iteration < state.budget
+    state.evaluated.add_(active)
     # Armijo along the step actually taken (a projected one may be shorter than t d).
     sufficient = f_new <= state.f + ARMIJO * torch.clamp(_dot(g, s), max=0.0)
     accept = active & torch.isfinite(f_new) & sufficient

@@ -3,7 +3,8 @@
 Feature maps arrive as ``(B, N, H, W)`` tensors: ``N`` filters and ``M = H * W`` positions,
 i.e. the paper's ``N_l x M_l`` matrix ``F^l`` per batch element, taken after the ReLU.
 Every loss returns one value per batch element, shape ``(B,)``, so several frames can share
-one forward pass. Reductions run in float32 whatever the feature dtype (DESIGN.md §1).
+one forward pass. Reductions run in float32 whatever the feature dtype: Gram entries of Caffe-scale features
+reach 1e9, and their squared differences overflow anything narrower.
 """
 from __future__ import annotations
 

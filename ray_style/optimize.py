@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import images, lbfgs, losses
-from .config import MIN_SIZE, StyleSettings
 from .errors import FrameError, InputError
+from .settings import MIN_SIZE, StyleSettings
 from .features import VGGFeatures
 from .weights import Weights
 
@@ -42,8 +42,39 @@ class FrameResult:
     loss: float  # L = α L_content + β L_style (+ TV) of the returned image
     content_loss: float  # L_content, unweighted
     style_loss: float  # L_style, unweighted
-    evaluations: int
+    evaluations: int  # loss evaluations that ran for this image (counted, not its budget)
     seconds: float
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """The temporal loss's terms (Ruder et al. 2016): ``weight · Σ mask (x − target)²``."""
+
+    target: Tensor  # (B, 3, H, W) earlier stylized frames warped into this one
+    mask: Tensor  # (B, 1, H, W) per-pixel weight: where the flow is reliable
+    weight: Tensor | float  # λ, or one per image (B,): 0 for images of a batch without one
+
+    def terms(self) -> tuple:
+        return self.target, self.mask, self.weight
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What an optimization is given: where it starts and what it matches."""
+
+    init: Tensor  # (B, 3, H, W) in [0, 1]: the start
+    content: Tensor | None  # (B, 3, H, W) the content images; None optimizes style alone
+    style_grams: dict[str, Tensor]  # {layer: (1, N, N)} from style_targets; {} optimizes content alone
+    temporal: Temporal | None = None
+    iters: int | tuple[int, ...] | None = None  # evaluations: one budget, or one per image; None: settings.iters
+
+    def scaled(self, shape: tuple[int, int]) -> "Problem":
+        """This problem at another image shape (coarse-to-fine)."""
+        temporal = self.temporal
+        if temporal is not None:
+            temporal = Temporal(_resize(temporal.target, shape), _resize(temporal.mask, shape), temporal.weight)
+        return Problem(_resize(self.init, shape), None if self.content is None else _resize(self.content, shape),
+                       self.style_grams, temporal, self.iters)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -106,8 +137,8 @@ def initial_image(kind: str, content: Tensor, seed: int) -> Tensor:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """``auto`` → ``bf16`` on a CUDA GPU (the fastest objective measured, issue 13), ``fp32``
-    elsewhere; TF32 exists only on NVIDIA GPUs."""
+    """``auto`` → ``bf16`` on a CUDA GPU (the fastest objective measured: BENCHMARKS.md),
+    ``fp32`` elsewhere; TF32 exists only on NVIDIA GPUs."""
     device = torch.device(device)
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
@@ -148,11 +179,11 @@ def _network(model: VGGFeatures, precision: str) -> VGGFeatures:
     return _BF16_NETWORKS[model]
 
 
-def _active_temporal(temporal):
-    """``temporal`` unless it weighs nothing (a float weight of 0)."""
-    if temporal is None or (not torch.is_tensor(temporal[2]) and temporal[2] <= 0):
+def _active_temporal(temporal: Temporal | None) -> tuple | None:
+    """``temporal``'s terms unless it weighs nothing (a float weight of 0)."""
+    if temporal is None or (not torch.is_tensor(temporal.weight) and temporal.weight <= 0):
         return None
-    return temporal
+    return temporal.terms()
 
 
 class Objective:
@@ -165,8 +196,7 @@ class Objective:
     """
 
     def __init__(self, model: VGGFeatures, settings: StyleSettings, content: Tensor | None,
-                 style_grams: dict[str, Tensor], temporal: tuple[Tensor, Tensor, Tensor | float] | None = None,
-                 *, static: bool = False):
+                 style_grams: dict[str, Tensor], temporal: Temporal | None = None, *, static: bool = False):
         self.model, self.settings, self.static = model, settings, static
         device = model.mean.device
         self.precision = resolve_precision(settings.precision, device)
@@ -184,8 +214,7 @@ class Objective:
         self.temporal = None
         self._fill(content, style_grams, temporal, first=True)
 
-    def load(self, content: Tensor | None, style_grams: dict[str, Tensor],
-             temporal: tuple[Tensor, Tensor, Tensor | float] | None = None) -> None:
+    def load(self, content: Tensor | None, style_grams: dict[str, Tensor], temporal: Temporal | None = None) -> None:
         """Another frame's targets (same shapes, same kinds of terms) into this static
         objective's tensors, in place."""
         if not self.static:
@@ -196,8 +225,7 @@ class Objective:
         with torch.no_grad():
             targets = ({name: f for name, f in self.features(content).items() if name in self.settings.content_layers}
                        if content is not None and self.settings.content_layers else {})
-        # (warped prev, mask, weight); a weight may be a (B,) tensor, 0 for frames without one
-        temporal = _active_temporal(temporal)
+        temporal = _active_temporal(temporal)  # (target, mask, weight): what the objective function reads
         if not self.static:
             self.content_targets, self.style_grams, self.temporal = targets, style_grams, temporal
             return
@@ -278,8 +306,8 @@ def _share_compiled_kernels() -> None:
 def _compiled_terms(backend: str | None = None):
     """One compiled objective per process: frames of one shape reuse its kernels (dynamo
     guards on shapes and settings, not on the tensors' values). The first call of each shape
-    compiles: issue 13 measured 17 s for VGG19 at 512² on an H100 with a cold cache;
-    ``benchmarks/gpu.py`` measures it cold and with the on-disk cache warm."""
+    compiles (tens of seconds on a GPU with a cold cache); ``benchmarks/gpu.py`` measures
+    it cold and with the on-disk cache warm."""
     backend = backend or COMPILE_BACKEND
     if backend not in _COMPILED:
         _share_compiled_kernels()
@@ -321,10 +349,11 @@ def _loss_of(objective: Objective) -> lbfgs.LossFn:
     return lambda image: objective(image)[0]
 
 
-def _engine(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
-            style_grams: dict[str, Tensor], temporal, graphs: bool) -> _Engine:
+def _engine(model: VGGFeatures, settings: StyleSettings, problem: Problem, graphs: bool) -> _Engine:
     """The objective and minimizer for this frame: new ones, or with ``graphs`` the cached
     pair for frames of this shape and kind, refilled with this frame's targets."""
+    init, content, style_grams, temporal = problem.init, problem.content, problem.style_grams, problem.temporal
+
     def make(static: bool) -> _Engine:
         objective = Objective(model, settings, content, style_grams, temporal, static=static)
         return _Engine(objective, lbfgs.Minimizer(_loss_of(objective), init.shape, memory=settings.lbfgs_history,
@@ -356,26 +385,24 @@ def _final_terms(objective: Objective, image: Tensor) -> tuple[Tensor, Tensor, T
     return tuple(term.detach() for term in terms)
 
 
-def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
-                  style_grams: dict[str, Tensor], *, iters: int | list[int] | None = None,
-                  progress: ProgressCallback | None = None, report_every: int = 10,
-                  temporal: tuple[Tensor, Tensor, Tensor | float] | None = None,
-                  graphs: bool | None = None, snapshot_every: int | None = None) -> list[FrameResult]:
-    """Optimize the ``B`` images of ``init`` ``(B, 3, H, W)`` independently, in one batched
-    forward per evaluation; ``iters`` is one evaluation budget or one per image.
-    ``snapshot_every``: also report the current images every that many evaluations
-    (``Progress.image``, neural-style's ``-save_iter``).
+def stylize_batch(model: VGGFeatures, settings: StyleSettings, problem: Problem, *,
+                  progress: ProgressCallback | None = None, report_every: int = 10, graphs: bool | None = None,
+                  snapshot_every: int | None = None) -> list[FrameResult]:
+    """Optimize the ``B`` images of ``problem.init`` ``(B, 3, H, W)`` independently, in one
+    batched forward per evaluation. ``snapshot_every``: also report the current images every
+    that many evaluations (``Progress.image``, neural-style's ``-save_iter``).
 
-    ``content=None`` optimizes style alone; an empty ``settings.style_layers`` content alone
-    (the seed's reconstructions). The loop never reads a tensor on the host except to report
-    progress every ``report_every`` evaluations (only when ``progress`` is given). Pixels stay
-    in [0, 1]: L-BFGS projects its steps onto the box, so the image it optimizes is the image
-    it delivers. On a CUDA GPU (unless ``graphs=False``) its steps replay as a CUDA graph
-    captured once per shape and batch (:class:`lbfgs.Minimizer`); results are the same up to
-    float rounding. Raises :class:`FrameError` on a non-finite loss.
+    ``problem.content=None`` optimizes style alone; an empty ``settings.style_layers`` content
+    alone (the seed's reconstructions). The loop never reads a tensor on the host except to
+    report progress every ``report_every`` evaluations (only when ``progress`` is given).
+    Pixels stay in [0, 1]: L-BFGS projects its steps onto the box, so the image it optimizes
+    is the image it delivers. On a CUDA GPU (unless ``graphs=False``) its steps replay as a
+    CUDA graph captured once per shape and batch (:class:`lbfgs.Minimizer`); results are the
+    same up to float rounding. Raises :class:`FrameError` on a non-finite loss.
     """
     started = time.perf_counter()
-    budgets = _budgets(iters, init.shape[0], settings.iters)
+    init = problem.init
+    budgets = _budgets(problem.iters, init.shape[0], settings.iters)
     total_evals = max(budgets)
 
     def report(evaluations: int, losses_now: Tensor, image=None) -> None:
@@ -391,31 +418,36 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, init: Tensor, con
             count[0] += 1
             report(count[0], state.f, lambda: state.x.view_as(init))
 
-        engine = _engine(model, settings, init, content, style_grams, temporal,
-                         resolve_graphs(graphs, settings, init.device))
+        engine = _engine(model, settings, problem, resolve_graphs(graphs, settings, init.device))
         objective = engine.objective
         state = engine.minimizer.run(init, total_evals, budget=budgets, on_step=on_step if progress else None)
         final = state.x.view_as(init).clone()  # the buffers serve the next frame
+        counted = state.evaluated.clone()
     else:
-        objective = Objective(model, settings, content, style_grams, temporal)
+        objective = Objective(model, settings, problem.content, problem.style_grams, problem.temporal)
         budget = torch.tensor(budgets, device=init.device)
-        final = _adam(_loss_of(objective), init, total_evals, budget, settings.learning_rate, report)
+        final, counted = _adam(_loss_of(objective), init, total_evals, budget, settings.learning_rate, report)
 
     total, content_value, style_value = (v.tolist() for v in _final_terms(objective, final))
+    evaluations = counted.tolist()
     seconds = time.perf_counter() - started
     results = []
-    for index, evaluations in enumerate(budgets):
+    for index in range(init.shape[0]):
         if not math.isfinite(total[index]):
             hint = " or --learning-rate" if settings.optimizer == "adam" else ""
-            raise FrameError(f"loss is {total[index]} after {evaluations} evaluations: lower --style-weight{hint}")
+            raise FrameError(f"loss is {total[index]} after {evaluations[index]} evaluations: lower "
+                             f"--style-weight{hint}")
         results.append(FrameResult(final[index:index + 1].detach(), total[index], content_value[index],
-                                   style_value[index], evaluations, seconds))
+                                   style_value[index], int(evaluations[index]), seconds))
     return results
 
 
-def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate: float, report) -> Tensor:
-    """Adam on the image; each image keeps its best clamped evaluation within its budget."""
+def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate: float,
+          report) -> tuple[Tensor, Tensor]:
+    """Adam on the image; each image keeps its best clamped evaluation within its budget.
+    Returns the images and how many evaluations each one used."""
     image = init.detach().clone().requires_grad_(True)
+    counted = torch.zeros(init.shape[0], dtype=torch.long, device=init.device)
     optimizer = torch.optim.Adam([image], lr=learning_rate)
     best_image = image.detach().clamp(0, 1)
     best_loss = torch.full((init.shape[0],), math.inf, device=init.device)
@@ -424,25 +456,21 @@ def _adam(loss_fn, init: Tensor, evaluations: int, budget: Tensor, learning_rate
         values = loss_fn(image)
         values.sum().backward()
         with torch.no_grad():
-            better = (values.detach() < best_loss) & (evaluation < budget)
+            active = evaluation < budget
+            counted += active
+            better = (values.detach() < best_loss) & active
             best_loss = torch.where(better, values.detach(), best_loss)
             best_image = torch.where(better[:, None, None, None], image.detach().clamp(0, 1), best_image)
         report(evaluation + 1, values.detach(), lambda: image.clamp(0, 1))
         optimizer.step()
         with torch.no_grad():
             image.clamp_(0, 1)
-    return best_image
+    return best_image, counted
 
 
-def stylize(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
-            style_grams: dict[str, Tensor], *, iters: int | None = None,
-            progress: ProgressCallback | None = None, report_every: int = 10,
-            temporal: tuple[Tensor, Tensor, float] | None = None, graphs: bool | None = None,
-            snapshot_every: int | None = None) -> FrameResult:
-    """One image ``(1, 3, H, W)``: :func:`stylize_batch` with a batch of one."""
-    return stylize_batch(model, settings, init, content, style_grams, iters=iters, progress=progress,
-                         report_every=report_every, temporal=temporal, graphs=graphs,
-                         snapshot_every=snapshot_every)[0]
+def stylize(model: VGGFeatures, settings: StyleSettings, problem: Problem, **options) -> FrameResult:
+    """One image ``(1, 3, H, W)``: :func:`stylize_batch` with a batch of one (same options)."""
+    return stylize_batch(model, settings, problem, **options)[0]
 
 
 COARSEST_SIDE = 16  # VGG's four poolings before relu5_1 need 16 px on each side
@@ -461,48 +489,84 @@ def _resize(image: Tensor, shape: tuple[int, int]) -> Tensor:
     return F.interpolate(image, shape, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
-def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, init: Tensor, content: Tensor | None,
-                           style_grams: dict[str, Tensor], *, iters: int | None = None,
-                           progress: ProgressCallback | None = None, report_every: int = 10,
-                           temporal: tuple[Tensor, Tensor, float] | None = None,
-                           graphs: bool | None = None, snapshot_every: int | None = None) -> FrameResult:
+def stylize_coarse_to_fine(model: VGGFeatures, settings: StyleSettings, problem: Problem, *,
+                           progress: ProgressCallback | None = None, **options) -> FrameResult:
     """``settings.scales`` rounds of :func:`stylize` at doubling sizes, each starting from the
     previous result upsampled (Gatys et al. 2017, "Controlling Perceptual Factors"): the
-    coarse rounds settle the large-scale layout cheaply. Every round gets ``iters``
-    evaluations; the result counts all of them. β follows the area (see
-    :func:`resolve_loss_weights`) so every round strikes the same balance.
+    coarse rounds settle the large-scale layout cheaply. Every round gets the problem's budget;
+    the result counts every evaluation. β follows the area (see :func:`resolve_loss_weights`)
+    so every round strikes the same balance.
     """
-    budget = settings.iters if iters is None else iters
+    budget = settings.iters if problem.iters is None else problem.iters
+    init = problem.init
     shapes = scale_shapes(init.shape[-2], init.shape[-1], settings.scales)
     full_area = init.shape[-2] * init.shape[-1]
     image, spent, seconds, result = init, 0, 0.0, None
     for shape in shapes:
         area = shape[0] * shape[1] / full_area
         scaled = dataclasses.replace(settings, style_weight=settings.style_weight * area)
-        round_temporal = (None if temporal is None else
-                          (_resize(temporal[0], shape), _resize(temporal[1], shape), temporal[2]))
         offset = spent
 
         def shifted(p: Progress, offset=offset) -> None:
             progress(Progress(offset + p.evaluation, budget * len(shapes), p.loss, p.image))
 
-        result = stylize(model, scaled, _resize(image, shape), None if content is None else _resize(content, shape),
-                         style_grams, iters=budget, progress=shifted if progress else None, report_every=report_every,
-                         temporal=round_temporal, graphs=graphs, snapshot_every=snapshot_every)
+        round_problem = dataclasses.replace(problem, init=image, iters=budget).scaled(shape)
+        result = stylize(model, scaled, round_problem, progress=shifted if progress else None, **options)
         image, spent, seconds = result.image, spent + result.evaluations, seconds + result.seconds
     return dataclasses.replace(result, evaluations=spent, seconds=seconds)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise InputError(f"unknown device '{name}': use auto, cpu or cuda[:N] ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
-    return device
+def resolve_device(requested: str = "auto", *, where: str = "here", holds_gpu: bool = False) -> torch.device:
+    """The one rule for ``--device`` (auto, cpu, cuda or cuda:N), by where the work runs:
+
+    - ``here`` (a command that renders in this process): auto is CUDA when torch sees a GPU,
+      else the CPU; cuda with no CUDA device visible is an :class:`InputError`.
+    - ``driver`` (the video job's own work: style targets and the report): this machine's
+      GPU when it has one and the job does not say cpu, else the CPU; never an error (the
+      frames render on the workers).
+    - ``worker`` (a Ray actor): auto is CUDA when the actor holds a GPU; a worker asked for a
+      GPU where torch sees none reports the CPU (the job refuses a device it was not recorded
+      with: see :func:`render_facts`).
+    """
+    from .settings import check_device
+
+    check_device(requested)
+    cuda = torch.cuda.is_available()
+    if requested == "cpu":
+        return torch.device("cpu")
+    if where == "here":
+        if requested == "auto":
+            return torch.device("cuda" if cuda else "cpu")
+        if not cuda:
+            raise InputError(f"--device {requested}: no CUDA GPU is visible here; use --device cpu")
+        return torch.device(requested)
+    if where == "driver":
+        return torch.device(requested if requested != "auto" else "cuda") if cuda else torch.device("cpu")
+    if requested.startswith("cuda") or holds_gpu:
+        return torch.device(requested if requested.startswith("cuda") else "cuda") if cuda else torch.device("cpu")
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def render_facts(settings: StyleSettings, device, threads: int | None) -> dict:
+    """What decides a frame's bytes beyond the settings: the device kind, the precision and
+    the compile and CUDA-graph switches it resolves to there, and on a CPU the torch thread
+    count (the order of its sums). A job records them with every frame and never mixes two."""
+    device = torch.device(device)
+    facts = {"device": device.type, "precision": resolve_precision(settings.precision, device),
+             "compile": resolve_compile(settings.compile, device),
+             "graphs": resolve_graphs(None, settings, device)}
+    if device.type == "cpu":
+        facts["threads"] = threads
+    return facts
+
+
+def describe_facts(facts: dict) -> str:
+    """``on cpu in fp32 with 2 threads``: render facts as a reader says them."""
+    text = f"on {facts.get('device')} in {facts.get('precision')}"
+    if facts.get("threads"):
+        text += f" with {facts['threads']} torch threads"
+    switches = [name for name in ("compile", "graphs") if facts.get(name)]
+    return text + (f" ({', '.join(switches)})" if switches else "")
 
 
 def prepare_styles(styles: list[np.ndarray], size: int, scale: float, device) -> list[Tensor]:
@@ -531,7 +595,7 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
         init = images.to_tensor(images.resize(init_image, content_small.shape[1], content_small.shape[0])).to(device)
     else:
         init = initial_image(settings.init, content_tensor, settings.seed)
-    result = stylize_coarse_to_fine(model, settings, init, content_tensor, grams, progress=progress,
+    result = stylize_coarse_to_fine(model, settings, Problem(init, content_tensor, grams), progress=progress,
                                     snapshot_every=snapshot_every)
     output = images.to_uint8(result.image)
     if settings.original_colors:
@@ -539,7 +603,7 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
     return output, result
 
 
-__all__ = ["Progress", "FrameResult", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
+__all__ = ["Progress", "FrameResult", "Temporal", "Problem", "render_facts", "describe_facts", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
            "resolve_precision", "resolve_compile", "resolve_graphs", "release_graphs", "inductor_cache_dir",
-           "stylize_image", "style_targets", "initial_image", "build_model", "resolve_loss_weights", "pick_device",
+           "stylize_image", "style_targets", "initial_image", "build_model", "resolve_loss_weights", "resolve_device",
            "prepare_styles"]

@@ -1,4 +1,5 @@
-"""The live job page: ``JOB/report/index.html``, rewritten atomically as frames finish.
+"""What a job shows: the live page ``JOB/report/index.html``, rewritten atomically as frames
+finish, and the report's files beside it when the job ends (:func:`write_report`).
 
 One static, self-contained file: no JavaScript, no external fetches; charts are inline SVG
 drawn here, thumbnails are ``data:`` URIs, so the file alone can be shared. While the job runs
@@ -6,8 +7,9 @@ a ``<meta http-equiv="refresh">`` reloads it; when the job ends it becomes the f
 Everything that comes from the input or the job directory (paths, worker names, event
 details) is HTML-escaped: nothing in a job directory may execute in the browser.
 
-:class:`LivePage` tails ``frames.jsonl`` and ``events.jsonl`` from where it last stopped, so a
-refresh costs the new lines only, however long the job; :func:`render_html` is pure.
+:class:`LivePage` tails ``frames.jsonl`` and ``events.jsonl`` from where it last stopped
+(job.Tail), so a refresh costs the new lines only, however long the job; :func:`render_html`
+is pure. Charts and contact sheets are :mod:`ray_style.figures`'.
 """
 from __future__ import annotations
 
@@ -17,16 +19,18 @@ import html
 import io
 import json
 import math
-import os
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from . import images, video
+from .figures import CHART_CSS, chart_file, chart_svg, contact_sheet
 from .files import write_text_atomic
+from .job import Layout, Tail, read_manifest
 
 STATES = ("running", "finished", "failed", "stopped")
 LATEST = 6  # thumbnails shown, newest first
@@ -34,67 +38,11 @@ THUMB_WIDTH = 240  # px; a 1080p frame's thumbnail stays a few kB of JPEG
 RATE_WINDOW = 50  # recent renders the frame rate and ETA are measured over
 WORKER_WINDOW = 20  # recent renders per worker for its frames per second
 EVENTS_SHOWN = 30
-CHART_POINTS = 600  # a chart of 170,000 frames is drawn from this many bins
 FAILURE_KINDS = ("failed", "redone", "repaired", "warning")
 # Repeated in the page itself, for when the file is opened without our server (shared).
 # frame-ancestors is left out: Chromium ignores it in a <meta> and says so in the console.
 META_CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
             "base-uri 'none'; form-action 'none'")
-
-
-# ---------------------------------------------------------------- reading the job directory
-def parse_line(line: str) -> dict | None:
-    """One JSON record, or None. A line cut short by a crash has the next run's record glued to
-    its end (the writer appends after the torn bytes): that record is recovered."""
-    line = line.strip()
-    if not line:
-        return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        record = None
-        start = line.find("{", 1)
-        while start != -1 and record is None:
-            try:
-                record = json.loads(line[start:])
-            except json.JSONDecodeError:
-                start = line.find("{", start + 1)
-    return record if isinstance(record, dict) else None
-
-
-class Tail:
-    """New whole lines of an append-only file since the last call.
-
-    A last line without its newline (being written, or torn by a crash) is left for the next
-    call; a file that shrank or was replaced (``--restart``) is read again from the start.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.offset = 0
-        self.identity: tuple[int, int] | None = None
-
-    def read(self) -> tuple[list[dict], bool]:
-        """``(records, restarted)``: ``restarted`` when the file was replaced or truncated."""
-        try:
-            stat = os.stat(self.path)
-        except FileNotFoundError:
-            restarted = self.offset > 0
-            self.offset, self.identity = 0, None
-            return [], restarted
-        restarted = False
-        if self.identity not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self.offset:
-            self.offset, restarted = 0, True
-        self.identity = (stat.st_dev, stat.st_ino)
-        if stat.st_size == self.offset:
-            return [], restarted
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read(stat.st_size - self.offset)
-        whole = data.rfind(b"\n") + 1
-        self.offset += whole
-        records = [parse_line(line) for line in data[:whole].decode("utf-8", "replace").splitlines()]
-        return [r for r in records if r is not None], restarted
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -206,6 +154,7 @@ class Snapshot:
     message: str | None = None  # why the job failed or stopped
     refresh_s: int = 5
     links: list[str] = field(default_factory=list)  # report files beside index.html
+    sheet: str | None = None  # the finished report's contact sheet, a data: URI (the page stays whole alone)
 
 
 class LivePage:
@@ -216,10 +165,11 @@ class LivePage:
 
     def __init__(self, job_root, total_renders: int, title: str | None = None, refresh_s: int = 5):
         self.root = Path(job_root)
+        self.layout = Layout(self.root)
         self.total = total_renders
         self.title = title
         self.refresh_s = refresh_s
-        self.frames, self.events = Tail(self.root / "frames.jsonl"), Tail(self.root / "events.jsonl")
+        self.frames, self.events = Tail(self.layout.frames_log), Tail(self.layout.events_log)
         self.last_written = 0.0
         self.created = time.time()
         self._thumbs: dict[tuple[int, int], Thumb] = {}
@@ -281,8 +231,8 @@ class LivePage:
     def _thumb(self, chain: int, frame: int, seconds, worker) -> Thumb:
         key = (chain, frame)
         if key not in self._thumbs or None in (self._thumbs[key].source, self._thumbs[key].stylized):
-            self._thumbs[key] = Thumb(chain, frame, _thumbnail_uri(self.root / "source" / f"{frame:06d}.png"),
-                                      _thumbnail_uri(self.root / "chains" / f"{chain:04d}" / f"{frame:06d}.png"),
+            self._thumbs[key] = Thumb(chain, frame, _thumbnail_uri(self.layout.source(frame)),
+                                      _thumbnail_uri(self.layout.frame(chain, frame)),
                                       seconds, None if worker is None else str(worker))
         return self._thumbs[key]
 
@@ -291,7 +241,7 @@ class LivePage:
         if state not in STATES:
             raise ValueError(f"state {state!r}: use one of {', '.join(STATES)}")
         self.update()
-        manifest = _read_manifest(self.root)
+        manifest = read_manifest(self.root)
         run = manifest.get("run", {}) if isinstance(manifest.get("run"), dict) else {}
         latest = [self._thumb(*entry) for entry in reversed(self.latest)]
         self._thumbs = {(t.chain, t.frame): t for t in latest}  # only what is shown stays cached
@@ -306,9 +256,12 @@ class LivePage:
             warping = [(row["frame"], row["warping_error"]) for row in evaluation["per_frame"]
                        if isinstance(row, dict) and _float(row.get("warping_error")) is not None
                        and isinstance(row.get("frame"), int)]
-        report = self.root / "report"
-        links = sorted(p.name for p in report.glob("*") if p.is_file() and not p.name.startswith(".")
-                       and p.name != "index.html") if report.is_dir() else []
+        report = self.layout.report
+        links = sorted(p.name for p in report.glob("*") if p.is_file() and not p.is_symlink()
+                       and not p.name.startswith(".") and p.name != "index.html") \
+            if report.is_dir() and not report.is_symlink() else []
+        sheet = _sheet_uri(report / "contact_sheet.png") if state == "finished" and "contact_sheet.png" in links \
+            else None
         return Snapshot(
             title=self.title or _default_title(run), state=state, now=time.time() if now is None else now,
             done=done, total=self.total, rate=rate, eta=eta_seconds(self.total - done, rate) if state == "running"
@@ -318,14 +271,14 @@ class LivePage:
                 for name, count in sorted(self.worker_renders.items())],
             events=list(reversed(self.recent_events)), event_counts=dict(self.event_counts),
             fallbacks=self.fallbacks, evaluation=evaluation, message=message, refresh_s=self.refresh_s,
-            links=links)
+            links=links, sheet=sheet)
 
     # writing
     def write(self, state: str = "running", evaluation: dict | None = None, message: str | None = None) -> Path:
         """Rewrite ``JOB/report/index.html`` atomically; ``evaluation``: the final
         ``dataclasses.asdict(Evaluation)``; ``message``: why the job failed or stopped."""
         snapshot = self.snapshot(state, evaluation, message)
-        path = self.root / "report" / "index.html"
+        path = self.layout.page
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, render_html(snapshot))
         self.last_written = time.monotonic()
@@ -374,14 +327,6 @@ def _per_second(seconds) -> float | None:
     return 1.0 / mean if mean > 0 else None
 
 
-def _read_manifest(root: Path) -> dict:
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
 def _frame_size(manifest: dict) -> tuple[int, int] | None:
     size = manifest.get("frame_size")
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
@@ -401,48 +346,6 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def line_chart_svg(points, title: str, width: int = 470, height: int = 170,
-                   max_points: int = CHART_POINTS) -> str:
-    """An inline SVG line chart of ``(x, y)`` points (a list of pairs or an ``(N, 2)`` array,
-    x ascending); more than ``max_points`` are averaged into that many bins of x, so the page
-    stays small for long videos."""
-    left, right, top, bottom = 62, width - 8, 22, height - 22
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-             f'<text x="{left}" y="14" class="t">{_e(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" class="frame"/>']
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    points = points[np.isfinite(points[:, 1])]
-    if not len(points):
-        parts.append(f'<text x="{left + 8}" y="{(top + bottom) // 2}" class="l">no values yet</text></svg>')
-        return "".join(parts)
-    xs, ys = points[:, 0], points[:, 1]
-    if len(xs) > max_points:
-        bins = np.minimum(((xs - xs[0]) / max(xs[-1] - xs[0], 1) * max_points).astype(int), max_points - 1)
-        counts = np.bincount(bins, minlength=max_points)
-        keep = counts > 0
-        xs = (np.bincount(bins, xs, max_points)[keep] / counts[keep])
-        ys = (np.bincount(bins, ys, max_points)[keep] / counts[keep])
-    x_low, x_high, y_low, y_high = xs.min(), xs.max(), ys.min(), ys.max()
-    px = left + (right - left) * (xs - x_low) / ((x_high - x_low) or 1.0)
-    py = bottom - (bottom - top) * (ys - y_low) / ((y_high - y_low) or 1.0)
-    if len(px) == 1:
-        parts.append(f'<circle cx="{px[0]:.1f}" cy="{py[0]:.1f}" r="3" class="p"/>')
-    else:
-        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(px, py))
-        parts.append(f'<polyline points="{coords}" class="line"/>')
-    parts += [f'<text x="{left - 4}" y="{top + 9}" class="l r">{_axis(float(y_high))}</text>',
-              f'<text x="{left - 4}" y="{bottom}" class="l r">{_axis(float(y_low))}</text>',
-              f'<text x="{left}" y="{height - 6}" class="l">frame {int(x_low)}</text>',
-              f'<text x="{right}" y="{height - 6}" class="l r">frame {int(x_high)}</text></svg>']
-    return "".join(parts)
-
-
-def _axis(value: float) -> str:
-    """A short axis label: 5.21e8, not 5.21e+08 (the margin holds about 8 characters)."""
-    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
-
-
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1000px;padding:12px 16px;color:#222;background:#fafafa}
 h1{font-size:20px;margin:4px 0}h2{font-size:16px;margin:18px 0 6px;border-bottom:1px solid #ddd}
@@ -456,13 +359,11 @@ figure{margin:0;background:#fff;border:1px solid #e5e7eb;border-radius:6px;paddi
 figure .pair{display:flex;gap:4px}figure img{width:50%;height:auto;display:block}
 figcaption{font-size:12px;color:#555;margin-top:3px}.missing{width:50%;font-size:12px;color:#999}
 .charts{display:flex;gap:12px;flex-wrap:wrap}
-svg{background:#fff;border:1px solid #e5e7eb;border-radius:6px}svg .t{font-size:13px;font-weight:600}
-svg .l{font-size:11px;fill:#555}svg .r{text-anchor:end}svg .frame{fill:none;stroke:#ddd}
-svg .line{fill:none;stroke:#2563eb;stroke-width:1.5}svg .p{fill:#2563eb}
+svg{background:#fff;border:1px solid #e5e7eb;border-radius:6px}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.detail{word-break:break-all}
 .msg{padding:8px;border-radius:6px;background:#fee2e2}video,.sheet{max-width:100%}
-"""
+""" + CHART_CSS
 
 
 def render_html(snapshot: Snapshot) -> str:
@@ -530,8 +431,8 @@ def _thumbnails(s: Snapshot) -> str:
 def _charts(s: Snapshot) -> str:
     warping_title = ("warping error to the next frame" if s.evaluation else "warping error (per frame)")
     return ('<h2>Per frame</h2><div class="charts">'
-            f'<div id="loss-chart">{line_chart_svg(s.loss, "loss (α·content + β·style)")}</div>'
-            f'<div id="warping-chart">{line_chart_svg(s.warping, warping_title)}</div></div>')
+            f'<div id="loss-chart">{chart_svg(s.loss, "loss (α·content + β·style)")}</div>'
+            f'<div id="warping-chart">{chart_svg(s.warping, warping_title)}</div></div>')
 
 
 def _workers(s: Snapshot) -> str:
@@ -573,8 +474,8 @@ def _evaluation(s: Snapshot) -> str:
     table = "".join(f'<tr><td>{name}</td><td class=n id="eval-{name.split()[0]}">{_e(_number(value))}</td>'
                     f"<td>{note}</td></tr>" for name, value, note in rows)
     extra = ""
-    if "contact_sheet.png" in s.links:
-        extra += '<p><img class="sheet" src="contact_sheet.png" alt="contact sheet: source above, stylized below"></p>'
+    if s.sheet:
+        extra += f'<p><img class="sheet" src="{_e(s.sheet)}" alt="contact sheet: source above, stylized below"></p>'
     if "side_by_side.mp4" in s.links:
         extra += '<p><video controls preload="metadata" src="side_by_side.mp4"></video></p>'
     # "./" and quoting keep a file named like a URL ("javascript:…") a relative path.
@@ -583,5 +484,61 @@ def _evaluation(s: Snapshot) -> str:
             + (f'<p class="meta">report files: {files}</p>' if files else ""))
 
 
-__all__ = ["LivePage", "Snapshot", "Thumb", "WorkerRow", "render_html", "line_chart_svg", "recent_rate",
-           "eta_seconds", "format_duration", "thumbnail", "data_uri", "parse_line", "Tail"]
+def _sheet_uri(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            return data_uri(np.asarray(image.convert("RGB")), quality=90)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+# ---------------------------------------------------------------- the report's files
+def write_report(evaluation, output, source, folder) -> Path:
+    """evaluation.json, per-frame charts (SVG), a contact sheet and a side-by-side preview MP4
+    of an :class:`~ray_style.evaluate.Evaluation` (``output`` and ``source``: paths or
+    VideoInfos of the two videos)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "evaluation.json", json.dumps(asdict(evaluation), indent=1))
+    rows = evaluation.per_frame
+
+    def column(key: str) -> list:
+        return [(r["frame"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+
+    seams = [seam["frame"] - 1 for seam in evaluation.seams]  # drawn at the pair's first frame
+    charts = {"warping_error.svg": ({"output": column("warping_error"),
+                                     "source (floor)": column("source_warping_error")},
+                                    "warping error to the next frame; seams in red")}
+    if evaluation.long_range_warping_error:
+        series = {}
+        for k in evaluation.long_range_warping_error:
+            series[f"output, k = {k}"] = column(f"warping_error_k{k}")
+            series[f"source, k = {k}"] = column(f"source_warping_error_k{k}")
+        charts["long_range_warping_error.svg"] = (series, "long-range warping error to frame + k")
+    if evaluation.content_loss is not None:
+        charts["content_loss.svg"] = (column("content_loss"), "content loss (eq. 1)")
+        charts["style_loss.svg"] = (column("style_loss"), "style loss (eq. 5)")
+    for name, (series, title) in charts.items():
+        write_text_atomic(folder / name, chart_file(series, title, marks=seams if name == "warping_error.svg" else (),
+                                                    width=640, height=220))
+    out_info = output if isinstance(output, video.VideoInfo) else video.probe(output)
+    src_info = source if isinstance(source, video.VideoInfo) else video.probe(source)
+    size = (evaluation.width, evaluation.height)
+    picks = set(np.linspace(0, evaluation.frames - 1, min(6, evaluation.frames)).round().astype(int).tolist())
+    sheet: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def side_by_side():  # one pass over both videos feeds the preview and the contact sheet
+        for index, (src, out) in enumerate(zip(video.decode(src_info, *size), video.decode(out_info, *size))):
+            if index in picks:
+                sheet.append((index, src, out))
+            yield np.concatenate([src, out], axis=1)
+
+    video.encode(side_by_side(), folder / "side_by_side.mp4", 2 * size[0], size[1], out_info.fps)
+    images.save_image(contact_sheet([("source", [(f"frame {i}", src) for i, src, _ in sheet]),
+                                     ("stylized", [(None, out) for _, _, out in sheet])]),
+                      folder / "contact_sheet.png")
+    return folder
+
+
+__all__ = ["LivePage", "Snapshot", "Thumb", "WorkerRow", "render_html", "recent_rate", "eta_seconds",
+           "format_duration", "thumbnail", "data_uri", "write_report"]

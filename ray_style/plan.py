@@ -1,4 +1,4 @@
-"""Frames → chains: the parallelism plan (DESIGN.md §3), pure and Ray-free.
+"""Frames → chains: the parallelism plan, pure and Ray-free.
 
 Seeding each frame from the previous stylized one makes a video one sequential chain. We
 cut it into chains at shot changes, then into pieces of at most ``segment_length`` frames;

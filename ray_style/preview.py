@@ -1,38 +1,34 @@
 """`ray-style preview`: try a look on a few stills of a video before rendering all of it.
 
 K evenly spaced frames are stylized exactly as a video job starts each chain (from the
-content frame, with the chain-start budget and the job's settings), on the same executors
-as `video` (Ray or in this process), once per value of an optional grid option, and laid out
-in one contact sheet: the source frames on top, one row per look.
+content frame, with the chain-start budget and the job's settings, resolved by the same
+:func:`~ray_style.runner.resolve_settings`), on the same executors and through the same
+driver loop as `video`, once per look, and laid out in one contact sheet: the source frames
+on top, one row per look.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
-from . import images, optimize, video
-from .config import VideoSettings
+from . import images, optimize, plan, video
+from .codec import decode_png, png_bytes
 from .errors import InputError
-from .executor import Executor, ExecutorOptions, make_executor
-from .features import check_layers
-from .job import decode_png, png_bytes
-from .plan import FrameJob
+from .executor import Executor, drive, make_executor
+from .figures import contact_sheet
 from .render import FrameOutput, FrameTask, frame_seed
-from .runner import check_frame_size
+from .runner import resolve_settings
+from .settings import ExecutorOptions, VideoSettings
 from .weights import Weights, load_weights
-
-LABEL = 18  # px of label strip above each row
 
 
 @dataclass(frozen=True)
 class Look:
-    """One row: a label, the settings and the artworks it renders with."""
+    """One row: a label, the settings (the weights' name among them) and the artworks."""
 
     label: str
     settings: VideoSettings
@@ -56,60 +52,55 @@ def pick_frames(count: int, frames: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, frames - 1, min(count, frames))})
 
 
-def decode_frames(info: video.VideoInfo, size, wanted: list[int]) -> dict[int, np.ndarray]:
-    """The wanted frames, each by seeking to it (a film's last frame costs no more than its first)."""
-    return {number: video.decode_at(info, number, *size) for number in wanted}
-
-
-def preview(input_path, looks: list[Look], output, *, weights: str | Weights = "vgg19", frames: int = 4,
+def preview(input_path, looks: list[Look], output, *, frames: int = 4,
             executor: Executor | ExecutorOptions | None = None, progress=None) -> PreviewResult:
     """Stylize ``frames`` stills of ``input_path`` once per look; write the contact sheet to
-    ``output`` (a PNG or JPEG). ``progress(done, total)`` after each still."""
+    ``output`` (a PNG or JPEG). ``progress(done, total)`` after each look's stills. Every look
+    is checked (its styles, weights and settings) before the first still renders."""
     started = time.perf_counter()
     output = images.check_image_output(output, [input_path, *(s for look in looks for s in look.styles)])
     info = video.probe(input_path)
-    weights = weights if isinstance(weights, Weights) else load_weights(weights)
-    sizes = {look.settings.style.size for look in looks}
     numbers = pick_frames(frames, info.frames)
-    stills = {size: decode_frames(info, video.frame_size(info, size), numbers) for size in sizes}
+    weights: dict[str, Weights] = {}
+    resolved = []
+    for look in looks:
+        if not look.styles:
+            raise InputError("give at least one style image")
+        name = look.settings.style.weights
+        weights[name] = weights.get(name) or load_weights(name)
+        artworks = [images.load_image(path) for path in look.styles]
+        resolved.append((resolve_settings(look.settings, weights[name], info), weights[name], artworks))
+    sizes = {settings.style.size for settings, _, _ in resolved}
+    stills = {size: {n: video.decode_at(info, n, *video.frame_size(info, size)) for n in numbers} for size in sizes}
     options = executor if isinstance(executor, ExecutorOptions) else ExecutorOptions()
-    pool = executor if executor is not None and not isinstance(executor, ExecutorOptions) else None
-    rows, losses, renders = [], [], 0
-    own = pool is None
-    pool = pool or make_executor(options.validate(), parallel=len(numbers))
+    own = executor is None or isinstance(executor, ExecutorOptions)
+    pool = make_executor(options.validate(), parallel=len(numbers)) if own else executor
+    rows, losses = [], []
     try:
-        for index, look in enumerate(looks):
-            settings, style = _resolve(look, weights, info)
-            shown = stills[settings.style.size]
-            grams = _grams(weights, style, [images.load_image(p) for p in look.styles])
-            pool.begin(f"preview-{index}", weights, style, grams)
-            outputs = _render(pool, f"preview-{index}", shown, settings)
+        for index, (settings, source, artworks) in enumerate(resolved):
+            job = f"preview-{index}"
+            pool.begin(job, source, settings.style, _grams(source, settings, artworks))
+            outputs = _render(pool, job, stills[settings.style.size], settings)
             rows.append([decode_png(outputs[n].png) for n in numbers])
-            losses.append(tuple(outputs[n].loss for n in numbers))
-            renders += len(numbers)
+            losses.append(tuple(outputs[n].record.loss for n in numbers))
             if progress:
-                progress(renders, len(looks) * len(numbers))
+                progress((index + 1) * len(numbers), len(looks) * len(numbers))
     finally:
         if own:
             pool.close()
     sources = [stills[max(sizes)][n] for n in numbers]
-    images.save_image(contact_sheet(sources, rows, [look.label for look in looks], numbers), output)
+    width, height = sources[0].shape[1], sources[0].shape[0]
+    sheet = contact_sheet([("source frames " + ", ".join(map(str, numbers)), [(None, s) for s in sources])]
+                          + [(look.label, [(None, tile) for tile in row]) for look, row in zip(looks, rows)],
+                          tile=(width, height))
+    images.save_image(sheet, output)
     seconds = time.perf_counter() - started
+    renders = len(looks) * len(numbers)
     return PreviewResult(output, tuple(numbers), tuple(looks), seconds, seconds / max(renders, 1), tuple(losses))
 
 
-def _resolve(look: Look, weights: Weights, info: video.VideoInfo):
-    settings = look.settings.validate()
-    if not look.styles:
-        raise InputError("give at least one style image")
-    size = video.frame_size(info, settings.style.size)
-    style = optimize.resolve_loss_weights(settings.style, weights, size[0] * size[1])
-    check_layers(weights.arch, (*style.content_layers, *style.style_layers))
-    check_frame_size(info, settings.style.size, (*style.content_layers, *style.style_layers))
-    return dataclasses.replace(settings, style=style), style
-
-
-def _grams(weights: Weights, style, artworks) -> dict:
+def _grams(weights: Weights, settings: VideoSettings, artworks) -> dict:
+    style = settings.style
     with torch.no_grad():
         model = optimize.build_model(weights, style)
         grams = optimize.style_targets(model, optimize.prepare_styles(artworks, style.size, style.style_scale, "cpu"),
@@ -119,38 +110,19 @@ def _grams(weights: Weights, style, artworks) -> dict:
 
 def _render(pool: Executor, job: str, shown: dict[int, np.ndarray], settings: VideoSettings) -> dict[int, FrameOutput]:
     """Each still as a chain's first frame: from content (or noise), with the chain-start budget."""
-    tasks = {n: FrameTask(job, 0, n, png_bytes(frame), settings.start_init, settings.chain_start_iters,
-                          frame_seed(settings.style.seed, n)) for n, frame in shown.items()}
-    queue, done, attempts = list(tasks.values()), {}, {}
-    while len(done) < len(tasks):
-        while queue and pool.capacity() > 0:
-            task = queue.pop(0)
-            pool.submit(FrameJob(0, task.frame, False), task)
-        for item, out in pool.results():
-            if isinstance(out, FrameOutput):
-                done[item.frame] = out
-                continue
-            attempts[item.frame] = attempts.get(item.frame, 0) + 1
-            if attempts[item.frame] >= 3:
-                raise InputError(f"preview frame {item.frame} failed 3 times: {out}")
-            queue.append(tasks[item.frame])
+    stills = [plan.Chain(index, n, n + 1, 0) for index, n in enumerate(shown)]
+    done: dict[int, FrameOutput] = {}
+
+    def make_task(item: plan.FrameJob, first: bool) -> FrameTask:
+        return FrameTask(job=job, chain=item.chain, frame=item.frame, content=png_bytes(shown[item.frame]),
+                         init_kind=settings.start_init, iters=settings.chain_start_iters,
+                         seed=frame_seed(settings.style.seed, item.frame))
+
+    def store(item: plan.FrameJob, out: FrameOutput) -> None:
+        done[item.frame] = out
+
+    drive(pool, stills, False, make_task, store, is_done=lambda chain, frame: frame in done)
     return done
 
 
-def contact_sheet(sources: list[np.ndarray], rows: list[list[np.ndarray]], labels: list[str],
-                  numbers: list[int]) -> np.ndarray:
-    """Sources on top, a labelled row per look; every tile at the sources' size."""
-    height, width = sources[0].shape[:2]
-    font = ImageFont.load_default(size=12)
-    lines = [("source frames " + ", ".join(map(str, numbers)), sources)] + list(zip(labels, rows))
-    canvas = Image.new("RGB", (width * len(sources), (height + LABEL) * len(lines)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for row, (label, tiles) in enumerate(lines):
-        y = row * (height + LABEL)
-        draw.text((4, y + 3), label, fill="black", font=font)
-        for column, tile in enumerate(tiles):
-            canvas.paste(Image.fromarray(images.resize(tile, width, height)), (column * width, y + LABEL))
-    return np.asarray(canvas)
-
-
-__all__ = ["Look", "PreviewResult", "preview", "pick_frames", "contact_sheet"]
+__all__ = ["Look", "PreviewResult", "preview", "pick_frames"]

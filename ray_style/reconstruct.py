@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from . import images
-from .config import StyleSettings
-from .optimize import (Objective, ProgressCallback, build_model, initial_image, resolve_loss_weights, style_targets,
-                       stylize)
+from .figures import contact_sheet
+from .optimize import (Objective, Problem, ProgressCallback, build_model, initial_image, resolve_loss_weights,
+                       style_targets, stylize)
+from .settings import StyleSettings
 from .weights import Weights
 
 BLOCK_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -52,7 +52,7 @@ def reconstruct(content: np.ndarray, style: np.ndarray, settings: StyleSettings,
     content_series = []
     for layer in BLOCK_LAYERS:
         run = dataclasses.replace(base, content_layers=(layer,), style_layers=(), style_layer_weights=None)
-        result = stylize(model, run, noise, content_tensor, {}, progress=progress)
+        result = stylize(model, run, Problem(noise, content_tensor, {}), progress=progress)
         image = images.to_uint8(result.image)
         rmse = float(np.sqrt(np.mean((image.astype(np.float64) - reference) ** 2)))
         content_series.append(Reconstruction(f"content {_paper_name(layer)}", (layer,), image, rmse, math.nan,
@@ -62,7 +62,7 @@ def reconstruct(content: np.ndarray, style: np.ndarray, settings: StyleSettings,
     for blocks in range(1, 6):
         layers = BLOCK_LAYERS[:blocks]
         run = dataclasses.replace(base, content_layers=(), style_layers=layers, style_layer_weights=None)
-        result = stylize(model, run, noise, None, grams, progress=progress)
+        result = stylize(model, run, Problem(noise, None, grams), progress=progress)
         with torch.no_grad():
             noise_loss = Objective(model, run, None, grams)(noise)[2].item()
         label = "style conv1 of block 1" if blocks == 1 else f"style conv1 of blocks 1-{blocks}"
@@ -77,26 +77,16 @@ def _paper_name(layer: str) -> str:
 
 def figure(content: np.ndarray, style: np.ndarray, content_series: list[Reconstruction],
            style_series: list[Reconstruction]) -> np.ndarray:
-    """One labeled grid: inputs in the first column, a series per row."""
+    """One labelled grid like the slides': the input first in each row, then its series."""
     tile_h, tile_w = content_series[0].image.shape[:2]
-    label_h, pad = max(14, tile_w // 10), 4
-    font = ImageFont.load_default(size=max(9, label_h - 4))
-    columns = 1 + max(len(content_series), len(style_series))
-    canvas = Image.new("RGB", (columns * (tile_w + pad) + pad, 2 * (tile_h + label_h + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    rows = [([("content photo p", images.resize(content, tile_w, tile_h))]
-             + [(r.label.replace("content ", ""), r.image) for r in content_series]),
-            ([("artwork a", images.resize_long_edge(style, max(tile_w, tile_h)))]
-             + [(r.label.replace("style ", ""), r.image) for r in style_series])]
-    for row, tiles in enumerate(rows):
-        y = pad + row * (tile_h + label_h + pad)
-        for column, (label, tile) in enumerate(tiles):
-            x = pad + column * (tile_w + pad)
-            thumb = Image.fromarray(tile)
-            thumb.thumbnail((tile_w, tile_h))
-            canvas.paste(thumb, (x, y))
-            draw.text((x + 2, y + tile_h + 1), label, fill="black", font=font)
-    return np.asarray(canvas)
+    # Captions need about 6 px a character: small reconstructions are shown larger.
+    scale = max(1, -(-120 // tile_w))
+    tile = (tile_w * scale, tile_h * scale)
+    rows = [("content reconstructions (the content loss alone, from white noise)",
+             [("content photo p", content)] + [(r.label.replace("content ", ""), r.image) for r in content_series]),
+            ("style reconstructions (the style loss alone, from white noise)",
+             [("artwork a", style)] + [(r.label.replace("style conv1 of ", ""), r.image) for r in style_series])]
+    return contact_sheet(rows, tile=tile, pad=4)
 
 
 __all__ = ["Reconstruction", "reconstruct", "figure", "BLOCK_LAYERS"]

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from . import images, optimize
-from .config import StyleSettings
+from .codec import decode_png, digest, flow_bytes, load_flow, png_bytes
 from .errors import FrameError
-from .job import decode_png, digest, load_flow, png_bytes
+from .settings import StyleSettings
 from .weights import Weights
 
 
@@ -59,32 +59,35 @@ class FrameTask:
 
 
 @dataclass(frozen=True)
+class FrameRecord:
+    """What ``frames.jsonl`` keeps of one render (the job adds checksum, size and fingerprint)."""
+
+    loss: float
+    content_loss: float
+    style_loss: float
+    evaluations: int  # counted as they ran
+    seconds: float
+    worker: str  # host/node:pid that rendered it
+    device: str  # what it rendered on ("cuda:0", "cpu")
+    render: dict  # the render facts (optimize.render_facts): a job never mixes two
+    fallback: str | None = None  # set when the frame needed a fallback (e.g. Adam after out of memory)
+    warning: str | None = None  # e.g. a GPU actor that found no CUDA device
+    warping_error: float | None = None  # to the warped previous frame where the flow is reliable
+
+    def as_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["seconds"] = round(self.seconds, 3)
+        return {name: value for name, value in record.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class FrameOutput:
     job: str
     chain: int
     frame: int
     png: bytes  # the stylized frame, as the job directory stores it
-    loss: float
-    content_loss: float
-    style_loss: float
-    evaluations: int
-    seconds: float
-    worker: str  # host/node:pid that rendered it
-    device: str  # what it rendered on ("cuda:0", "cpu")
-    fallback: str | None = None  # set when the frame needed a fallback (e.g. Adam after out of memory)
-    warning: str | None = None  # e.g. a GPU actor that found no CUDA device and rendered on the CPU
-    warping_error: float | None = None  # to the warped previous frame where the flow is reliable
+    record: FrameRecord
     flow: bytes | None = None  # the flow file previous → this frame, when the task asked for it
-
-    def record(self) -> dict:
-        """The fields frames.jsonl keeps (the job adds checksum, size and fingerprint)."""
-        record = {"loss": self.loss, "content_loss": self.content_loss, "style_loss": self.style_loss,
-                  "evaluations": self.evaluations, "seconds": round(self.seconds, 3), "worker": self.worker,
-                  "device": self.device}
-        for name in ("fallback", "warning", "warping_error"):
-            if getattr(self, name) is not None:
-                record[name] = getattr(self, name)
-        return record
 
 
 class WorkerLost(Exception):
@@ -94,23 +97,6 @@ class WorkerLost(Exception):
 def frame_seed(job_seed: int, frame: int) -> int:
     """Each frame's randomness from the job seed and its index alone (resume-safe)."""
     return (job_seed * 1_000_003 + frame) % (2**63)
-
-
-def resolve_device(requested: str, holds_gpu: bool) -> tuple[torch.device, str | None]:
-    """The device a worker renders on, and a warning when it cannot honour what it was given.
-
-    ``auto`` is CUDA when the worker holds a GPU (or, outside Ray, when one is visible);
-    a GPU worker on a node where torch sees no CUDA device renders on the CPU, and says so.
-    """
-    cuda = torch.cuda.is_available()
-    if requested == "cpu":
-        return torch.device("cpu"), None
-    if requested.startswith("cuda") or holds_gpu:
-        if cuda:
-            return torch.device(requested if requested.startswith("cuda") else "cuda"), None
-        return torch.device("cpu"), ("this worker was given a GPU but torch sees no CUDA device here "
-                                     f"(torch {torch.__version__}); rendering on the CPU")
-    return torch.device("cuda" if cuda else "cpu"), None
 
 
 def _warping_error(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
@@ -133,10 +119,8 @@ class _Prepared:
 
 BLEND = 0.5  # δ of Ruder et al.'s multi-pass: how much of the warped neighbour a pass starts from
 # Long-term frames' share of the target where a closer frame already explains a pixel (0: Ruder's
-# eq. 10 exactly); see flow.anchored_long_term_masks. Measured on the sample clip (128 px, 60
-# evaluations, 30 frames) against Ruder's masks: warping error at k = 10 0.98x -> 0.73x of
-# short-term only, content 1.01x -> 1.02x, style 1.00x -> 1.09x; a share of 1 gives 0.70x at
-# style 1.12x.
+# eq. 10 exactly; see flow.anchored_long_term_masks). Chosen by the temporal benchmark
+# (BENCHMARKS.md): it holds drift back at k = 10 for a small cost in style loss.
 LONG_TERM_ANCHOR = 0.5
 
 
@@ -172,8 +156,6 @@ def prepare(task: FrameTask) -> _Prepared:
                 flow.optical_flow(other, content, task.flow_method)
             mask = flow.reliability(back, reverse)
             if reference.offset == 1 and task.return_flow:
-                from .flowcache import flow_bytes
-
                 forward = flow_bytes(reverse, flow.reliability(reverse, back))
         image = previous if reference is task.references[0] else decode_png(reference.image)
         warped[reference.offset], masks[reference.offset] = flow.warp(image, back), mask
@@ -205,8 +187,10 @@ class FrameRenderer:
         self.model, self.settings, self.device, self.worker = model, settings, torch.device(device), worker
         self.warning = warning
         self.grams = {name: torch.from_numpy(np.array(g)).to(self.device) for name, g in style_grams.items()}
+        threads = torch.get_num_threads() if self.device.type == "cpu" else None
+        self.facts = optimize.render_facts(settings, self.device, threads)
 
-    def _tensors(self, task: FrameTask, prepared: _Prepared):
+    def _problem(self, task: FrameTask, prepared: _Prepared) -> optimize.Problem:
         content = images.to_tensor(prepared.content).to(self.device)
         if prepared.init is not None:
             init = images.to_tensor(prepared.init).to(self.device)
@@ -215,8 +199,8 @@ class FrameRenderer:
         temporal = None
         if prepared.target is not None and task.temporal_weight > 0:
             mask = torch.from_numpy(prepared.mask)[None, None].to(self.device)
-            temporal = (images.to_tensor(prepared.target).to(self.device), mask, task.temporal_weight)
-        return content, init, temporal
+            temporal = optimize.Temporal(images.to_tensor(prepared.target).to(self.device), mask, task.temporal_weight)
+        return optimize.Problem(init, content, self.grams, temporal, task.iters)
 
     def _output(self, task: FrameTask, prepared: _Prepared, result: optimize.FrameResult, settings,
                 started: float, fallback=None) -> FrameOutput:
@@ -225,20 +209,22 @@ class FrameRenderer:
             image = images.transfer_colors(image, prepared.content)
         error = (None if prepared.warped_previous is None else
                  _warping_error(image, prepared.warped_previous, prepared.reliable))
-        return FrameOutput(task.job, task.chain, task.frame, png_bytes(image), result.loss, result.content_loss,
-                           result.style_loss, result.evaluations, time.perf_counter() - started, self.worker,
-                           str(self.device), fallback, self.warning, error, prepared.forward)
+        record = FrameRecord(loss=result.loss, content_loss=result.content_loss, style_loss=result.style_loss,
+                             evaluations=result.evaluations, seconds=time.perf_counter() - started,
+                             worker=self.worker, device=str(self.device), render=self.facts, fallback=fallback,
+                             warning=self.warning, warping_error=error)
+        return FrameOutput(task.job, task.chain, task.frame, png_bytes(image), record, prepared.forward)
 
     def render(self, task: FrameTask) -> FrameOutput:
         started = time.perf_counter()
         prepared = prepare(task)
-        content, init, temporal = self._tensors(task, prepared)
+        problem = self._problem(task, prepared)
         torch.manual_seed(task.seed)
         settings, fallback = self.settings, None
         # Coarse-to-fine only where a frame starts from scratch; a seeded frame is already close.
         optimizer = optimize.stylize_coarse_to_fine if prepared.init is None else optimize.stylize
         try:
-            result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
+            result = optimizer(self.model, settings, problem)
         except torch.OutOfMemoryError:
             if settings.optimizer != "lbfgs":
                 raise
@@ -248,7 +234,7 @@ class FrameRenderer:
                 optimize.release_graphs()
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
-            result = optimizer(self.model, settings, init, content, self.grams, iters=task.iters, temporal=temporal)
+            result = optimizer(self.model, settings, problem)
         return self._output(task, prepared, result, settings, started, fallback)
 
     def render_many(self, tasks: list[FrameTask]) -> list[FrameOutput | Exception]:
@@ -277,18 +263,18 @@ class FrameRenderer:
     def _batch(self, tasks: list[FrameTask]) -> list[FrameOutput]:
         started = time.perf_counter()
         prepared = [prepare(task) for task in tasks]
-        parts = [self._tensors(task, p) for task, p in zip(tasks, prepared)]
-        content = torch.cat([c for c, _, _ in parts])
-        init = torch.cat([i for _, i, _ in parts])
+        parts = [self._problem(task, p) for task, p in zip(tasks, prepared)]
         temporal = None
-        if any(t is not None for _, _, t in parts):
-            zeros = (torch.zeros_like(content[:1]), torch.zeros_like(content[:1, :1]), 0.0)
-            chosen = [t if t is not None else zeros for _, _, t in parts]
-            temporal = (torch.cat([t[0] for t in chosen]), torch.cat([t[1] for t in chosen]),
-                        torch.tensor([float(t[2]) for t in chosen], device=self.device))
+        if any(part.temporal is not None for part in parts):
+            content = parts[0].content
+            none = optimize.Temporal(torch.zeros_like(content), torch.zeros_like(content[:, :1]), 0.0)
+            chosen = [part.temporal or none for part in parts]
+            temporal = optimize.Temporal(torch.cat([t.target for t in chosen]), torch.cat([t.mask for t in chosen]),
+                                         torch.tensor([float(t.weight) for t in chosen], device=self.device))
+        problem = optimize.Problem(torch.cat([p.init for p in parts]), torch.cat([p.content for p in parts]),
+                                   self.grams, temporal, tasks[0].iters)
         torch.manual_seed(tasks[0].seed)
-        results = optimize.stylize_batch(self.model, self.settings, init, content, self.grams,
-                                         iters=tasks[0].iters, temporal=temporal)
+        results = optimize.stylize_batch(self.model, self.settings, problem)
         return [self._output(task, p, result, self.settings, started)
                 for task, p, result in zip(tasks, prepared, results)]
 
@@ -298,18 +284,23 @@ class RendererCache:
     and pooling stay the same (a batch of jobs with one weights source builds it once).
 
     Jobs are told apart by the identity the driver gives each (``job_key``), never by an
-    object's address, which a later job can reuse.
+    object's address, which a later job can reuse. ``where``: ``here`` (in the driver's
+    process) or ``worker`` (a Ray actor; see optimize.resolve_device).
     """
 
     def __init__(self, device: str = "auto", threads: int | None = None, worker: str | None = None,
-                 holds_gpu: bool = False):
+                 holds_gpu: bool = False, where: str = "here"):
         if threads:
             torch.set_num_threads(threads)
         # Subnormal floats (activations of tiny magnitude) cost ~10x on some CPUs and change
         # nothing visible; every renderer flushes them, so a frame has the same bytes on the
         # driver (--executor local) and on any worker.
         torch.set_flush_denormal(True)
-        self.device, self.warning = resolve_device(device, holds_gpu)
+        self.device = optimize.resolve_device(device, where=where, holds_gpu=holds_gpu)
+        self.warning = None
+        if self.device.type == "cpu" and (holds_gpu or device.startswith("cuda")):
+            self.warning = (f"this worker was given a GPU but torch {torch.__version__} sees no CUDA device here; "
+                            "it can only render on the CPU")
         self.threads = threads
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self._model_key = self._job_key = None
@@ -336,5 +327,5 @@ def grams_digest(grams: dict[str, np.ndarray]) -> str:
     return digest(b"".join(parts))[:16]
 
 
-__all__ = ["FrameTask", "FrameOutput", "Reference", "FrameRenderer", "RendererCache", "WorkerLost", "frame_seed",
-           "resolve_device", "prepare", "grams_digest"]
+__all__ = ["FrameTask", "FrameOutput", "FrameRecord", "Reference", "FrameRenderer", "RendererCache", "WorkerLost",
+           "frame_seed", "prepare", "grams_digest"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import InputError, JobError
+from .job import MARKER, Layout, is_job_dir
 
 CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -182,8 +183,8 @@ def make_server(job_root, port: int = 8000, host: str = "127.0.0.1",
     """A bound, not yet serving, server for ``job_root``'s report (``port`` 0: any free port,
     then read ``server.server_address[1]``); :class:`InputError` when the port is taken."""
     root = Path(job_root)
-    if not (root / "manifest.json").is_file():
-        raise JobError(f"{root} is not a ray-style job directory (no manifest.json)")
+    if not is_job_dir(root):
+        raise JobError(f"{root} is not a ray-style job directory (no {MARKER} marker)")
     _check_loopback(host)
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port}: use 1…65535, or 0 for any free port")
@@ -204,7 +205,7 @@ def make_server(job_root, port: int = 8000, host: str = "127.0.0.1",
     bound = server.server_address[1]
     names = {"127.0.0.1", "localhost", "[::1]", host if ":" not in host else f"[{host}]"}
     handler = type("Handler", (ReportHandler,), {
-        "report": root / "report", "log": staticmethod(log) if log else None,
+        "report": Layout(root).report, "log": staticmethod(log) if log else None,
         "allowed_hosts": frozenset(f"{name}:{bound}" for name in names) | ({*names} if bound == 80 else set())})
     server.RequestHandlerClass = handler
     return server

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -26,9 +25,10 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
 from .errors import ClusterError, FrameError, first_line
-from .executor import ExecutorOptions, Result
+from .placement import NodeType, Offer, Request, plan_request
 from .plan import FrameJob
 from .render import FrameTask, RendererCache, WorkerLost, grams_digest
+from .settings import ExecutorOptions
 
 ACTOR_RESTARTS = 3  # per actor: its process dies (killed, node lost) → Ray restarts it
 REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many times per worker
@@ -49,7 +49,7 @@ class FrameActor:
         context = ray.get_runtime_context()
         self.node = context.get_node_id()[-8:]  # the end: fake test nodes share their ids' start
         self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{self.node}:{os.getpid()}",
-                                   holds_gpu=bool(ray.get_gpu_ids()))
+                                   holds_gpu=bool(ray.get_gpu_ids()), where="worker")
 
     def ready(self) -> dict:
         return {"worker": self.cache.worker, "node": self.node, "device": str(self.cache.device),
@@ -122,55 +122,6 @@ def shutdown(started: bool) -> None:
 
 # -- what the cluster offers -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class NodeType:
-    name: str
-    resources: dict  # per node: CPU, GPU, …
-    max_workers: int  # how many the autoscaler may run
-
-
-@dataclass(frozen=True)
-class Offer:
-    """The cluster's nodes now and, where an autoscaler tells us, the node types it can add."""
-
-    nodes: tuple[dict, ...]  # resources of each live node
-    node_types: tuple[NodeType, ...] | None  # None: no autoscaler, or one we cannot read
-
-    @property
-    def gpus_now(self) -> float:
-        return sum(n.get("GPU", 0) for n in self.nodes)
-
-    @property
-    def cpus_now(self) -> float:
-        return sum(n.get("CPU", 0) for n in self.nodes)
-
-    def most(self, resource: str) -> float:
-        """The most of ``resource`` on any one node, live or launchable."""
-        values = [n.get(resource, 0) for n in self.nodes]
-        values += [t.resources.get(resource, 0) for t in self.node_types or () if t.max_workers > 0]
-        return max(values, default=0)
-
-    def can_add(self, resource: str) -> float:
-        """How much of ``resource`` the autoscaler's node types can bring at most."""
-        return sum(t.resources.get(resource, 0) * t.max_workers for t in self.node_types or ())
-
-    def describe(self) -> str:
-        counts: dict[str, int] = {}
-        for node in self.nodes:
-            key = _resources_text(node)
-            counts[key] = counts.get(key, 0) + 1
-        live = ", ".join(f"{n} × {key}" for key, n in counts.items()) or "no nodes"
-        if self.node_types is None:
-            return f"{live}; no autoscaler node types known"
-        types = ", ".join(f"{t.name} {_resources_text(t.resources)} up to {t.max_workers}" for t in self.node_types)
-        return f"{live}; autoscaler can add: {types or 'nothing'}"
-
-
-def _resources_text(resources: dict) -> str:
-    shown = {k: (int(v) if float(v).is_integer() else v) for k, v in resources.items() if k in ("CPU", "GPU")}
-    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(shown.items())) + "}"
-
-
 def read_offer() -> Offer:
     nodes = tuple({k: v for k, v in node["Resources"].items() if k in ("CPU", "GPU")}
                   for node in ray.nodes() if node.get("Alive"))
@@ -220,49 +171,6 @@ def _monitor_node_types() -> tuple[NodeType, ...] | None:
         return None
 
 
-@dataclass(frozen=True)
-class Request:
-    """What each actor asks for, and how many actors."""
-
-    count: int
-    num_cpus: float
-    num_gpus: float
-    threads: int
-    device: str
-
-    def describe(self) -> str:
-        gpus = f", GPU: {self.num_gpus:g}" if self.num_gpus else ""
-        return f"{self.count} worker(s) of {{CPU: {self.num_cpus:g}{gpus}}}"
-
-
-def plan_request(options: ExecutorOptions, offer: Offer, parallel: int | None) -> Request:
-    """How many actors to ask for, and with what, so that no request is infeasible."""
-    wants = math.inf if parallel is None else max(1, math.ceil(parallel / options.frames_per_worker))
-    gpu_capacity = max(offer.gpus_now, offer.can_add("GPU"))
-    per = options.gpus_per_worker
-    if options.device == "cpu":
-        per = 0.0
-    elif per is None:
-        per = 1.0 if gpu_capacity > 0 or options.device.startswith("cuda") else 0.0
-    if per > 0:
-        most = offer.most("GPU")
-        if most and per > most:
-            raise ClusterError(f"--gpus-per-worker {per:g}: no node has more than {most:g} GPUs "
-                               f"(cluster: {offer.describe()})")
-        count = options.max_workers or max(1, math.floor(gpu_capacity / per + 1e-9))
-        # One CPU per actor, less when several actors share a node's GPUs and CPUs.
-        gpu_nodes = [n for n in offer.nodes if n.get("GPU")] + [t.resources for t in offer.node_types or ()
-                                                              if t.resources.get("GPU")]
-        per_node = [n.get("CPU", 1) / max(1, n["GPU"] / per) for n in gpu_nodes]
-        num_cpus = min([1.0, *per_node]) if per_node else 1.0
-        return Request(int(min(count, wants)), round(num_cpus, 4), per, options.threads or 1, options.device)
-    largest = max(1, int(offer.most("CPU")))
-    cpu_capacity = max(offer.cpus_now, offer.can_add("CPU"), 1)
-    count = int(min(options.max_workers or cpu_capacity, wants))
-    threads = min(options.threads or max(1, int(cpu_capacity // count)), largest)
-    return Request(count, threads, 0.0, threads, "cpu" if options.device == "auto" else options.device)
-
-
 # -- the pool ----------------------------------------------------------------------------------
 
 @dataclass
@@ -297,6 +205,7 @@ class RayExecutor:
     def __init__(self, request: Request, options: ExecutorOptions, offer: Offer, started_ray: bool = False):
         self.request, self.options, self.offer, self.started_ray = request, options, offer, started_ray
         self.threads, self.frames_per_worker = request.threads, options.frames_per_worker
+        self.device_kind = None  # what each worker renders on is its own node's to say: the first frame pins it
         self.replacements_left = REPLACEMENTS_PER_WORKER * request.count
         self.state = _State()
         self.queue: list = []  # (job, task) submitted, not yet sent
@@ -390,7 +299,7 @@ class RayExecutor:
             ref = worker.actor.render.remote(self._shared, self._settings, self._job_key, [t for _, t in group])
             self.state.in_flight[ref] = _Call(worker, [job for job, _ in group], self._job)
 
-    def results(self) -> list[Result]:
+    def results(self) -> list:
         """At least one finished (job, output or error) of the current job; a dead worker's
         frames come back as :class:`WorkerLost` so the driver re-queues them."""
         while True:
@@ -408,7 +317,7 @@ class RayExecutor:
                 return results
             self._check_placement()
 
-    def drain(self) -> list[Result]:
+    def drain(self) -> list:
         """Wait for the current job's calls in flight; their results are returned."""
         self.queue.clear()
         results = []
@@ -426,7 +335,7 @@ class RayExecutor:
                 f"no worker could be placed in {waited:.0f} s (--placement-timeout): asked for "
                 f"{self.request.describe()}; the cluster offers {read_offer().describe()}")
 
-    def _wait(self, refs: list) -> list[Result]:
+    def _wait(self, refs: list) -> list:
         ready, _ = ray.wait(refs, num_returns=1, timeout=POLL)
         # Take whatever else is already done too, without waiting.
         if ready:
@@ -458,7 +367,7 @@ class RayExecutor:
             if info.get("warning"):
                 self._notes.append(f"{info['worker']}: {info['warning']}")
 
-    def _finished(self, ref) -> list[Result]:
+    def _finished(self, ref) -> list:
         call = self.state.in_flight.pop(ref)
         worker, jobs = call.worker, call.jobs
         try:
@@ -512,5 +421,5 @@ class RayExecutor:
         shutdown(self.started_ray)
 
 
-__all__ = ["RayExecutor", "FrameActor", "connect", "check_reachable", "shutdown", "read_offer", "plan_request",
-           "Offer", "NodeType", "Request", "autoscaler_node_types"]
+__all__ = ["RayExecutor", "FrameActor", "connect", "check_reachable", "shutdown", "read_offer",
+           "autoscaler_node_types"]

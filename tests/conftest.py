@@ -79,3 +79,91 @@ def frameless(folder) -> Path:
 
 def rgb(height, width, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def kill_when_sent(monkeypatch, kill, after: int = 2, target=lambda name: True) -> list:
+    """Kill a worker at the moment the driver hands it a render call, once ``after`` calls have
+    gone out before: ``kill(worker_name)`` (``host/node:pid``) runs right after the call is
+    sent to a worker ``target(name)`` accepts, so that call is certainly in flight and its
+    frames certainly lost (a frame renders for far longer than the kill takes). Returns the
+    names killed (one at most)."""
+    from ray_style import workers
+
+    real, sent, killed = workers.RayExecutor._send, [], []
+
+    def send(self):
+        before = set(self.state.in_flight)
+        real(self)
+        for ref in set(self.state.in_flight) - before:
+            sent.append(ref)
+            name = self.state.in_flight[ref].worker.name
+            if not killed and len(sent) > after and target(name):
+                kill(name)
+                killed.append(name)
+
+    monkeypatch.setattr(workers.RayExecutor, "_send", send)
+    return killed
+
+
+def worker_pid(name: str) -> int:
+    """The process id in a worker's name (``host/node:pid``)."""
+    return int(name.rsplit(":", 1)[1])
+
+
+def redone_frames(job_dir) -> list[tuple[int, int]]:
+    """(chain, frame) of every "redone" event: frames a lost worker had in flight."""
+    from ray_style.job import read_events
+
+    return [(e["chain"], e["frame"]) for e in read_events(job_dir) if e.get("kind") == "redone"]
+
+
+def ready_pool(options, workers_wanted: int):
+    """A Ray pool whose ``workers_wanted`` workers are all placed and answering before any
+    frame is handed out (so how frames spread does not depend on which worker started first)."""
+    import time
+
+    from ray_style.workers import RayExecutor
+
+    pool = RayExecutor.start(options)
+    deadline = time.monotonic() + 120
+    while pool.workers < workers_wanted and time.monotonic() < deadline:
+        pool.results()  # returns as soon as a worker is placed
+    assert pool.workers == workers_wanted, f"{pool.workers} of {workers_wanted} workers placed"
+    return pool
+
+
+# Skips a CI run accepts, by test and a part of the reason. With RAY_STYLE_CI=1 (.ci/run sets
+# it) any other skip fails the run: a browser test must not quietly skip because Chromium did
+# not install, nor a weights test because the offline weights did not.
+ALLOWED_SKIPS = {
+    # On a CPU, float32 products are exact under every precision switch: nothing to compare.
+    ("tests/test_lbfgs.py", "float32 products are exact here"),
+    # Mounting a small tmpfs to fill needs root; the /dev/full variant of the test covers the case.
+    ("tests/test_video.py", "mounting a tmpfs needs root"),
+    ("tests/test_video.py", "cannot mount a tmpfs here"),
+}
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append((report.nodeid, reason))
+
+
+def pytest_collectreport(report):
+    pytest_runtest_logreport(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    if not os.environ.get("RAY_STYLE_CI"):
+        return
+    refused = [(test, reason) for test, reason in _SKIPPED
+               if not any(test.startswith(path) and part in reason for path, part in ALLOWED_SKIPS)]
+    if refused:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for test, reason in refused:
+            reporter.write_line(f"CI refuses this skip: {test}: {reason}", red=True)
+        session.exitstatus = 1

@@ -6,20 +6,20 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+import ray
+import yaml
 
 from ray_style import video
-from ray_style.executor import ExecutorOptions
 from ray_style.runner import stylize_video
+from ray_style.settings import ExecutorOptions
+from tests.conftest import kill_when_sent, redone_frames, worker_pid
 from tests.test_runner import CLIP, STYLE, TINY, frames_of
 
-ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")
-yaml = pytest.importorskip("yaml")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # Three chains of 4 frames (plus lead-ins), long enough frames that a node can be lost mid-frame.
@@ -109,7 +109,8 @@ def local_reference(tmp_path):
                          executor=ExecutorOptions(kind="local", threads=1), report=False)
 
 
-def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames(tmp_path, autoscaling_cluster):
+def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames(tmp_path, autoscaling_cluster,
+                                                                                   monkeypatch):
     reference = local_reference(tmp_path)
     options = ExecutorOptions(address=autoscaling_cluster.address, placement_timeout=240)
     notes = []
@@ -133,29 +134,17 @@ def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames
     print(f"autoscaled: {len(launched)} GPU nodes launched; first frame after {first_frame[0]:.1f} s; frames per "
           f"node { {n: sum(node_of(r) == n for r in records(grown.job_dir)) for n in nodes} }")
 
-    # Now lose a node mid-job: kill the raylet of a node that is rendering.
-    log = tmp_path / "lost.job" / "frames.jsonl"
-    killed = []
-
-    def kill_a_rendering_node():
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if log.exists() and log.read_text().strip():
-                worker_pid = int(json.loads(log.read_text().splitlines()[0])["worker"].rsplit(":", 1)[1])
-                raylet = psutil.Process(worker_pid).parent()
-                time.sleep(0.2)  # into the node's next frame
-                raylet.kill()
-                killed.append(raylet.pid)
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_a_rendering_node)
-    killer.start()
+    # Now lose a node mid-job: its raylet is killed the moment one of its workers is handed a
+    # frame (after two calls have gone out), so that frame is certainly lost and redone.
+    killed = kill_when_sent(monkeypatch, lambda name: psutil.Process(worker_pid(name)).parent().kill())
     lost = stylize_video(CLIP, [STYLE], tmp_path / "lost.mp4", JOB, weights="random", executor=options,
                          report=False)
-    killer.join()
     assert killed, "no node was lost"
+    assert lost.redone >= 1
+    redone = redone_frames(lost.job_dir)
+    assert redone, "the lost node's frame was not redone"
     rendered = [(r["chain"], r["frame"]) for r in records(lost.job_dir)]
+    assert set(redone) <= set(rendered)  # each frame the node had in flight was rendered again, elsewhere
     assert len(rendered) == len(set(rendered)) == len(frames_of(reference.job_dir))  # every frame exactly once
     assert frames_of(lost.job_dir) == frames_of(reference.job_dir)
     assert video.probe(lost.output).frames == 12

@@ -5,7 +5,7 @@ import pytest
 from ray_style.batch import read_spec, run_batch
 from ray_style.cli import main
 from ray_style.errors import InputError
-from ray_style.executor import ExecutorOptions
+from ray_style.settings import ExecutorOptions
 from tests.conftest import DATA, SAMPLES
 
 TOML = f"""
@@ -36,7 +36,7 @@ def test_spec_expands_jobs_and_matrix(tmp_path):
     jobs = read_spec(spec)
     assert [j.output.name for j in jobs] == ["single.mp4", "out_bunny_12f_starry_night.mp4", "out_bunny_12f_chelsea.mp4"]
     assert jobs[0].settings.style.iters == 3 and jobs[1].settings.style.iters == 4
-    assert jobs[0].weights == "random" and jobs[0].output.parent == tmp_path
+    assert jobs[0].settings.style.weights == "random" and jobs[0].output.parent == tmp_path
 
 
 def test_yaml_spec_and_errors(tmp_path):
@@ -83,12 +83,16 @@ def test_ray_batch_reuses_the_pool(tmp_path):
 
 
 @pytest.mark.parametrize("entry,message", [
-    ({"size": "abc"}, "option 'size' must be a whole number, got 'abc'"),
+    ({"size": "abc"}, "option 'size' expected a whole number, got 'abc'"),
+    ({"size": 2.5}, "option 'size' must be a whole number, got 2.5"),
     ({"styles": 5}, "'styles' must be a path or a list of paths, got 5"),
     ({"input": 123}, "'input' must be a path or a list of paths, got 123"),
-    ({"weights": 5}, "option 'weights' must be a str, got 5"),
-    ({"content_weight": "1e3"}, "option 'content_weight' must be a float, got '1e3'"),
-    ({"temporal_weight": -1.0}, "--temporal-weight must be a finite number ≥ 0"),
+    ({"weights": 5}, "option 'weights' must be a string, got 5"),
+    ({"content_weight": "many"}, "option 'content_weight' expected a number, got 'many'"),
+    ({"temporal_weight": -1.0}, "'temporal_weight' must be a finite number ≥ 0"),
+    ({"pooling": "mean"}, "unknown 'pooling' 'mean': use avg, max"),
+    ({"long_term": 2, "init": "prev"}, "option 'long_term' must be a list, got 2"),
+    ({"long_term": [2], "init": "prev"}, "'long_term' needs 'init' flow"),
 ])
 def test_each_bad_job_is_reported_and_the_others_still_read(tmp_path, entry, message):
     spec = tmp_path / "spec.yaml"

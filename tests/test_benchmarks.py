@@ -6,7 +6,7 @@ from benchmarks import suite
 
 def test_flop_count_of_one_vgg19_evaluation():
     # conv1_1: 2·H·W·3·64·9; the whole network to conv5_1 at 512² is ≈ 0.38 TFLOP per
-    # evaluation, forward plus input gradient (DESIGN.md §6).
+    # evaluation, forward plus input gradient (see BENCHMARKS.md).
     assert suite.conv_flops("vgg19", 4, 4, deepest_block=1) == 2 * 16 * 3 * 64 * 9
     assert suite.eval_flops("vgg19", 512, 512) == pytest.approx(378.7e9, rel=1e-3)
     assert suite.eval_flops("vgg16", 512, 512) < suite.eval_flops("vgg19", 512, 512)

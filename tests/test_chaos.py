@@ -1,7 +1,7 @@
 """A short chaos run: worker processes killed at random moments lose no frame."""
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 

@@ -1,9 +1,11 @@
 """`ray-style` through main(argv), and once as the installed command."""
 import json
-from pathlib import Path
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ray_style.cli import main
@@ -103,14 +105,17 @@ def test_changed_settings_and_locked_job_dir(tmp_path, capsys):
     assert "in use by another run" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("ray-style") is None, reason="package not installed")
 def test_installed_command(tmp_path, tiny_pngs):
+    # The script pip installs beside this Python (the venv's bin/, which need not be on PATH).
+    beside = Path(sys.executable).parent / "ray-style"
+    command = str(beside) if beside.exists() else shutil.which("ray-style")
+    assert command, f"no ray-style script beside {sys.executable} or on PATH: pip install -e ."
     content, style = tiny_pngs
     out = tmp_path / "o.png"
-    done = subprocess.run(["ray-style", "image", str(content), str(style), "-o", str(out), *FAST],
+    done = subprocess.run([command, "image", str(content), str(style), "-o", str(out), *FAST],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and out.exists()
-    bad = subprocess.run(["ray-style", "image", str(content), "nope.jpg", "-o", str(out)], capture_output=True,
+    bad = subprocess.run([command, "image", str(content), "nope.jpg", "-o", str(out)], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "image not found" in bad.stderr
 
@@ -126,11 +131,27 @@ def test_preview_renders_a_grid_and_prints_the_video_commands(tmp_path, capsys):
 
     with Image.open(sheet) as image:
         width, height = image.size
-    assert width == 3 * 32 and height == 3 * (18 + 18)  # sources + two looks, a label strip each
+    assert width == 3 * 32 and height == 3 * (16 + 18)  # sources + two looks, a label strip each
     commands = [line.strip() for line in out.splitlines() if line.strip().startswith("ray-style video")]
-    assert len(commands) == 2 and commands[0].endswith("--style-weight 1e2") and "--grid" not in commands[0]
-    assert "--frames" not in commands[1] and "--size 32" in commands[1]
-    assert "frames 0, 6, 11" in out
+    assert len(commands) == 2 and "--style-weight 100 " in commands[0] and "--grid" not in commands[0]
+    assert "--frames" not in commands[1] and "--size 32" in commands[1] and "--executor local" in commands[1]
+    outputs = [command.split(" -o ")[1].split()[0] for command in commands]
+    assert len(set(outputs)) == 2  # each look's command can run after the other's
+    assert "style-weight = 1e2" in out and "frames 0, 6, 11" in out and "3 stills" in out and "2 looks" in out
+
+
+def test_preview_grid_varies_the_weights_too(tmp_path, capsys):
+    """Every option that changes the look varies a row: two weights sources, two looks."""
+    sheet = tmp_path / "look.png"
+    assert main(["preview", str(DATA / "bunny_12f.mp4"), str(SAMPLES / "starry_night.jpg"), "-o", str(sheet),
+                 "--frames", "1", "--grid", "weights=random,random-vgg16", "--executor", "local", "--size", "32",
+                 "--iters", "2", "--content-weight", "1", "--style-weight", "1e3", "-q"]) == 0
+    from ray_style.images import load_image
+
+    picture = load_image(sheet)
+    rows = [picture[34 * k + 16:34 * (k + 1), :32] for k in (0, 1, 2)]  # a 16 px label above each 18 px row
+    assert rows[1].shape == rows[2].shape == (18, 32, 3) and not np.array_equal(rows[1], rows[2])
+    assert "--weights random-vgg16" in capsys.readouterr().out
 
 
 def test_preview_refuses_an_unknown_grid_option(tmp_path, capsys):

@@ -1,17 +1,16 @@
 """Two Ray nodes on one machine: frames spread over both; a node stopped mid-job loses nothing."""
 import dataclasses
 import os
-import threading
-import time
 
 import pytest
+import ray
 
 from ray_style import video
-from ray_style.executor import ExecutorOptions
 from ray_style.runner import stylize_video
+from ray_style.settings import ExecutorOptions
+from tests.conftest import kill_when_sent, ready_pool, redone_frames
 from tests.test_runner import CLIP, STYLE, TINY, frames_of
 
-ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
@@ -41,37 +40,29 @@ def nodes_in_log(job_dir):
 SLOWER = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, iters=40))
 
 
-def run(tmp_path, name, address):
+def run(tmp_path, name, address, executor=None):
     return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", SLOWER, weights="random", report=False,
-                         executor=ExecutorOptions(address=address, max_workers=2, threads=1))
+                         executor=executor or ExecutorOptions(address=address, max_workers=2, threads=1))
 
 
-def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_nodes):
+def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_nodes, monkeypatch):
     cluster, second = two_nodes
-    spread = run(tmp_path, "spread", cluster.address)
+    pool = ready_pool(ExecutorOptions(address=cluster.address, max_workers=2, threads=1), 2)
+    try:
+        spread = run(tmp_path, "spread", cluster.address, executor=pool)
+    finally:
+        pool.close()
     assert len(set(nodes_in_log(spread.job_dir))) == 2  # both nodes rendered frames
     assert video.probe(spread.output).frames == 12
 
-    log = tmp_path / "lost.job" / "frames.jsonl"
     node_id = second.node_id[-8:]
-    stopped = []
-
-    def stop_second_node_after_its_first_frame():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if log.exists() and node_id in log.read_text():
-                time.sleep(0.15)  # into the next frame the node was handed at once
-                cluster.remove_node(second, allow_graceful=False)
-                stopped.append(time.time())
-                return
-            time.sleep(0.01)
-
-    stopper = threading.Thread(target=stop_second_node_after_its_first_frame)
-    stopper.start()
+    # The second node is stopped the moment it is handed a frame after two calls have gone out:
+    # that frame is certainly in flight there.
+    stopped = kill_when_sent(monkeypatch, lambda name: cluster.remove_node(second, allow_graceful=False),
+                             target=lambda name: node_id in name)
     lost = run(tmp_path, "lost", cluster.address)
-    stopper.join()
-    assert stopped, "the second node never rendered a frame"
-    assert lost.redone >= 1
+    assert stopped, "the second node was never handed a frame"
+    assert lost.redone >= 1 and redone_frames(lost.job_dir)
     assert frames_of(lost.job_dir) == frames_of(spread.job_dir)  # every frame exactly once, same bytes
     assert len((lost.job_dir / "frames.jsonl").read_text().splitlines()) == 16
     assert video.probe(lost.output).frames == 12

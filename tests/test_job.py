@@ -7,7 +7,8 @@ import pytest
 
 from ray_style import plan
 from ray_style.errors import JobError
-from ray_style.job import DamagedFile, is_locked, job_status, open_job, png_bytes, read_events, read_log
+from ray_style.codec import png_bytes
+from ray_style.job import DamagedFile, Layout, is_locked, job_status, open_job, read_events, read_log
 
 CHAINS = plan.plan_chains(6, [], 3, 1)
 
@@ -32,7 +33,7 @@ def test_frames_are_written_atomically_logged_and_verified(tmp_path):
         assert not job.is_done(0, 2)
         job.write_frame(0, 2, png_bytes(image(7)), {"loss": 1.5})
         assert job.is_done(0, 2) and job.read_frame(0, 2)[0, 0, 0] == 7
-        assert [p.name for p in job.frame_path(0, 2).parent.iterdir()] == ["000002.png"]
+        assert [p.name for p in job.layout.frame(0, 2).parent.iterdir()] == ["000002.png"]
     (tmp_path / "job" / "frames.jsonl").open("a").write('{"cut short')
     record = read_log(tmp_path / "job")[0]
     assert record["frame"] == 2 and len(record["sha256"]) == 64 and record["bytes"] > 0
@@ -44,7 +45,7 @@ def test_an_altered_frame_is_refused_when_read_and_a_resized_one_is_redone(tmp_p
     with open_planned(tmp_path / "job") as job:
         job.write_frame(0, 1, png_bytes(image(1)), {})
         job.write_frame(0, 2, png_bytes(image(2)), {})
-        path = job.frame_path(0, 1)
+        path = job.layout.frame(0, 1)
         data = bytearray(path.read_bytes())
         data[-20] ^= 0xFF  # same size, other bytes (bit rot)
         path.write_bytes(bytes(data))
@@ -52,9 +53,9 @@ def test_an_altered_frame_is_refused_when_read_and_a_resized_one_is_redone(tmp_p
             job.read_frame_bytes(0, 1)
         job.discard(damage.value)
         assert not job.is_done(0, 1) and not path.exists()
-        job.frame_path(0, 2).write_bytes(png_bytes(np.zeros((10, 10, 3), np.uint8)))  # another size
+        job.layout.frame(0, 2).write_bytes(png_bytes(np.zeros((10, 10, 3), np.uint8)))  # another size
     with open_planned(tmp_path / "job") as job:
-        assert not job.is_done(0, 2) and not job.frame_path(0, 2).exists()
+        assert not job.is_done(0, 2) and not job.layout.frame(0, 2).exists()
     kinds = [(e["kind"], e.get("frame")) for e in read_events(tmp_path / "job")]
     assert ("repaired", 1) in kinds and ("repaired", 2) in kinds
 
@@ -64,7 +65,7 @@ def test_a_file_no_record_vouches_for_is_not_used(tmp_path):
         job.write_frame(0, 0, png_bytes(image()), {})
     (tmp_path / "job" / "frames.jsonl").unlink()  # e.g. a crash between the file and its record
     with open_planned(tmp_path / "job") as job:
-        assert not job.is_done(0, 0) and not job.frame_path(0, 0).exists()
+        assert not job.is_done(0, 0) and not job.layout.frame(0, 0).exists()
 
 
 def test_frames_of_other_settings_are_never_reused_even_without_a_manifest(tmp_path):
@@ -137,15 +138,18 @@ def test_a_directory_that_is_not_a_job_is_refused_and_left_alone(tmp_path, resta
 def test_source_index_must_match_its_key_and_checksums(tmp_path):
     with open_job(tmp_path / "job", manifest()) as job:
         hashes = [job.write_source(i, image(i)) for i in range(3)]
-        job.finish_source("key", 3, [], hashes)
-        assert job.source_index("other") is None and job.source_index("key")["frames"] == 3
+        job.finish_source(3, [], hashes)
+        assert job.source_index()["frames"] == 3
         assert job.read_source(2)[0, 0, 0] == 2
-        job.source_path(1).write_bytes(b"")
+        job.layout.source(1).write_bytes(b"")
         assert job.damaged_sources() == [1]
         with pytest.raises(DamagedFile):
             job.read_source_bytes(1)
         (tmp_path / "job" / "source" / "index.json").write_text("[1, 2")
-        assert job.source_index("key") is None
+        assert job.source_index() is None
+        job.finish_source(3, [], hashes)
+    with open_job(tmp_path / "job", manifest(cut_ratio=2.0), restart=True) as job:
+        assert job.source_index() is None  # another decode's (its cuts found otherwise)
 
 
 def test_flow_files_are_read_without_building_an_ast(monkeypatch):
@@ -155,8 +159,8 @@ def test_flow_files_are_read_without_building_an_ast(monkeypatch):
     import ast
     import io
 
-    from ray_style.flowcache import flow_bytes
-    from ray_style.job import load_flow
+    from ray_style.codec import flow_bytes
+    from ray_style.codec import load_flow
 
     rng = np.random.default_rng(0)
     data = flow_bytes(rng.normal(0, 5, (9, 16, 2)).astype(np.float32), rng.random((9, 16)))
@@ -184,13 +188,13 @@ def test_flow_files_are_read_without_building_an_ast(monkeypatch):
 
 
 def test_a_damaged_flow_file_is_reported(tmp_path):
-    from ray_style.flowcache import flow_bytes
+    from ray_style.codec import flow_bytes
 
     with open_job(tmp_path / "job", manifest()) as job:
         job.open_flows("k")
         job.write_flow(3, 2, flow_bytes(np.zeros((4, 6, 2), np.float32), np.ones((4, 6))))
         assert len(job.read_flow_bytes(3, 2)) > 0
-        job.flow_path(3, 2).write_bytes(job.flow_path(3, 2).read_bytes()[:40])
+        job.layout.flow(3, 2).write_bytes(job.layout.flow(3, 2).read_bytes()[:40])
         with pytest.raises(DamagedFile, match="damaged") as damage:
             job.read_flow_bytes(3, 2)
         assert (damage.value.frame, damage.value.target) == (3, 2)
@@ -203,7 +207,7 @@ def test_status_survives_damaged_files(tmp_path, damage):
     root = tmp_path / "job"
     with open_planned(root) as job:
         hashes = [job.write_source(i, image()) for i in range(6)]
-        job.finish_source("k", 6, [], hashes)
+        job.finish_source(6, [], hashes)
         job.write_frame(0, 0, png_bytes(image()), {"seconds": 1.0, "worker": "w"})
     if damage == "index":
         (root / "source" / "index.json").write_text("nonsense{")
@@ -235,3 +239,46 @@ def test_a_pass_frame_is_reused_only_under_the_same_sweep_layout(tmp_path):
     with open_job(tmp_path / "job", manifest(passes=1)) as job:
         job.set_plan(chains, older)
         assert not job.is_done(sweep.index, sweep.frames[0])
+
+
+def test_only_the_marker_makes_a_directory_a_job(tmp_path):
+    """A folder whose manifest.json happens to have a job's keys is still the user's."""
+    folder = tmp_path / "looks_like_one"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(manifest()))
+    (folder / "mine.txt").write_text("precious")
+    for restart in (False, True):
+        with pytest.raises(JobError, match="not a ray-style job directory"):
+            open_job(folder, manifest(), restart=restart)
+    assert (folder / "mine.txt").read_text() == "precious"
+    with pytest.raises(JobError, match="no .ray-style-job marker"):
+        job_status(folder)
+
+
+CPU = {"device": "cpu", "precision": "fp32", "compile": False, "graphs": False, "threads": 2}
+CUDA = {"device": "cuda", "precision": "bf16", "compile": True, "graphs": True}
+
+
+def test_frames_of_one_job_are_never_rendered_two_ways(tmp_path):
+    with open_planned(tmp_path / "job") as job:
+        job.check_render(CPU)
+        job.write_frame(0, 0, png_bytes(image()), {"render": CPU})
+    with open_planned(tmp_path / "job") as job:
+        assert job.recorded_threads() == 2  # what a resume that names no --threads renders with
+        with pytest.raises(JobError, match="1 finished frames of this job were rendered on cpu in fp32 with 2 torch "
+                                           "threads, and this run would render on cuda in bf16 .compile and graphs."):
+            job.check_render(CUDA)
+        with pytest.raises(JobError, match="with 1 torch threads"):
+            job.check_render({**CPU, "threads": 1})
+        job.check_render(CPU)
+    with open_planned(tmp_path / "job", restart=True) as job:  # a restart renders every frame again
+        job.check_render(CUDA)
+    assert json.loads((tmp_path / "job" / "manifest.json").read_text())["render"] == CUDA
+
+
+def test_the_layout_is_spelled_once(tmp_path):
+    layout = Layout(tmp_path)
+    assert layout.frame(4, 123) == tmp_path / "chains" / "0004" / "000123.png"
+    assert layout.source(7) == tmp_path / "source" / "000007.png"
+    assert layout.flow(3, 2) == tmp_path / "flow" / "000003_000002.npz"
+    assert layout.page == tmp_path / "report" / "index.html"

@@ -1,11 +1,12 @@
-"""What the pool asks a cluster for (workers.plan_request): pure, no Ray runtime needed."""
+"""What the pool asks a cluster for (placement.plan_request): pure, no Ray needed."""
+import sys
+
 import pytest
 
+from ray_style import placement
 from ray_style.errors import ClusterError
-from ray_style.executor import ExecutorOptions
-
-workers = pytest.importorskip("ray_style.workers")
-Offer, NodeType, plan_request = workers.Offer, workers.NodeType, workers.plan_request
+from ray_style.placement import NodeType, Offer, plan_request
+from ray_style.settings import ExecutorOptions
 
 KUBERAY_LIKE = Offer(nodes=({"CPU": 0},), node_types=(NodeType("gpu", {"CPU": 4, "GPU": 1}, 8),))
 
@@ -31,7 +32,7 @@ def test_cpu_workers_never_ask_for_more_cpus_than_the_largest_node():
     assert (request.count, request.num_cpus, request.num_gpus) == (1, 1, 0.0)
     assert plan_request(ExecutorOptions(threads=8), two_small, parallel=None).num_cpus == 1
     laptop = Offer(nodes=({"CPU": 8},), node_types=None)
-    assert plan_request(ExecutorOptions(), laptop, parallel=2) == workers.Request(2, 4, 0.0, 4, "cpu")
+    assert plan_request(ExecutorOptions(), laptop, parallel=2) == placement.Request(2, 4, 0.0, 4, "cpu")
 
 
 def test_the_user_can_ask_for_gpus_nobody_advertises_or_insist_on_cpus():
@@ -45,3 +46,11 @@ def test_the_user_can_ask_for_gpus_nobody_advertises_or_insist_on_cpus():
 def test_the_offer_is_described_for_error_messages():
     text = Offer(nodes=({"CPU": 1}, {"CPU": 1}), node_types=(NodeType("gpu", {"CPU": 4, "GPU": 1}, 8),)).describe()
     assert text == "2 × {CPU: 1}; autoscaler can add: gpu {CPU: 4, GPU: 1} up to 8"
+
+
+def test_placement_is_planned_without_ray():
+    import subprocess
+
+    code = "import sys, ray_style.placement; print('ray' in sys.modules, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

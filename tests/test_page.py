@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ray_style import page
+from ray_style import figures, job
 from ray_style.errors import StorageError
 from ray_style.images import save_image
-from ray_style.page import LivePage, Snapshot, Tail, eta_seconds, format_duration, recent_rate, render_html
+from ray_style.job import Tail
+from ray_style.page import LivePage, Snapshot, eta_seconds, format_duration, recent_rate, render_html
 
 from .conftest import rgb
 
@@ -124,8 +125,8 @@ def test_live_page_state_grows_incrementally(tmp_path, monkeypatch):
     finish(root, 1)
     live.update()
     read = []
-    original = page.parse_line
-    monkeypatch.setattr(page, "parse_line", lambda line: read.append(line) or original(line))
+    original = job.parse_line
+    monkeypatch.setattr(job, "parse_line", lambda line: read.append(line) or original(line))
     finish(root, 2)
     with open(root / "frames.jsonl", "a") as log:
         log.write('{"chain": 0, "frame": 3, "ti')  # torn by a crash
@@ -204,7 +205,7 @@ def test_page_has_no_script_and_no_external_fetch(tmp_path):
 
 def test_long_charts_are_binned():
     points = [(i, float(i % 7)) for i in range(170_000)]
-    svg = page.line_chart_svg(points, "loss", max_points=600)
+    svg = figures.chart_svg(points, "loss", max_points=600)
     coords = re.search(r'points="([^"]+)"', svg).group(1).split()
     assert 500 <= len(coords) <= 600 and len(svg) < 20_000
-    assert "no values yet" in page.line_chart_svg([], "warping error")
+    assert "no values yet" in figures.chart_svg([], "warping error")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ray_style import reconstruct
-from ray_style.config import StyleSettings
+from ray_style.settings import StyleSettings
 
 
 def test_grid_layout_with_random_weights(random_vgg, photo, painting):

@@ -3,17 +3,16 @@ import pytest
 import torch
 
 from ray_style import optimize
-from ray_style.config import StyleSettings
+from ray_style.settings import StyleSettings
 from ray_style.errors import FrameError
-from ray_style.job import decode_png, png_bytes
-from ray_style.render import (FrameTask, Reference, RendererCache, frame_seed, grams_digest, prepare,
-                              resolve_device)
+from ray_style.codec import decode_png, png_bytes
+from ray_style.render import FrameTask, Reference, RendererCache, frame_seed, grams_digest, prepare
 
 SETTINGS = StyleSettings(size=32, iters=4, content_weight=1.0, style_weight=1e3)
 
 
 def flow_file(flow, mask):
-    from ray_style.flowcache import flow_bytes
+    from ray_style.codec import flow_bytes
 
     return flow_bytes(flow, mask)
 
@@ -48,10 +47,12 @@ def test_jobs_are_keyed_by_their_targets_content_not_an_address():
 def test_frames_are_reproducible_and_seeded_frames_differ(random_vgg):
     _, r = renderer(random_vgg)
     a, b = r.render(task()), r.render(task())
-    assert a.png == b.png and a.evaluations == 4 and a.job == "j" and a.device == "cpu"
+    assert a.png == b.png and a.record.evaluations == 4 and a.job == "j" and a.record.device == "cpu"
+    assert a.record.render == {"device": "cpu", "precision": "fp32", "compile": False, "graphs": False,
+                               "threads": torch.get_num_threads()}
     seeded = r.render(task(init=decode_png(a.png), kind="prev"))
     assert seeded.png != a.png
-    assert r.render(task(kind="noise")).fallback is None
+    assert r.render(task(kind="noise")).record.fallback is None
 
 
 def test_out_of_memory_retries_with_adam(random_vgg, monkeypatch):
@@ -67,8 +68,8 @@ def test_out_of_memory_retries_with_adam(random_vgg, monkeypatch):
 
     monkeypatch.setattr(optimize, "stylize", tight_memory)
     out = r.render(task())
-    assert seen == ["lbfgs", "adam"] and out.fallback == "adam after out of memory"
-    assert out.record()["fallback"] == "adam after out of memory"
+    assert seen == ["lbfgs", "adam"] and out.record.fallback == "adam after out of memory"
+    assert out.record.as_dict()["fallback"] == "adam after out of memory"
 
 
 def _seeded(frame, chain, temporal=False, iters=4):
@@ -83,8 +84,8 @@ def _seeded(frame, chain, temporal=False, iters=4):
 def test_a_flow_seeded_frame_reports_its_warping_error(random_vgg):
     _, r = renderer(random_vgg)
     out = r.render(_seeded(3, 0, temporal=True))
-    assert out.warping_error is not None and 0 < out.warping_error < 1
-    assert "warping_error" in out.record() and r.render(_seeded(3, 0)).warping_error is None
+    assert out.record.warping_error is not None and 0 < out.record.warping_error < 1
+    assert "warping_error" in out.record.as_dict() and r.render(_seeded(3, 0)).record.warping_error is None
 
 
 def test_long_term_references_fold_into_one_target_weighted_by_their_masks(monkeypatch):
@@ -111,14 +112,11 @@ def test_long_term_references_fold_into_one_target_weighted_by_their_masks(monke
     assert (anchored.mask == 1).all()
 
 
-def test_a_gpu_worker_without_cuda_renders_on_the_cpu_and_says_so(monkeypatch):
+def test_a_gpu_worker_without_cuda_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto", holds_gpu=False) == (torch.device("cpu"), None)
-    device, warning = resolve_device("auto", holds_gpu=True)
-    assert device == torch.device("cpu") and "no CUDA device" in warning
-    assert resolve_device("cpu", holds_gpu=True) == (torch.device("cpu"), None)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto", holds_gpu=True) == (torch.device("cuda"), None)
+    assert RendererCache("auto", where="worker").warning is None
+    cache = RendererCache("auto", holds_gpu=True, where="worker")
+    assert cache.device == torch.device("cpu") and "no CUDA device" in cache.warning
 
 
 def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monkeypatch):
@@ -127,9 +125,9 @@ def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monke
     batches = []
     real = optimize.stylize_batch
 
-    def spy(model, settings, init, *args, **kwargs):
-        batches.append(init.shape[0])
-        return real(model, settings, init, *args, **kwargs)
+    def spy(model, settings, problem, **kwargs):
+        batches.append(problem.init.shape[0])
+        return real(model, settings, problem, **kwargs)
 
     monkeypatch.setattr(optimize, "stylize_batch", spy)
     outputs = r.render_many(tasks)
@@ -139,7 +137,7 @@ def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monke
     for batched, single in zip(outputs, singles):
         diff = decode_png(batched.png).astype(int) - decode_png(single.png).astype(int)
         assert np.abs(diff).max() <= 2
-        assert batched.loss == pytest.approx(single.loss, rel=1e-3)
+        assert batched.record.loss == pytest.approx(single.record.loss, rel=1e-3)
 
 
 def test_a_failing_batch_is_retried_frame_by_frame(random_vgg, monkeypatch):
@@ -148,10 +146,11 @@ def test_a_failing_batch_is_retried_frame_by_frame(random_vgg, monkeypatch):
     bad = _seeded(9, 1)
     bad_mean = float(torch.from_numpy(np.array(decode_png(bad.references[0].image))).float().div(255).mean())
 
-    def nan_in_frame_9(model, settings, init, *args, **kwargs):
+    def nan_in_frame_9(model, settings, problem, **kwargs):
+        init = problem.init
         if init.shape[0] > 1 or abs(float(init.mean()) - bad_mean) < 1e-6:
             raise FrameError("loss is nan after 4 evaluations: lower --style-weight")
-        return real(model, settings, init, *args, **kwargs)
+        return real(model, settings, problem, **kwargs)
 
     monkeypatch.setattr(optimize, "stylize_batch", nan_in_frame_9)
     outputs = r.render_many([_seeded(3, 0), bad])

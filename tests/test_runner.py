@@ -5,16 +5,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from fractions import Fraction
 
 import pytest
 
 from ray_style import video
-from ray_style.config import StyleSettings, VideoSettings
 from ray_style.errors import FrameError, InputError, JobError
-from ray_style.executor import ExecutorOptions
 from ray_style.job import job_status
+from ray_style.settings import ExecutorOptions, StyleSettings, VideoSettings
 from ray_style.runner import stylize_video
 from tests.conftest import DATA, SAMPLES
 
@@ -77,23 +75,33 @@ def test_a_frame_that_keeps_failing_names_itself(tmp_path):
 
 
 def test_the_output_is_encoded_beside_the_render(tmp_path, monkeypatch):
-    """Output frames go to the encoder as soon as they are final, while later frames still render;
-    the file is the one an encode after the render writes (a resumed, finished job does that)."""
-    real_encode, timeline = video.encode, []
+    """Output frames go to the encoder as soon as they are final, while later frames still render:
+    the job's last render waits (for a minute at most) until the encoder has taken frame 0, which
+    only an encoder running beside the render can do. The file is the one an encode after the
+    render writes (a resumed, finished job does that)."""
+    from ray_style.job import Job
+
+    real_encode, real_write = video.encode, Job.write_frame
+    took_first, taken, waited = threading.Event(), [], []
 
     def watched_encode(frames, *args, **kwargs):
         def watched():
             for number, frame in enumerate(frames):
-                timeline.append(("encoder took", number))
+                taken.append(number)
+                took_first.set()
                 yield frame
         return real_encode(watched(), *args, **kwargs)
 
+    def last_render_waits(self, chain, frame, data, record):
+        if len(self.done) == 15:  # 16 renders: 12 frames and 2 seams of 2
+            waited.append(took_first.wait(timeout=60))
+        return real_write(self, chain, frame, data, record)
+
     monkeypatch.setattr(video, "encode", watched_encode)
-    first = run(tmp_path, progress=lambda p: p.stage == "render" and timeline.append(("rendered", p.done)),
-                report=False)
-    last_render = max(i for i, event in enumerate(timeline) if event[0] == "rendered")
-    assert timeline.index(("encoder took", 0)) < last_render
-    assert [e for e in timeline if e[0] == "encoder took"] == [("encoder took", n) for n in range(12)]
+    monkeypatch.setattr(Job, "write_frame", last_render_waits)
+    first = run(tmp_path, report=False)
+    assert waited == [True], "the encoder took no frame while the render was still going"
+    assert taken == list(range(12))
     again = run(tmp_path, name="again", job_dir=first.job_dir, report=False)
     assert again.rendered == 0 and again.output.read_bytes() == first.output.read_bytes()
 
@@ -125,26 +133,27 @@ def test_bad_output_and_style_fail_before_any_work(tmp_path):
 
 
 def _cli(tmp_path, name):
-    return [sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o", str(tmp_path / f"{name}.mp4"),
-            "--size", "32", "--iters", "30", "--content-weight", "1", "--style-weight", "1e3", "--segment-length",
-            "6", "--overlap", "2", "--weights", "random", "--executor", "local", "--threads", "2", "-q"]
+    return ["video", str(CLIP), str(STYLE), "-o", str(tmp_path / f"{name}.mp4"), "--size", "32", "--iters", "30",
+            "--content-weight", "1", "--style-weight", "1e3", "--segment-length", "6", "--overlap", "2", "--weights",
+            "random", "--executor", "local", "--threads", "2", "-q"]
 
 
 @pytest.mark.slow
 def test_sigkill_mid_job_then_resume_gives_identical_frames(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    subprocess.run(_cli(tmp_path, "whole"), check=True, env=env, timeout=300)
-    victim = subprocess.Popen(_cli(tmp_path, "killed"), env=env)
-    chains = tmp_path / "killed.job" / "chains"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(chains.rglob("*.png"))) < 4:
-        time.sleep(0.05)
+    subprocess.run([sys.executable, "-m", "ray_style.cli", *_cli(tmp_path, "whole")], check=True, env=env,
+                   timeout=300)
+    # The victim stops itself right after its 4th stored frame; the kill lands exactly there.
+    victim = subprocess.Popen([sys.executable, "-m", "tests.stopping", "4", *_cli(tmp_path, "killed")], env=env)
+    _, status = os.waitpid(victim.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), "the job ended before its 4th frame"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    partial = len(list(chains.rglob("*.png")))
-    assert 4 <= partial < 14, "the kill must land mid-job"
+    chains = tmp_path / "killed.job" / "chains"
+    assert len(list(chains.rglob("*.png"))) == 4
     assert not (tmp_path / "killed.mp4").exists()
-    subprocess.run(_cli(tmp_path, "killed"), check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "ray_style.cli", *_cli(tmp_path, "killed")], check=True, env=env,
+                   timeout=300)
     assert frames_of(tmp_path / "killed.job") == frames_of(tmp_path / "whole.job")
     assert len(frames_of(tmp_path / "whole.job")) == 14  # 12 frames, one seam of 2
     whole = video.probe(tmp_path / "whole.mp4")
@@ -152,17 +161,17 @@ def test_sigkill_mid_job_then_resume_gives_identical_frames(tmp_path):
 
 
 def test_flow_init_keeps_the_flows_workers_computed_for_the_report(tmp_path, monkeypatch):
-    from ray_style import report
+    from ray_style import evaluate
 
     settings = dataclasses.replace(TINY, init="flow")
     given = []
-    real = report.evaluate
+    real = evaluate.evaluate
 
-    def spy(*args, **kwargs):
-        given.append(kwargs["flows"])
-        return real(*args, **kwargs)
+    def spy(output, source, inputs, **kwargs):
+        given.append(inputs.flows)
+        return real(output, source, inputs, **kwargs)
 
-    monkeypatch.setattr(report, "evaluate", spy)
+    monkeypatch.setattr(evaluate, "evaluate", spy)
     result = run(tmp_path, settings)
     assert video.probe(result.output).frames == 12
     flows = sorted(p.name for p in (result.job_dir / "flow").glob("*.npz"))
@@ -180,9 +189,9 @@ def test_batched_frames_per_worker_render_every_frame_once(tmp_path, monkeypatch
 
     batch_sizes, real = [], optimize.stylize_batch
 
-    def spy(model, settings, init, *args, **kwargs):
-        batch_sizes.append(init.shape[0])
-        return real(model, settings, init, *args, **kwargs)
+    def spy(model, settings, problem, **kwargs):
+        batch_sizes.append(problem.init.shape[0])
+        return real(model, settings, problem, **kwargs)
 
     monkeypatch.setattr(optimize, "stylize_batch", spy)
     result = run(tmp_path, frames_per_worker=3)
@@ -241,7 +250,8 @@ def test_long_term_consistency_and_refinement_passes_resume_identically(tmp_path
 def test_a_resume_keeps_the_thread_count_its_frames_depend_on(tmp_path):
     run(tmp_path, frames=(0, 4), report=False)  # part of the job, with 2 threads
     other = dataclasses.replace(LOCAL, threads=1)
-    with pytest.raises(JobError, match="resume with --threads 2"):
+    with pytest.raises(JobError, match="rendered on cpu in fp32 with 2 torch threads, and this run would render on "
+                                       "cpu in fp32 with 1 torch threads"):
         stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", TINY, weights="random", executor=other, report=False)
     unset = dataclasses.replace(LOCAL, threads=None)  # not given: the job's own count is used
     whole = stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", TINY, weights="random", executor=unset, report=False)
@@ -289,3 +299,33 @@ def test_a_users_precomputed_flow_folder_drives_the_job(tmp_path, monkeypatch):
     (folder / "backward_6_5.flo").unlink()
     with pytest.raises(InputError, match="no flow file"):
         run(tmp_path, settings, name="missing", report=False)
+
+
+def test_a_damaged_chain_frame_a_refinement_pass_needs_is_rendered_again(tmp_path):
+    """A pass's task reads the chains' frames (its start and neighbours): one found damaged
+    there belongs to an earlier stage, so the stages render again, to the same bytes."""
+    import json
+    import shutil
+
+    from ray_style import plan
+
+    settings = dataclasses.replace(TINY, init="flow", passes=1)
+    first = run(tmp_path, settings, report=False)
+    reference, output = frames_of(first.job_dir), first.output.read_bytes()
+    chains = [plan.Chain(i, *span) for i, span in enumerate(json.loads((first.job_dir / "plan.json").read_text())
+                                                            ["chains"])]
+    sweep = plan.refinement_passes(chains, [], 12, 1)[0][0]
+    shutil.rmtree(first.job_dir / "chains" / f"{sweep.index:04d}")  # that sweep renders again…
+    for chain, weight in plan.frame_sources(chains, sweep.frames[0]):  # …from chain frames gone bad
+        path = first.job_dir / "chains" / f"{chain:04d}" / f"{sweep.frames[0]:06d}.png"
+        data = bytearray(path.read_bytes())
+        data[-20] ^= 0xFF
+        path.write_bytes(bytes(data))
+    again = run(tmp_path, settings, report=False)
+    assert frames_of(again.job_dir) == reference and again.output.read_bytes() == output
+    assert again.rendered > len(sweep.frames)  # the damaged chain frames too
+    from ray_style.job import read_events
+
+    repaired = {e.get("chain") for e in read_events(again.job_dir)
+                if e.get("what") == "frame" and e.get("frame") == sweep.frames[0] and e.get("chain") < plan.PASS_BASE}
+    assert repaired and repaired <= {chain for chain, _ in plan.frame_sources(chains, sweep.frames[0])}

@@ -72,7 +72,7 @@ def test_a_damaged_flow_and_a_missing_source_frame_are_made_again(finished, job,
     result = stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", FLOW, weights="random", executor=LOCAL)
     assert frames_of(job) == reference and video.probe(result.output).frames == 12
     assert {e["what"] for e in repaired_events(job)} >= {"source", "frame"}
-    from ray_style.job import load_flow
+    from ray_style.codec import load_flow
 
     assert load_flow(flow.read_bytes())[0].shape == (18, 32, 2)  # written again whole
     assert result.evaluation.frames == 12
@@ -110,7 +110,7 @@ def test_a_full_disk_while_rendering_stops_with_one_line_and_keeps_the_frames(tm
 
     def disk_fills_after_five(self, chain, frame, data, record):
         if len(written) == 5:
-            raise StorageError(f"no space left on device writing {self.frame_path(chain, frame)}: free space "
+            raise StorageError(f"no space left on device writing {self.layout.frame(chain, frame)}: free space "
                                "and re-run to resume")
         written.append((chain, frame))
         return real(self, chain, frame, data, record)

@@ -15,6 +15,7 @@ def job(tmp_path):
     root = tmp_path / "job"
     (root / "report").mkdir(parents=True)
     (root / "manifest.json").write_text(json.dumps({"version": "t"}))
+    (root / ".ray-style-job").write_text("{}")
     (tmp_path / "secret.txt").write_text("secret")
     (root / "frames.jsonl").write_text("{}\n")
     return root
@@ -86,6 +87,7 @@ def test_a_report_folder_that_is_a_symlink_is_refused(tmp_path):
     root = tmp_path / "job"
     root.mkdir()
     (root / "manifest.json").write_text("{}")
+    (root / ".ray-style-job").write_text("{}")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "index.html").write_text("not the job's")
     os.symlink(tmp_path / "elsewhere", root / "report")

@@ -67,7 +67,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, case, message):
     assert "\n" not in str(error.value)
 
 
-# ---------------------------------------------------------------- issue 12: media safety
+# ---------------------------------------------------------------- media safety
 
 VFR_TIMES = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.32, 0.4, 0.52, 0.6, 0.72, 0.8)
 

@@ -1,4 +1,5 @@
-"""`ray-style evaluate`: temporal stability and losses of a stylized video, and a report.
+"""`ray-style evaluate`: temporal stability and losses of a stylized video (the numbers only;
+:func:`ray_style.page.write_report` draws them).
 
 Warping error (Lai et al. 2018, "Learning Blind Video Temporal Consistency"): the mean over
 consecutive frame pairs of the masked squared difference between output frame t and output
@@ -29,27 +30,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import queue
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
-from . import flow, images, optimize, video
-from .config import StyleSettings
+from . import flow, optimize, video
 from .errors import InputError
-from .files import write_text_atomic
+from .settings import StyleSettings
 
-LONG_RANGE = (5, 10)  # frame distances of the long-range warping error (issue 14)
+LONG_RANGE = (5, 10)  # frame distances of the long-range warping error
 LONG_RANGE_FLOWS = ("auto", "direct", "composed")  # auto: direct with DIS, composed with Farnebäck
 # Frames per forward on a GPU: about 2 M pixels (14 frames at 512×288, 1 at 1080p), so the
 # batch's activations (≈ 0.5 GB per million pixels around conv1_2) fit beside a renderer's.
@@ -95,14 +91,11 @@ def _info(clip) -> video.VideoInfo:
     return clip if isinstance(clip, video.VideoInfo) else video.probe(clip)
 
 
-def evaluate(output, source, styles: list[np.ndarray] | None = None, weights=None,
-             settings: StyleSettings = StyleSettings(), progress=None, *, model=None, grams=None,
-             device=None, flows: flow.FlowProvider | None = None, seams=(), flow_method: str = "dis",
-             long_range=LONG_RANGE, long_range_flow: str = "auto", batch_size: int | None = None,
-             threads: int | None = None) -> Evaluation:
-    """Score ``output`` against ``source`` (paths or VideoInfos, same frame count).
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """How :func:`evaluate` scores a video.
 
-    Losses need styles and weights, or a ready ``model`` (optimize.build_model) with
+    Losses need ``styles`` and ``weights``, or a ready ``model`` (optimize.build_model) with
     ``grams`` (optimize.style_targets; tensors or arrays) or styles; ``settings`` names the
     layers, size and style scale. ``device``: where the model runs (default: the given
     model's, else the CPU). ``flows(t)``: the source flow from frame t to t+1 at the output
@@ -113,6 +106,30 @@ def evaluate(output, source, styles: list[np.ndarray] | None = None, weights=Non
     ``batch_size``: frames per forward (default: ``GPU_BATCH_PIXELS`` worth on a GPU, 4 on
     the CPU). ``threads``: flow threads (default: one per core, at most 32).
     """
+
+    styles: list[np.ndarray] | None = None
+    weights: object = None
+    settings: StyleSettings = StyleSettings()
+    model: object = None
+    grams: dict | None = None
+    device: object = None
+    flows: flow.FlowProvider | None = None
+    seams: tuple[int, ...] = ()
+    flow_method: str = "dis"
+    long_range: tuple[int, ...] = LONG_RANGE
+    long_range_flow: str = "auto"
+    batch_size: int | None = None
+    threads: int | None = None
+
+
+def evaluate(output, source, inputs: EvaluationInputs = EvaluationInputs(), progress=None, **options) -> Evaluation:
+    """Score ``output`` against ``source`` (paths or VideoInfos, same frame count) as
+    ``inputs`` say (keyword ``options`` replace its fields); ``progress(done, frames)``."""
+    inputs = dataclasses.replace(inputs, **options) if options else inputs
+    styles, weights, settings, model, grams, device = (inputs.styles, inputs.weights, inputs.settings, inputs.model,
+                                                       inputs.grams, inputs.device)
+    flows, seams, flow_method, long_range = inputs.flows, inputs.seams, inputs.flow_method, inputs.long_range
+    long_range_flow, batch_size, threads = inputs.long_range_flow, inputs.batch_size, inputs.threads
     started = time.perf_counter()
     out_info, src_info = _info(output), _info(source)
     if out_info.frames != src_info.frames:
@@ -420,82 +437,4 @@ class _Temporal:
             evaluation.long_range_coverage[str(k)] = float(np.mean([v[2] for _, v in found])) if found else None
 
 
-# the report
-
-SERIES_COLOURS = [(30, 90, 200), (200, 80, 30), (40, 150, 60), (130, 60, 160)]
-
-
-def _chart(series: dict[str, list[float | None]], title: str, path: Path, marks: list[int] = (),
-           width: int = 640, height: int = 220) -> None:
-    """A small line chart (Pillow only): per-frame values of one or more named series with
-    their range; ``marks``: frames to draw a vertical line at (seams)."""
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=12)
-    left, right, top, bottom = 70, width - 10, 24 if len(series) < 2 else 42, height - 24
-    frames = max((len(values) for values in series.values()), default=0)
-    finite = [v for values in series.values() for v in values if v is not None and math.isfinite(v)]
-    draw.text((left, 4), title, fill="black", font=font)
-    draw.rectangle([left, top, right, bottom], outline="grey")
-    x_of = lambda i: left + (right - left) * i / max(frames - 1, 1)  # noqa: E731
-    for mark in marks:
-        draw.line([(x_of(mark), top), (x_of(mark), bottom)], fill=(220, 160, 160), width=1)
-    if finite:
-        low, high = min(finite), max(finite)
-        span = (high - low) or 1.0
-        for colour, values in zip(SERIES_COLOURS, series.values()):
-            points = [(x_of(i), bottom - (bottom - top) * (v - low) / span)
-                      for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-            if len(points) > 1:
-                draw.line(points, fill=colour, width=2)
-        draw.text((4, top), f"{high:.3g}", fill="black", font=font)
-        draw.text((4, bottom - 12), f"{low:.3g}", fill="black", font=font)
-    legend_x = left
-    for colour, name in zip(SERIES_COLOURS, series):
-        if len(series) > 1:  # one row under the title
-            draw.line([(legend_x, 29), (legend_x + 14, 29)], fill=colour, width=3)
-            draw.text((legend_x + 18, 22), name, fill="black", font=font)
-            legend_x += draw.textlength(name, font=font) + 34
-    draw.text((left, bottom + 4), f"frame 0 … {frames - 1}" + ("; seams in red" if marks else ""), fill="black",
-              font=font)
-    images.save_image(np.asarray(canvas), path)
-
-
-def write_report(evaluation: Evaluation, output, source, folder) -> Path:
-    """evaluation.json, per-frame charts, a contact sheet and a side-by-side preview MP4
-    (``output`` and ``source`` as for :func:`evaluate`)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "evaluation.json", json.dumps(asdict(evaluation), indent=1))
-    rows = evaluation.per_frame
-    column = lambda key: [r.get(key) for r in rows]  # noqa: E731
-    seams = [seam["frame"] - 1 for seam in evaluation.seams]  # drawn at the pair's first frame
-    _chart({"output": column("warping_error"), "source (floor)": column("source_warping_error")},
-           "warping error to the next frame", folder / "warping_error.png", seams)
-    if evaluation.long_range_warping_error:
-        series = {}
-        for k in evaluation.long_range_warping_error:
-            series[f"output, k = {k}"] = column(f"warping_error_k{k}")
-            series[f"source, k = {k}"] = column(f"source_warping_error_k{k}")
-        _chart(series, "long-range warping error to frame + k", folder / "long_range_warping_error.png")
-    if evaluation.content_loss is not None:
-        _chart({"content": column("content_loss")}, "content loss (eq. 1)", folder / "content_loss.png")
-        _chart({"style": column("style_loss")}, "style loss (eq. 5)", folder / "style_loss.png")
-    out_info, src_info = _info(output), _info(source)
-    size = (evaluation.width, evaluation.height)
-    picks = set(np.linspace(0, evaluation.frames - 1, min(6, evaluation.frames)).round().astype(int).tolist())
-    sheet: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def side_by_side():  # one pass over both videos feeds the preview and the contact sheet
-        for index, (src, out) in enumerate(zip(video.decode(src_info, *size), video.decode(out_info, *size))):
-            if index in picks:
-                sheet.append((src, out))
-            yield np.concatenate([src, out], axis=1)
-
-    video.encode(side_by_side(), folder / "side_by_side.mp4", 2 * size[0], size[1], out_info.fps)
-    strips = [np.concatenate([src for src, _ in sheet], axis=1), np.concatenate([out for _, out in sheet], axis=1)]
-    images.save_image(np.concatenate(strips, axis=0), folder / "contact_sheet.png")
-    return folder
-
-
-__all__ = ["Evaluation", "evaluate", "write_report", "LONG_RANGE", "LONG_RANGE_FLOWS"]
+__all__ = ["Evaluation", "EvaluationInputs", "evaluate", "LONG_RANGE", "LONG_RANGE_FLOWS"]
