@@ -436,7 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "images and whole videos, on one machine or a Ray cluster.")
     parser.add_argument("--version", action="version", version=f"ray-style {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_image_parser, _reconstruct_parser, _video_parser, _preview_parser, _batch_parser,
+                _evaluate_parser, _status_parser):
+        add(commands)
+    return parser
 
+
+def _image_parser(commands) -> None:
     image = commands.add_parser("image", help="stylize one image")
     image.add_argument("content", help="content photo")
     image.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
@@ -448,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(image, EXECUTION, only={"device"})
     image.set_defaults(run=cmd_image)
 
+
+def _reconstruct_parser(commands) -> None:
     recon = commands.add_parser("reconstruct", help="the seed's content and style reconstruction figure")
     recon.add_argument("content")
     recon.add_argument("style")
@@ -458,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(recon, EXECUTION, only={"device"})
     recon.set_defaults(run=cmd_reconstruct)
 
+
+def _video_parser(commands) -> None:
     vid = commands.add_parser("video", help="stylize a whole video (resumable; Ray)")
     vid.add_argument("input", help="input video")
     vid.add_argument("styles", nargs="+", metavar="STYLE", help="artwork(s)")
@@ -473,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(vid, EXECUTION, title="where frames render")
     vid.set_defaults(run=cmd_video)
 
+
+def _preview_parser(commands) -> None:
     look = commands.add_parser("preview", help="stylize a few stills of a video with a job's settings (and a grid "
                                               "of looks) into one contact sheet, before rendering it all")
     look.add_argument("input", help="input video")
@@ -487,12 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(look, EXECUTION, title="where frames render")
     look.set_defaults(run=cmd_preview)
 
+
+def _batch_parser(commands) -> None:
     batch = commands.add_parser("batch", help="many videos × styles from a TOML/YAML spec on one pool")
     batch.add_argument("spec", help="batch spec (.toml or .yaml); see ray_style/batch.py")
     batch.add_argument("-q", "--quiet", action="store_true")
     add_arguments(batch, EXECUTION, title="where frames render")
     batch.set_defaults(run=cmd_batch)
 
+
+def _evaluate_parser(commands) -> None:
     ev = commands.add_parser("evaluate", help="warping error and losses of a stylized video, with a report")
     ev.add_argument("output", help="the stylized video")
     ev.add_argument("--source", required=True, help="the video it was made from")
@@ -509,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ev, EXECUTION, only={"device"})
     ev.set_defaults(run=cmd_evaluate)
 
+
+def _status_parser(commands) -> None:
     status = commands.add_parser("status", help="progress of a running or stopped video job")
     status.add_argument("job_dir")
     status.add_argument("--json", action="store_true")
@@ -516,7 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve the job's live page on localhost (read-only, refreshes itself)")
     status.add_argument("--port", type=int, default=8000, help="for --serve (%(default)s; 0 = any free port)")
     status.set_defaults(run=cmd_status)
-    return parser
 
 
 def _version() -> str:

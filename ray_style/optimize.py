@@ -560,15 +560,6 @@ def render_facts(settings: StyleSettings, device, threads: int | None) -> dict:
     return facts
 
 
-def describe_facts(facts: dict) -> str:
-    """``on cpu in fp32 with 2 threads``: render facts as a reader says them."""
-    text = f"on {facts.get('device')} in {facts.get('precision')}"
-    if facts.get("threads"):
-        text += f" with {facts['threads']} torch threads"
-    switches = [name for name in ("compile", "graphs") if facts.get(name)]
-    return text + (f" ({', '.join(switches)})" if switches else "")
-
-
 def prepare_styles(styles: list[np.ndarray], size: int, scale: float, device) -> list[Tensor]:
     """Artworks resized so their long edge is ``scale × size``, as tensors."""
     long_edge = max(16, round(size * scale))
@@ -603,7 +594,7 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
     return output, result
 
 
-__all__ = ["Progress", "FrameResult", "Temporal", "Problem", "render_facts", "describe_facts", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
+__all__ = ["Progress", "FrameResult", "Temporal", "Problem", "render_facts", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
            "resolve_precision", "resolve_compile", "resolve_graphs", "release_graphs", "inductor_cache_dir",
            "stylize_image", "style_targets", "initial_image", "build_model", "resolve_loss_weights", "resolve_device",
            "prepare_styles"]

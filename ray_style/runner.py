@@ -433,6 +433,40 @@ def _span_length(request: JobRequest) -> int:
     return request.output.span[1] - request.output.span[0]
 
 
+class FrameStore:
+    """Stores each finished render: the flow the report will use, the frame, its record. Keeps
+    a job to one way of rendering: the render facts a pool in this process knows beforehand,
+    else those of the first frame a worker sends, and any frame rendered otherwise stops the job."""
+
+    def __init__(self, job: Job, pinned: dict | None, counts: RenderCounts, reporter: Reporter,
+                 stream: EncodeBesideRender | None):
+        self.job, self.pinned, self.counts, self.reporter, self.stream = job, pinned, counts, reporter, stream
+
+    def __call__(self, item: plan.FrameJob, out: FrameOutput) -> None:
+        record = out.record
+        if self.pinned is None:
+            self.job.check_render(record.render)  # refused if done frames were rendered otherwise
+            self.pinned = record.render
+        elif record.render != self.pinned:
+            raise JobError(f"worker {record.worker} rendered frame {item.frame} {describe_facts(record.render)}, but "
+                           f"this job renders {describe_facts(self.pinned)}; one video never mixes the two: fix "
+                           "that node (or choose --device) and re-run to resume")
+        if out.flow is not None:  # the report's flow (previous → this frame), computed by the worker
+            self.job.write_flow(item.frame - 1, item.frame, out.flow)
+        self.job.write_frame(item.chain, item.frame, out.png, record.as_dict())
+        self.counts.rendered += 1
+        if self.stream:
+            self.stream.wake()
+        if record.warning:
+            self.reporter.note(record.warning)
+
+    def failed(self, item: plan.FrameJob, error: BaseException, attempt: int) -> None:
+        if attempt:
+            self.job.event("failed", chain=item.chain, frame=item.frame, detail=str(error), attempt=attempt)
+        else:  # its worker died
+            self.job.event("redone", chain=item.chain, frame=item.frame, detail=str(error))
+
+
 def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets: Callable[[], Targets],
            reporter: Reporter, counts: RenderCounts, stream: EncodeBesideRender | None = None) -> None:
     """Render every frame the span needs and the job has not done, stage after stage; each
@@ -444,9 +478,7 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
     if done == len(renders):
         return
     executor = pool.get()
-    # What decides the frames' bytes beyond the settings (device kind, precision, CPU threads):
-    # known now for a pool in this process, else pinned by the first frame a worker renders.
-    pinned = None
+    pinned = None  # what decides the frames' bytes beyond the settings, where the pool knows it now
     if executor.device_kind is not None:
         pinned = optimize.render_facts(request.settings.style, executor.device_kind,
                                        executor.threads if executor.device_kind == "cpu" else None)
@@ -454,28 +486,11 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
     if pool.own:  # a shared pool (batch) stays whole for the jobs after this one
         executor.limit(-(-graph.parallel // executor.frames_per_worker))
     make_task = TaskMaker(job, graph, request.settings, keep_flows=request.report)
+    store = FrameStore(job, pinned, counts, reporter, stream)
     executor.begin(make_task.job_id, request.weights, request.settings.style, targets().grams)
     job.remember(threads=executor.threads, frames_per_worker=executor.frames_per_worker)
     redone_before = executor.redone
     reporter.tell("render", done, len(renders), workers=executor.workers)
-
-    def store(item: plan.FrameJob, out: FrameOutput) -> None:
-        nonlocal pinned
-        if pinned is None:
-            job.check_render(out.record.render)  # refused if done frames were rendered otherwise
-            pinned = out.record.render
-        elif out.record.render != pinned:
-            raise JobError(f"worker {out.record.worker} rendered frame {item.frame} {describe_facts(out.record.render)}"
-                           f", but this job renders {describe_facts(pinned)}; one video never mixes the two: fix "
-                           "that node (or choose --device) and re-run to resume")
-        if out.flow is not None:  # the report's flow (previous → this frame), computed by the worker
-            job.write_flow(item.frame - 1, item.frame, out.flow)
-        job.write_frame(item.chain, item.frame, out.png, out.record.as_dict())
-        counts.rendered += 1
-        if stream:
-            stream.wake()
-        if out.record.warning:
-            reporter.note(out.record.warning)
 
     def stored(finished: int) -> None:
         reporter.tell("render", done + finished, len(renders), workers=executor.workers)
@@ -485,14 +500,7 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
         job.event("worker", detail=note)
         reporter.tell("render", done, len(renders), workers=executor.workers, note=note)
 
-    def failed(item: plan.FrameJob, error: BaseException, attempt: int) -> None:
-        if attempt:
-            job.event("failed", chain=item.chain, frame=item.frame, detail=str(error), attempt=attempt)
-        else:  # its worker died
-            job.event("redone", chain=item.chain, frame=item.frame, detail=str(error))
-
     try:
-        finished = 0
         for stage in graph.stages():
             sequences = {s.index for s in stage}
 
@@ -502,9 +510,9 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
                 except DamagedFile as damage:
                     return _repair(job, request, damage, sequences)
 
-            finished += drive(executor, stage, graph.sequential(stage), make, store,
-                              is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f),
-                              on_stored=lambda n: stored(finished + n), on_note=told, on_failure=failed)
+            done += drive(executor, stage, graph.sequential(stage), make, store,
+                          is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored,
+                          on_note=told, on_failure=store.failed)
     finally:
         make_task.close()
         counts.redone += executor.redone - redone_before
