@@ -220,7 +220,7 @@ def cmd_video(args) -> int:
         if result.evaluation is not None:
             e = result.evaluation
             print(f"warping error {e.warping_error:.5f}, content loss {e.content_loss:.4g}, style loss "
-                  f"{e.style_loss:.4g} (means per frame); report in {result.job_dir / 'report'}")
+                  f"{e.style_loss:.4g} (means per frame); report in {str(result.job_dir).rstrip('/')}/report")
     return 0
 
 
@@ -388,9 +388,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from . import store
     from .job import Layout, job_status
 
     status = job_status(args.job_dir)
+    if args.serve and store.is_remote(args.job_dir):
+        raise InputError(f"--serve serves a job on this machine's disk; {args.job_dir}'s page is "
+                         f"{args.job_dir.rstrip('/')}/report/index.html in the store")
     if args.serve:
         from .page import LivePage
         from .serve import serve

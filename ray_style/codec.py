@@ -64,6 +64,14 @@ def load_flow(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return back.astype(np.float32), mask.astype(np.float32) / 255
 
 
+def blend(images: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """A seam's cross-fade: ``Σ wᵢ imageᵢ`` in float32, rounded to uint8 (one image: itself)."""
+    if len(images) == 1:
+        return images[0]
+    mixed = sum(weight * image.astype(np.float32) for image, weight in zip(images, weights))
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 FLOW_DAMAGE = (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile)  # what load_flow raises on damage
 
 _NPY_HEADER = re.compile(r"\{'descr': '([<>|]?[a-z]\d+)', 'fortran_order': False, "
@@ -86,4 +94,4 @@ def _npy_array(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.dtype(match.group(1)), int(np.prod(shape)), start + length).reshape(shape)
 
 
-__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "flow_bytes", "load_flow", "FLOW_DAMAGE"]
+__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "flow_bytes", "load_flow", "blend", "FLOW_DAMAGE"]

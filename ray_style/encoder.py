@@ -8,6 +8,7 @@ driver's thread, which calls :meth:`~EncodeBesideRender.wake` after each stored 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import video
+from . import store, video
 
 FinalImage = Callable[[int], np.ndarray]  # output frame number → its (H, W, 3) uint8 image
 
@@ -25,9 +26,9 @@ FinalImage = Callable[[int], np.ndarray]  # output frame number → its (H, W, 3
 @dataclass(frozen=True)
 class Output:
     """Where and how the output is written: the frames ``span`` of a source ``info`` at
-    ``size``, to ``path``."""
+    ``size``, to ``path`` (a local path, or a URL: encoded here, then put there whole)."""
 
-    path: Path
+    path: str
     info: video.VideoInfo
     size: tuple[int, int]
     span: tuple[int, int]
@@ -47,8 +48,20 @@ def ordered(function, items, threads: int):
             yield pending.popleft().result()
 
 
-def encode(output: Output, final_image: FinalImage) -> Path:
-    """Encode ``output.span`` from ``final_image``: verified, atomic (video.encode)."""
+def encode(output: Output, final_image: FinalImage) -> str:
+    """Encode ``output.span`` from ``final_image``: verified, atomic (video.encode); an
+    object-store output is encoded into a temp file here and put whole once verified."""
+    place = store.location(output.path)
+    if not place.remote:
+        _encode(output, final_image, Path(place.text))
+        return place.text
+    with tempfile.TemporaryDirectory(prefix="ray-style-output-") as work:
+        local = _encode(output, final_image, Path(work) / f"output{video.suffix_of(place.text)}")
+        store.upload(local, place)
+    return place.text
+
+
+def _encode(output: Output, final_image: FinalImage, path: Path) -> Path:
     first, end = output.span
     # Frames are read, checked and blended by a thread per core ahead of the encoder
     # (PNG decoding releases the GIL); one thread alone would be slower than x264.
@@ -59,8 +72,7 @@ def encode(output: Output, final_image: FinalImage) -> Path:
         stop = times[end] if end < len(times) else times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0)
         window = (float(times[first]), float(stop - times[first]))
         timestamps = [t - times[first] for t in timestamps[first:end]] if timestamps else None
-    return video.encode(frames, output.path, *output.size, info.fps, info, output.crf, timestamps,
-                        audio_window=window)
+    return video.encode(frames, path, *output.size, info.fps, info, output.crf, timestamps, audio_window=window)
 
 
 class _Cancelled(Exception):

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from .errors import FrameError, RayStyleError
+from .errors import FrameError, RayStyleError, StorageError
 from .plan import ChainScheduler, FrameJob
-from .render import FrameOutput, FrameTask, RendererCache, WorkerLost, grams_digest
+from .render import FrameOutput, FrameTask, Redo, RendererCache, WorkerLost, grams_digest
 from .settings import ExecutorOptions
 
 FRAME_ATTEMPTS = 3  # a frame that raises this often (NaN, out of memory) stops the job
@@ -142,7 +142,8 @@ def make_executor(options: ExecutorOptions, parallel: int | None = None) -> Exec
 def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[FrameJob, bool], FrameTask | None],
           store: Callable[[FrameJob, FrameOutput], None], *, is_done: Callable[[int, int], bool],
           on_stored: Callable[[int], None] | None = None, on_note: Callable[[str], None] | None = None,
-          on_failure: Callable[[FrameJob, BaseException, int], None] | None = None) -> int:
+          on_failure: Callable[[FrameJob, BaseException, int], None] | None = None,
+          on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None) -> int:
     """The driver loop, one for every job and preview: hand the frames of ``sequences``
     (plan.Chain or plan.Sweep) to ``executor`` as it has room (each sequence one frame after
     the other when ``sequential``), ``store(item, output)`` each result as it finishes (not in
@@ -180,6 +181,12 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
                         on_stored(stored)
                     continue
                 scheduler.failed(item)
+                if isinstance(out, StorageError):  # a full or read-only store: no retry helps
+                    raise out
+                if isinstance(out, Redo) and on_redo is not None:
+                    for sequence, frame in on_redo(item, out):
+                        scheduler.reopen(sequence, frame)
+                    continue
                 _failed(item, out, attempts, on_failure)
             for note in executor.notes():
                 if on_note:

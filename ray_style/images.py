@@ -78,12 +78,25 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def load_image(path) -> np.ndarray:
-    """An RGB ``(H, W, 3)`` uint8 array (see :func:`to_rgb`), or :class:`InputError` saying why not."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
+    """An RGB ``(H, W, 3)`` uint8 array (see :func:`to_rgb`) of a local path or a URL (s3://…),
+    or :class:`InputError` saying why not."""
+    import io
+
+    from . import store
+
+    place = store.location(path)
+    if place.remote:
+        try:
+            source = io.BytesIO(store.read_bytes(place))
+        except FileNotFoundError:
+            raise InputError(f"image not found: {place}") from None
+    else:
+        source = path = Path(place.text)
+        if not path.is_file():
+            raise InputError(f"image not found: {path}")
+    path = place
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             return to_rgb(image)
     except Image.DecompressionBombError as error:
         raise InputError(f"refusing {path}: {error}") from None

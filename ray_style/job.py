@@ -1,4 +1,5 @@
-"""The job directory: its layout, its records, and the only code that writes it.
+"""The job directory (a local folder or an object-store prefix): its layout, its records, and
+the only code that writes it (through a :class:`~ray_style.store.Store`).
 
 A frame counts as done when its file is on disk (fsynced) *and* a record in ``frames.jsonl``
 vouches for it: the record names the job's fingerprint (the output-deciding manifest and the
@@ -7,12 +8,13 @@ Work nothing vouches for is never used: a file without a record, a record of oth
 a file whose size or checksum differs, is re-rendered (with an event saying so); frames of
 one job are never rendered two ways. What can be repaired is: source frames are decoded
 again, flows recomputed. Everything else that reads a job (the page, the server, ``status``)
-finds its files through :class:`Layout`::
+finds its files by the keys :mod:`ray_style.job` names (:class:`Layout` for a local folder)::
 
     .ray-style-job         marker: only a directory with it is a ray_style job
     manifest.json          what decides the output (checksums, settings, weights), version;
                            "run" facts (paths, threads) and "render" facts (device, precision)
-    lock                   flock held by the running driver; holds its pid
+    lock                   flock held by the running driver; holds its pid (a local folder)
+    lease.json             the running driver's lease, renewed while it lives (an object store)
     plan.json              the chains, fixed before the first frame (a resume keeps them)
     source/index.json      frame count, shot cuts, each source frame's SHA-256, source fingerprint
     source/000123.png      decoded content frames at the output size
@@ -21,66 +23,84 @@ finds its files through :class:`Layout`::
     chains/0004/000123.png frame 123 as rendered by chain 4
     frames.jsonl           one record per finished frame: loss, evaluations, seconds, worker, checksum
     events.jsonl           what else happened: frames redone or repaired, failures, warnings
+                           (on an object store, which has no append: frames/ and events/, one
+                           small object per record, in key order)
     report/                the live page while running, the evaluation at the end
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import plan
-from .codec import FLOW_DAMAGE, decode_png, digest, fingerprint, load_flow, png_bytes
+from .codec import FLOW_DAMAGE, blend, decode_png, digest, fingerprint, load_flow, png_bytes
 from .errors import JobError
-from .files import atomic_path, storage_errors, write_text_atomic
 from .settings import changed_keys
+from .store import Hold, LocalStore, Store, location, open_store
 
 MARKER = ".ray-style-job"
 MANIFEST_KEYS = ("version", "input", "settings", "frame_size")
 # Everything a job writes; --restart removes these and nothing else.
-OWNED = ("chains", "frames.jsonl", "events.jsonl", "plan.json", "report", "manifest.json", "source", "flow")
+OWNED = ("chains", "frames.jsonl", "events.jsonl", "frames", "events", "plan.json", "report", "manifest.json",
+         "source", "flow", "reach-token")
 INFORMATIONAL = ("run", "render")  # manifest sections a resume does not compare
+MANIFEST, PLAN, SOURCE_INDEX, FLOW_INDEX = "manifest.json", "plan.json", "source/index.json", "flow/index.json"
+FRAMES, EVENTS = "frames", "events"  # record logs (frames.jsonl and events.jsonl in a local folder)
+REPORT, PAGE = "report", "report/index.html"
+
+
+def source_key(frame: int) -> str:
+    return f"source/{frame:06d}.png"
+
+
+def flow_key(frame: int, target: int) -> str:
+    return f"flow/{frame:06d}_{target:06d}.npz"
+
+
+def frame_key(chain: int, frame: int) -> str:
+    return f"chains/{chain:04d}/{frame:06d}.png"
 
 
 class Layout:
-    """Where each of a job's files lives (nothing here opens them)."""
+    """Where each of a job's files lives in a local folder (nothing here opens them)."""
 
     def __init__(self, root):
         self.root = Path(root)
         self.marker = self.root / MARKER
-        self.manifest = self.root / "manifest.json"
+        self.manifest = self.root / MANIFEST
         self.lock = self.root / "lock"
-        self.plan = self.root / "plan.json"
+        self.plan = self.root / PLAN
         self.sources = self.root / "source"
-        self.source_index = self.sources / "index.json"
+        self.source_index = self.root / SOURCE_INDEX
         self.flows = self.root / "flow"
-        self.flow_index = self.flows / "index.json"
+        self.flow_index = self.root / FLOW_INDEX
         self.chains = self.root / "chains"
-        self.frames_log = self.root / "frames.jsonl"
-        self.events_log = self.root / "events.jsonl"
-        self.report = self.root / "report"
-        self.page = self.report / "index.html"
+        self.frames_log = self.root / f"{FRAMES}.jsonl"
+        self.events_log = self.root / f"{EVENTS}.jsonl"
+        self.report = self.root / REPORT
+        self.page = self.root / PAGE
 
     def source(self, frame: int) -> Path:
-        return self.sources / f"{frame:06d}.png"
+        return self.root / source_key(frame)
 
     def flow(self, frame: int, target: int) -> Path:
-        return self.flows / f"{frame:06d}_{target:06d}.npz"
+        return self.root / flow_key(frame, target)
 
     def frame(self, chain: int, frame: int) -> Path:
-        return self.chains / f"{chain:04d}" / f"{frame:06d}.png"
+        return self.root / frame_key(chain, frame)
 
 
 def is_job_dir(root) -> bool:
     """Only the marker makes a directory a ray_style job's (a manifest alone may be anyone's)."""
-    return Layout(root).marker.is_file()
+    place = location(root)
+    if place.remote:
+        return open_store(place).exists(MARKER)
+    return Layout(place.text).marker.is_file()
 
 
 class DamagedFile(JobError):
@@ -182,38 +202,57 @@ def read_json(path):
         return None
 
 
+def _store_json(store: Store, key: str):
+    """A JSON object of a store, or None when it is missing or not JSON."""
+    try:
+        return json.loads(store.read(key))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
 def read_manifest(root) -> dict:
     """A job's manifest, or {} when it is missing or damaged."""
-    manifest = read_json(Layout(root).manifest)
+    manifest = _store_json(open_store(root), MANIFEST)
     return manifest if isinstance(manifest, dict) else {}
 
 
 def read_log(root) -> list[dict]:
     """The per-frame records; a line cut short by a crash is skipped."""
-    return read_records(Layout(root).frames_log)
+    return open_store(root).records(FRAMES)
 
 
 def read_events(root) -> list[dict]:
-    return read_records(Layout(root).events_log)
+    return open_store(root).records(EVENTS)
 
 
 # ---------------------------------------------------------------- the open job
 class Job:
-    """An open, locked job directory. Use :func:`open_job`; close (or exit) to unlock."""
+    """An open job on a store, held by this driver (a lock or a lease). Use :func:`open_job`;
+    close (or exit) to let go."""
 
-    def __init__(self, root: Path, lock_handle, manifest: dict):
-        self.root, self._lock, self.manifest = root, lock_handle, manifest
-        self.layout = Layout(root)
+    def __init__(self, store: Store, hold: Hold, manifest: dict):
+        self.store, self._hold, self.manifest = store, hold, manifest
+        self.root = store.describe()  # for messages: a folder's path or the prefix's URL
+        self.layout = Layout(store.root) if isinstance(store, LocalStore) else None
         self.fingerprint = manifest_fingerprint(manifest)
         self.frame_key: str | None = None  # fingerprint + plan: set by set_plan
         self.done: dict[tuple[int, int], dict] = {}  # (chain, frame) → its vouching record
         self._source: dict | None = None
 
+    # -- writing ----------------------------------------------------------------------------
+    def _write(self, key: str, data: bytes, durable: bool = True) -> None:
+        self._hold.check()  # a driver that lost its lease writes nothing more
+        self.store.write(key, data, durable)
+
+    def _append(self, log: str, record: dict) -> None:
+        self._hold.check()
+        self.store.append(log, record)
+
     # -- events and run facts -------------------------------------------------------------
     def event(self, kind: str, **fields) -> dict:
-        """Append one event (redone, repaired, failed, warning, …) to events.jsonl."""
+        """Append one event (redone, repaired, failed, warning, …) to the events log."""
         record = {"time": round(time.time(), 3), "kind": kind, **fields}
-        self._append(self.layout.events_log, record)
+        self._append(EVENTS, record)
         return record
 
     def remember(self, **values) -> None:
@@ -228,14 +267,11 @@ class Job:
         return run if isinstance(run, dict) else {}
 
     def _write_manifest(self) -> None:
-        write_text_atomic(self.layout.manifest, json.dumps(self.manifest, indent=2, sort_keys=True, allow_nan=False))
+        self._write(MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True, allow_nan=False).encode())
 
-    def _append(self, path: Path, record: dict) -> None:
-        line = json.dumps(record, allow_nan=False) + "\n"
-        with storage_errors(path), open(path, "a") as log:
-            log.write(line)
-            log.flush()
-            os.fsync(log.fileno())
+    def write_token(self, key: str, value: str) -> None:
+        """A value a worker reads back to show it reaches this store (render.check_reach)."""
+        self._write(key, value.encode(), durable=False)
 
     # -- how frames are rendered ----------------------------------------------------------
     def recorded_threads(self) -> int | None:
@@ -265,10 +301,12 @@ class Job:
     # -- source frames --------------------------------------------------------------------
     @property
     def source_key(self) -> str:
-        """Which decode the source frames belong to: the input's checksum, the frame size and
+        """Which decode the source frames belong to: the input's identity, the frame size and
         the shot-cut setting."""
         settings = self.manifest.get("settings") if isinstance(self.manifest.get("settings"), dict) else {}
-        return fingerprint({"input": self.manifest["input"]["sha256"], "size": self.manifest["frame_size"],
+        given = self.manifest["input"]
+        identity = given["sha256"] if "sha256" in given else {k: given.get(k) for k in ("etag", "size", "version")}
+        return fingerprint({"input": identity, "size": self.manifest["frame_size"],
                             "cut_ratio": settings.get("cut_ratio")})
 
     def flow_key(self, origin) -> str:
@@ -278,7 +316,7 @@ class Job:
 
     def source_index(self) -> dict | None:
         """The finished decode if it belongs to this job's :attr:`source_key`, else None."""
-        index = read_json(self.layout.source_index)
+        index = _store_json(self.store, SOURCE_INDEX)
         valid = (isinstance(index, dict) and index.get("source") == self.source_key
                  and isinstance(index.get("frames"), int) and isinstance(index.get("sha256"), list)
                  and len(index["sha256"]) == index["frames"] and isinstance(index.get("cuts"), list))
@@ -289,7 +327,7 @@ class Job:
         """Store a decoded frame; returns its SHA-256 (for the index). Not fsynced: a source
         frame lost in a crash is found by its checksum and decoded again. Thread-safe."""
         data = png_bytes(image)
-        self._write_bytes(self.layout.source(frame), data, durable=False)
+        self._write(source_key(frame), data, durable=False)
         return digest(data)
 
     def rewrite_source(self, frame: int, image: np.ndarray) -> None:
@@ -299,27 +337,30 @@ class Job:
         digest_now = self.write_source(frame, image)
         if self._source is not None and self._source["sha256"][frame] != digest_now:
             self._source["sha256"][frame] = digest_now
-            write_text_atomic(self.layout.source_index, json.dumps(self._source))
+            self._write(SOURCE_INDEX, json.dumps(self._source).encode())
             self.event("warning", frame=frame, detail="a source frame decoded again differs from the first decode")
         self.event("repaired", what="source", frame=frame, detail="decoded again")
 
     def finish_source(self, frames: int, cuts: list[int], hashes: list[str]) -> dict:
         index = {"source": self.source_key, "frames": frames, "cuts": cuts, "sha256": hashes}
-        write_text_atomic(self.layout.source_index, json.dumps(index))
+        self._write(SOURCE_INDEX, json.dumps(index).encode())
         self._source = index
         return index
 
     def damaged_sources(self) -> list[int]:
-        """Source frames missing or empty (a stat each; their checksums are checked when read)."""
+        """Source frames missing or empty (one listing; their checksums are checked when read)."""
         if self._source is None:
             return []
-        return [frame for frame in range(self._source["frames"]) if not self.layout.source(frame).is_file()
-                or self.layout.source(frame).stat().st_size == 0]
+        sizes = self.store.sizes("source")
+        return [frame for frame in range(self._source["frames"]) if not sizes.get(source_key(frame))]
+
+    def source_digest(self, frame: int) -> str | None:
+        """The recorded SHA-256 of a source frame (what a worker checks it against)."""
+        return self._source["sha256"][frame] if self._source else None
 
     def read_source_bytes(self, frame: int) -> bytes:
         """The PNG of a source frame, checked against the index's checksum."""
-        expected = self._source["sha256"][frame] if self._source else None
-        return self._read_verified(self.layout.source(frame), expected, "source", None, frame)
+        return self._read_verified(source_key(frame), self.source_digest(frame), "source", None, frame)
 
     def read_source(self, frame: int) -> np.ndarray:
         return decode_png(self.read_source_bytes(frame))
@@ -327,7 +368,7 @@ class Job:
     # -- the plan -------------------------------------------------------------------------
     def load_plan(self) -> list[plan.Chain] | None:
         """The chains fixed when this job first rendered, if they are still this job's."""
-        saved = read_json(self.layout.plan)
+        saved = _store_json(self.store, PLAN)
         if not isinstance(saved, dict) or saved.get("job") != self.fingerprint:
             return None
         return saved_chains(saved)
@@ -335,7 +376,7 @@ class Job:
     def save_plan(self, chains: list[plan.Chain], **facts) -> None:
         """Fix the chains: written once, a resume reuses them whatever pool it runs on."""
         spans = [[c.start, c.end, c.lead_in] for c in chains]
-        write_text_atomic(self.layout.plan, json.dumps({"job": self.fingerprint, "chains": spans, **facts}))
+        self._write(PLAN, json.dumps({"job": self.fingerprint, "chains": spans, **facts}).encode())
 
     def set_plan(self, chains: list[plan.Chain], passes: list[list[plan.Sweep]] = ()) -> None:
         """Render under these chains (and refinement sweeps, derived from them and the
@@ -349,34 +390,31 @@ class Job:
         self._load_done([*chains, *(sweep for stage in passes for sweep in stage)])
 
     # -- optical flow ---------------------------------------------------------------------
-    def open_flows(self, flow_key: str) -> None:
+    def open_flows(self, key: str) -> None:
         """Drop cached flows that belong to other source frames or another flow method."""
-        folder = self.layout.flows
-        index = read_json(self.layout.flow_index)
-        if folder.exists() and (not isinstance(index, dict) or index.get("flow") != flow_key):
-            shutil.rmtree(folder)
-        if not folder.exists():
-            folder.mkdir()
-            write_text_atomic(self.layout.flow_index, json.dumps({"flow": flow_key}))
+        index = _store_json(self.store, FLOW_INDEX)
+        if isinstance(index, dict) and index.get("flow") == key:
+            return
+        self._hold.check()
+        self.store.delete_prefix("flow")
+        self._write(FLOW_INDEX, json.dumps({"flow": key}).encode())
 
     def has_flow(self, frame: int, target: int) -> bool:
-        return self.layout.flow(frame, target).is_file()
+        return self.store.exists(flow_key(frame, target))
 
     def write_flow(self, frame: int, target: int, data: bytes) -> None:
-        """A flow file (codec.flow_bytes) for ``frame → target``, atomically; not fsynced: a
-        flow lost in a crash is checked when read and computed again."""
-        path = self.layout.flow(frame, target)
-        with storage_errors(path), atomic_path(path, durable=False) as temp:
-            temp.write_bytes(data)
+        """A flow file (codec.flow_bytes) for ``frame → target``, whole; not fsynced: a flow
+        lost in a crash is checked when read and computed again."""
+        self._write(flow_key(frame, target), data, durable=False)
 
     def read_flow_bytes(self, frame: int, target: int) -> bytes:
         """The stored flow file, checked to load (a damaged one raises :class:`DamagedFile`)."""
-        path = self.layout.flow(frame, target)
-        data = self._read_verified(path, None, "flow", None, frame, target)
+        data = self._read_verified(flow_key(frame, target), None, "flow", None, frame, target)
         try:
             load_flow(data)
         except FLOW_DAMAGE as error:
-            raise DamagedFile(f"flow {path} is damaged ({error})", "flow", None, frame, target) from None
+            raise DamagedFile(f"flow {self.store.describe(flow_key(frame, target))} is damaged ({error})", "flow",
+                              None, frame, target) from None
         return data
 
     # -- rendered frames ------------------------------------------------------------------
@@ -386,32 +424,44 @@ class Job:
     def write_frame(self, chain: int, frame: int, data: bytes, record: dict) -> dict:
         """Store a rendered frame (PNG bytes) and the record that vouches for it, in that order:
         a crash between the two leaves a file no record vouches for, which is redone."""
-        self._write_bytes(self.layout.frame(chain, frame), data)
-        record = {"chain": chain, "frame": frame, "time": round(time.time(), 3), **record,
-                  "sha256": digest(data), "bytes": len(data), "job": self.frame_key}
-        self._append(self.layout.frames_log, record)
+        self._write(frame_key(chain, frame), data)
+        return self.vouch(chain, frame, data, record)
+
+    def vouch(self, chain: int, frame: int, data: bytes | None, record: dict) -> dict:
+        """Append the record that vouches for a frame already stored (by this driver, or by the
+        worker that rendered it: ``data`` None, its checksum and size in ``record``)."""
+        checks = {"sha256": digest(data), "bytes": len(data)} if data is not None else \
+            {"sha256": record["sha256"], "bytes": record["bytes"]}
+        record = {"chain": chain, "frame": frame, "time": round(time.time(), 3), **record, **checks,
+                  "job": self.frame_key}
+        self._append(FRAMES, record)
         self.done[(chain, frame)] = record
         return record
+
+    def frame_digest(self, chain: int, frame: int) -> str | None:
+        record = self.done.get((chain, frame))
+        return record["sha256"] if record else None
 
     def read_frame_bytes(self, chain: int, frame: int) -> bytes:
         record = self.done.get((chain, frame))
         if record is None:
             raise DamagedFile(f"frame {frame} of chain {chain} is not done", "frame", chain, frame)
-        return self._read_verified(self.layout.frame(chain, frame), record["sha256"], "frame", chain, frame)
+        return self._read_verified(frame_key(chain, frame), record["sha256"], "frame", chain, frame)
 
     def read_frame(self, chain: int, frame: int) -> np.ndarray:
         return decode_png(self.read_frame_bytes(chain, frame))
 
     def discard(self, damage: DamagedFile) -> None:
-        """Forget a damaged file so that it is made again, and say so in events.jsonl."""
+        """Forget a damaged file so that it is made again, and say so in the events."""
         if damage.kind == "frame":
             self.done.pop((damage.chain, damage.frame), None)
-            path = self.layout.frame(damage.chain, damage.frame)
+            key = frame_key(damage.chain, damage.frame)
         elif damage.kind == "flow":
-            path = self.layout.flow(damage.frame, damage.target)
+            key = flow_key(damage.frame, damage.target)
         else:
-            path = self.layout.source(damage.frame)
-        path.unlink(missing_ok=True)
+            key = source_key(damage.frame)
+        self._hold.check()
+        self.store.delete(key)
         damage.discarded = True
         self.event("repaired", what=damage.kind, chain=damage.chain, frame=damage.frame,
                    **({"target": damage.target} if damage.target is not None else {}), detail=str(damage))
@@ -419,34 +469,30 @@ class Job:
     def blend(self, sources: list[tuple[int, float]], frame: int) -> np.ndarray:
         """The final ``frame`` from ``[(chain, weight), …]`` (plan.frame_sources): one chain's
         render, or a seam's cross-fade of two chains'."""
-        if len(sources) == 1:
-            return self.read_frame(sources[0][0], frame)
-        mixed = sum(weight * self.read_frame(chain, frame).astype(np.float32) for chain, weight in sources)
-        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+        return blend([self.read_frame(chain, frame) for chain, _ in sources], [weight for _, weight in sources])
 
     def _load_done(self, sequences) -> None:
         """Records of this frame key whose files are there with the recorded size; anything
-        else in chains/ is removed."""
+        else under chains/ is removed."""
         wanted = {(c.index, f) for c in sequences for f in c.frames}
         records = {}
-        for record in read_records(self.layout.frames_log):
+        for record in self.store.records(FRAMES):
             frame_id = (record.get("chain"), record.get("frame"))
             if record.get("job") == self.frame_key and frame_id in wanted and isinstance(record.get("sha256"), str):
                 records[frame_id] = record  # the latest record of a frame wins (a redone frame)
+        sizes = self.store.sizes("chains")
         self.done, damaged, stale = {}, [], 0
         for frame_id, record in records.items():
-            path = self.layout.frame(*frame_id)
-            size = path.stat().st_size if path.is_file() else -1
-            if size == record.get("bytes"):
+            if sizes.get(frame_key(*frame_id), -1) == record.get("bytes"):
                 self.done[frame_id] = record
             else:
                 damaged.append(frame_id)
-        if self.layout.chains.is_dir():
-            for path in self.layout.chains.glob("*/*"):
-                frame_id = _frame_id(path)
-                if frame_id not in self.done:
-                    stale += frame_id is not None and frame_id not in damaged
-                    path.unlink()
+        for key in sizes:
+            frame_id = _frame_id(key)
+            if frame_id not in self.done:
+                stale += frame_id is not None and frame_id not in damaged
+                self._hold.check()
+                self.store.delete(key)
         for chain, frame in damaged:
             self.event("repaired", what="frame", chain=chain, frame=frame,
                        detail="file missing or of another size than recorded; it is rendered again")
@@ -455,25 +501,20 @@ class Job:
                                          "removed (other settings, or a crash before the record)")
 
     # -- file plumbing --------------------------------------------------------------------
-    def _write_bytes(self, path: Path, data: bytes, durable: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with storage_errors(path), atomic_path(path, durable=durable) as temp:
-            temp.write_bytes(data)
-
-    def _read_verified(self, path: Path, expected: str | None, kind: str, chain, frame, target=None) -> bytes:
+    def _read_verified(self, key: str, expected: str | None, kind: str, chain, frame, target=None) -> bytes:
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise DamagedFile(f"{path} is missing", kind, chain, frame, target) from None
+            data = self.store.read(key)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise DamagedFile(f"{self.store.describe(key)} is missing", kind, chain, frame, target) from None
         if not data or (expected is not None and digest(data) != expected):
-            raise DamagedFile(f"{path} does not match its recorded checksum", kind, chain, frame, target)
+            raise DamagedFile(f"{self.store.describe(key)} does not match its recorded checksum", kind, chain, frame,
+                              target)
         return data
 
     def close(self) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
 
     def __enter__(self):
         return self
@@ -482,31 +523,24 @@ class Job:
         self.close()
 
 
-def _frame_id(path: Path) -> tuple[int, int] | None:
+def damage_of(key: str, detail: str) -> DamagedFile:
+    """The damaged file a key names (a worker found it missing or altered)."""
+    name = Path(key).stem
+    if key.startswith("chains/") and _frame_id(key):
+        chain, frame = _frame_id(key)
+        return DamagedFile(detail, "frame", chain, frame)
+    if key.startswith("flow/") and "_" in name:
+        frame, target = (int(part) for part in name.split("_"))
+        return DamagedFile(detail, "flow", None, frame, target)
+    return DamagedFile(detail, "source", None, int(name))
+
+
+def _frame_id(key: str) -> tuple[int, int] | None:
+    parts = key.split("/")
     try:
-        return int(path.parent.name), int(path.stem)
+        return (int(parts[1]), int(Path(parts[2]).stem)) if len(parts) == 3 and parts[0] == "chains" else None
     except ValueError:
         return None
-
-
-def _lock(layout: Layout):
-    with storage_errors(layout.lock):
-        handle = open(layout.lock, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise JobError(f"job directory {layout.root} is in use by another run (pid {holder}): wait for it to "
-                       f"finish or stop it; `ray-style status {layout.root}` shows its progress") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 def remove_stale_temps(folder: Path, name: str | None = None) -> int:
@@ -524,19 +558,18 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> int:
     return removed
 
 
-def _clear(layout: Layout, keep=()) -> None:
-    for name in OWNED:
-        target = layout.root / name
-        if name in keep:
-            continue
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
+def _not_ours(store: Store) -> bool:
+    """Whether a store holds files and no job marker (a folder of the user's)."""
+    if store.exists(MARKER):
+        return False
+    if isinstance(store, LocalStore):
+        return store.root.is_dir() and any(store.root.iterdir())
+    return bool(store.sizes(""))
 
 
 def open_job(root, manifest: dict, restart: bool = False) -> Job:
-    """Create or resume the job in ``root``, locked for this process.
+    """Create or resume the job in ``root`` (a folder, or an object-store prefix), held by
+    this driver.
 
     ``root`` must be absent, empty, or a ray_style job directory (its marker; anything else is
     refused, with or without ``restart``). An existing manifest must match ``manifest`` on
@@ -546,24 +579,27 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
     missing or unreadable manifest is replaced: the frames are checked against their records'
     fingerprints.
     """
-    layout = Layout(root)
-    root = layout.root
-    if root.exists() and not root.is_dir():
-        raise JobError(f"job directory {root} is a file: choose another --job-dir")
-    if root.is_dir() and any(root.iterdir()) and not is_job_dir(root):
-        raise JobError(f"{root} is not a ray-style job directory (it has files, and no {MARKER} marker): "
+    store = open_store(root)
+    if isinstance(store, LocalStore):
+        folder = store.root
+        if folder.exists() and not folder.is_dir():
+            raise JobError(f"job directory {folder} is a file: choose another --job-dir")
+    if _not_ours(store):
+        raise JobError(f"{store.describe()} is not a ray-style job directory (it has files, and no {MARKER} marker): "
                        "choose another --job-dir; nothing there was changed")
+    if isinstance(store, LocalStore):
+        try:
+            store.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise JobError(f"cannot create job directory {store.root}: {error.strerror}") from None
+    store.write(MARKER, json.dumps({"tool": "ray-style"}).encode())
+    hold = store.hold(f"ray-style pid {os.getpid()}")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise JobError(f"cannot create job directory {root}: {error.strerror}") from None
-    write_text_atomic(layout.marker, json.dumps({"tool": "ray-style"}))
-    handle = _lock(layout)
-    try:
-        swept = remove_stale_temps(root)  # what a kill -9 mid-write left; we hold the lock, nobody writes
-        old = read_json(layout.manifest)
-        events = []
-        if layout.manifest.exists() and not is_job_manifest(old):
+        # What a kill -9 mid-write left; we hold the job, nobody writes.
+        swept = remove_stale_temps(store.root) if isinstance(store, LocalStore) else 0
+        old = _store_json(store, MANIFEST)
+        events = list(hold.notes)
+        if store.exists(MANIFEST) and not is_job_manifest(old):
             events.append("manifest.json was unreadable; it is rewritten and every frame is checked against "
                           "its own record")
             old = None
@@ -571,15 +607,17 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
             changes = changed_keys({k: v for k, v in old.items() if k not in INFORMATIONAL},
                                    {k: v for k, v in manifest.items() if k not in INFORMATIONAL})
             if changes and not restart:
-                raise JobError(f"job directory {root} holds a job with other settings ({'; '.join(changes)}): "
-                               "re-run with the same settings to resume, pass --restart to start over, "
-                               "or choose another --job-dir")
+                raise JobError(f"job directory {store.describe()} holds a job with other settings "
+                               f"({'; '.join(changes)}): re-run with the same settings to resume, pass --restart to "
+                               "start over, or choose another --job-dir")
             if not changes and not restart:
                 manifest = {**old, **manifest, "run": {**(old.get("run") or {}), **manifest.get("run", {})}}
         if restart:
-            _clear(layout, keep=("source", "flow"))  # checked against their fingerprints when used
+            for name in OWNED:
+                if name not in ("source", "flow"):  # checked against their fingerprints when used
+                    store.delete_prefix(name)
             manifest = {k: v for k, v in manifest.items() if k != "render"}
-        job = Job(root, handle, manifest)
+        job = Job(store, hold, manifest)
         job._write_manifest()
         for detail in events:
             job.event("warning", detail=detail)
@@ -587,8 +625,7 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
             job.event("repaired", what="temp files", detail=f"{swept} left by an interrupted write, removed")
         return job
     except BaseException:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        hold.release()
         raise
 
 
@@ -597,7 +634,15 @@ def is_job_manifest(value) -> bool:
 
 
 def is_locked(root) -> bool:
-    path = Layout(root).lock
+    """Whether a driver holds the job now (its lock, or a lease that has not expired)."""
+    place = location(root)
+    if place.remote:
+        lease = _store_json(open_store(place), "lease.json")
+        return isinstance(lease, dict) and isinstance(lease.get("expires"), (int, float)) and \
+            lease["expires"] > time.time()
+    import fcntl
+
+    path = Layout(place.text).lock
     if not path.is_file():
         return False
     with open(path) as handle:
@@ -621,24 +666,24 @@ def saved_chains(saved) -> list[plan.Chain] | None:
 def job_status(root) -> dict:
     """What a job directory holds, running or not (for `ray-style status`); never raises on a
     damaged file, only on a directory that is not a job's."""
-    layout = Layout(root)
-    root = layout.root
-    if not root.is_dir():
-        raise JobError(f"{root} is not a directory: give a job directory (OUTPUT.job)")
-    if not is_job_dir(root):
-        raise JobError(f"{root} is not a ray-style job directory (no {MARKER} marker)")
-    manifest = read_manifest(root)
+    place = location(root)
+    if not place.remote and not Path(place.text).is_dir():
+        raise JobError(f"{place} is not a directory: give a job directory (OUTPUT.job)")
+    if not is_job_dir(place):
+        raise JobError(f"{place} is not a ray-style job directory (no {MARKER} marker)")
+    store = open_store(place)
+    manifest = read_manifest(place)
     run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
     frames = manifest.get("input", {}).get("frames") if isinstance(manifest.get("input"), dict) else None
-    status = {"job_dir": str(root), "running": is_locked(root), "input": _text(run.get("input")),
+    status = {"job_dir": str(place), "running": is_locked(place), "input": _text(run.get("input")),
               "output": _text(run.get("output")), "frames": frames, "decoded": False,
               "damaged": not is_job_manifest(manifest)}
-    index = read_json(layout.source_index)
-    saved = read_json(layout.plan)
+    index = _store_json(store, SOURCE_INDEX)
+    saved = _store_json(store, PLAN)
     if isinstance(index, dict) and isinstance(index.get("frames"), int):
         status.update(decoded=True, frames=index["frames"],
                       shot_cuts=index.get("cuts") if isinstance(index.get("cuts"), list) else [])
-    records = read_log(root)
+    records = store.records(FRAMES)
     chains = saved_chains(saved) if isinstance(saved, dict) else None
     if chains is not None:
         settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
@@ -647,18 +692,21 @@ def job_status(root) -> dict:
         sweeps = plan.refinement_passes(chains, cuts, max((c.end for c in chains), default=0), passes)
         sequences = [*chains, *(sweep for stage in sweeps for sweep in stage)]
         keys = {(r.get("chain"), r.get("frame")) for r in records}
+        stored = store.sizes("chains")
         status.update(chains=len(chains), renders_total=sum(len(q.frames) for q in sequences),
                       renders_done=sum(1 for q in sequences for f in q.frames
-                                       if (q.index, f) in keys and layout.frame(q.index, f).is_file()))
+                                       if (q.index, f) in keys and frame_key(q.index, f) in stored))
     timed = [r for r in records[-50:] if isinstance(r.get("seconds"), (int, float))]
     if timed:
         status.update(mean_seconds_per_frame=round(float(np.mean([r["seconds"] for r in timed])), 3),
                       last_frame=records[-1].get("frame"), workers=sorted({str(r.get("worker")) for r in records}))
     status["events"] = {}
-    for event in read_events(root):
+    for event in store.records(EVENTS):
         status["events"][str(event.get("kind"))] = status["events"].get(str(event.get("kind")), 0) + 1
     output = status.get("output")
-    status["finished"] = bool(output and os.path.exists(output) and status.get("renders_total")
+    from . import store as stores
+
+    status["finished"] = bool(output and stores.exists(output) and status.get("renders_total")
                               and status.get("renders_done") == status.get("renders_total"))
     return status
 
@@ -670,8 +718,8 @@ def _text(value) -> str | None:
 def job_seams(root) -> list[int]:
     """The seams (see plan.seams) of the job in ``root``, from its plan and shot cuts; [] when
     they cannot be read."""
-    layout = Layout(root)
-    saved, index = read_json(layout.plan), read_json(layout.source_index)
+    store = open_store(root)
+    saved, index = _store_json(store, PLAN), _store_json(store, SOURCE_INDEX)
     chains = saved_chains(saved) if isinstance(saved, dict) else None
     cuts = index.get("cuts") if isinstance(index, dict) and isinstance(index.get("cuts"), list) else []
     return plan.seams(chains, cuts) if chains else []
@@ -679,12 +727,12 @@ def job_seams(root) -> list[int]:
 
 def job_flows(root, size: tuple[int, int]):
     """``t ↦ (flow t → t+1, mask)`` from a job's cached flows, when they have ``size``; else None."""
-    layout = Layout(root)
+    store = open_store(root)
 
     def forward(t: int):
         try:
-            pair = load_flow(layout.flow(t, t + 1).read_bytes())
-        except FLOW_DAMAGE:
+            pair = load_flow(store.read(flow_key(t, t + 1)))
+        except (FileNotFoundError, *FLOW_DAMAGE):
             return None
         return pair if pair[0].shape[:2] == (size[1], size[0]) else None
 
@@ -693,4 +741,5 @@ def job_flows(root, size: tuple[int, int]):
 
 __all__ = ["Job", "Layout", "DamagedFile", "open_job", "is_job_dir", "job_seams", "job_flows", "remove_stale_temps",
            "read_log", "read_events", "read_records", "read_json", "read_manifest", "Tail", "parse_line",
-           "is_locked", "job_status", "manifest_fingerprint", "describe_facts", "MARKER"]
+           "is_locked", "job_status", "manifest_fingerprint", "describe_facts", "MARKER", "source_key",
+           "frame_key", "flow_key", "damage_of", "FRAMES", "EVENTS", "PAGE", "REPORT"]

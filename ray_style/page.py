@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import images, video
+from . import video
+from .codec import png_bytes
 from .figures import CHART_CSS, chart_file, chart_svg, contact_sheet
-from .files import write_text_atomic
-from .job import Layout, Tail, read_manifest
+from .job import EVENTS, FRAMES, MANIFEST, PAGE, REPORT, frame_key, source_key
+from .store import LocalStore, Store, open_store
 
 STATES = ("running", "finished", "failed", "stopped")
 LATEST = 6  # thumbnails shown, newest first
@@ -103,14 +104,6 @@ def data_uri(image: np.ndarray, quality: int = 85) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _thumbnail_uri(path: Path) -> str | None:
-    try:
-        with Image.open(path) as image:
-            return data_uri(thumbnail(np.asarray(image.convert("RGB"))))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None  # missing or unreadable: the page says so instead of failing the job
-
-
 # ---------------------------------------------------------------- the snapshot
 @dataclass
 class Thumb:
@@ -163,13 +156,12 @@ class LivePage:
     ``total_renders``: renders the job needs (a seam frame counts once per chain).
     """
 
-    def __init__(self, job_root, total_renders: int, title: str | None = None, refresh_s: int = 5):
-        self.root = Path(job_root)
-        self.layout = Layout(self.root)
+    def __init__(self, job, total_renders: int, title: str | None = None, refresh_s: int = 5):
+        self.store = job if isinstance(job, Store) else open_store(job)
         self.total = total_renders
         self.title = title
         self.refresh_s = refresh_s
-        self.frames, self.events = Tail(self.layout.frames_log), Tail(self.layout.events_log)
+        self.frames, self.events = self.store.tail(FRAMES), self.store.tail(EVENTS)
         self.last_written = 0.0
         self.created = time.time()
         self._thumbs: dict[tuple[int, int], Thumb] = {}
@@ -231,8 +223,8 @@ class LivePage:
     def _thumb(self, chain: int, frame: int, seconds, worker) -> Thumb:
         key = (chain, frame)
         if key not in self._thumbs or None in (self._thumbs[key].source, self._thumbs[key].stylized):
-            self._thumbs[key] = Thumb(chain, frame, _thumbnail_uri(self.layout.source(frame)),
-                                      _thumbnail_uri(self.layout.frame(chain, frame)),
+            self._thumbs[key] = Thumb(chain, frame, self._thumbnail_uri(source_key(frame)),
+                                      self._thumbnail_uri(frame_key(chain, frame)),
                                       seconds, None if worker is None else str(worker))
         return self._thumbs[key]
 
@@ -241,7 +233,7 @@ class LivePage:
         if state not in STATES:
             raise ValueError(f"state {state!r}: use one of {', '.join(STATES)}")
         self.update()
-        manifest = read_manifest(self.root)
+        manifest = self._manifest()
         run = manifest.get("run", {}) if isinstance(manifest.get("run"), dict) else {}
         latest = [self._thumb(*entry) for entry in reversed(self.latest)]
         self._thumbs = {(t.chain, t.frame): t for t in latest}  # only what is shown stays cached
@@ -256,12 +248,10 @@ class LivePage:
             warping = [(row["frame"], row["warping_error"]) for row in evaluation["per_frame"]
                        if isinstance(row, dict) and _float(row.get("warping_error")) is not None
                        and isinstance(row.get("frame"), int)]
-        report = self.layout.report
-        links = sorted(p.name for p in report.glob("*") if p.is_file() and not p.is_symlink()
-                       and not p.name.startswith(".") and p.name != "index.html") \
-            if report.is_dir() and not report.is_symlink() else []
-        sheet = _sheet_uri(report / "contact_sheet.png") if state == "finished" and "contact_sheet.png" in links \
-            else None
+        links = sorted(key[len(REPORT) + 1:] for key in self.store.sizes(REPORT)
+                       if key.count("/") == 1 and key != PAGE)
+        sheet = self._image_uri(f"{REPORT}/contact_sheet.png", thumbnail_width=None) \
+            if state == "finished" and "contact_sheet.png" in links else None
         return Snapshot(
             title=self.title or _default_title(run), state=state, now=time.time() if now is None else now,
             done=done, total=self.total, rate=rate, eta=eta_seconds(self.total - done, rate) if state == "running"
@@ -278,11 +268,30 @@ class LivePage:
         """Rewrite ``JOB/report/index.html`` atomically; ``evaluation``: the final
         ``dataclasses.asdict(Evaluation)``; ``message``: why the job failed or stopped."""
         snapshot = self.snapshot(state, evaluation, message)
-        path = self.layout.page
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, render_html(snapshot))
+        self.store.write(PAGE, render_html(snapshot).encode())
         self.last_written = time.monotonic()
-        return path
+        return self.store.path(PAGE) if isinstance(self.store, LocalStore) else self.store.describe(PAGE)
+
+    def _manifest(self) -> dict:
+        try:
+            manifest = json.loads(self.store.read(MANIFEST))
+        except (OSError, ValueError):
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
+
+    def _image_uri(self, key: str, thumbnail_width: int | None = THUMB_WIDTH) -> str | None:
+        """A stored image as a ``data:`` URI (a thumbnail by default), or None when it is
+        missing or unreadable: the page says so instead of failing the job."""
+        try:
+            with Image.open(io.BytesIO(self.store.read(key))) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return None
+        return data_uri(thumbnail(pixels, thumbnail_width) if thumbnail_width else pixels,
+                        quality=85 if thumbnail_width else 90)
+
+    def _thumbnail_uri(self, key: str) -> str | None:
+        return self._image_uri(key)
 
     def maybe_write(self, min_interval_s: float = 2.0, state: str = "running") -> bool:
         """``write`` unless the page was written less than ``min_interval_s`` ago."""
@@ -484,22 +493,21 @@ def _evaluation(s: Snapshot) -> str:
             + (f'<p class="meta">report files: {files}</p>' if files else ""))
 
 
-def _sheet_uri(path: Path) -> str | None:
-    try:
-        with Image.open(path) as image:
-            return data_uri(np.asarray(image.convert("RGB")), quality=90)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-
-
 # ---------------------------------------------------------------- the report's files
-def write_report(evaluation, output, source, folder) -> Path:
+def write_report(evaluation, output, source, folder: Store | str | Path, prefix: str = "") -> Store:
     """evaluation.json, per-frame charts (SVG), a contact sheet and a side-by-side preview MP4
     of an :class:`~ray_style.evaluate.Evaluation` (``output`` and ``source``: paths or
-    VideoInfos of the two videos)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "evaluation.json", json.dumps(asdict(evaluation), indent=1))
+    VideoInfos of the two videos) into ``folder`` (a store, a folder or a URL) under ``prefix``."""
+    import tempfile
+
+    store = folder if isinstance(folder, Store) else open_store(folder)
+    if isinstance(store, LocalStore):
+        store.root.mkdir(parents=True, exist_ok=True)
+
+    def put(name: str, data: bytes) -> None:
+        store.write(f"{prefix}/{name}" if prefix else name, data)
+
+    put("evaluation.json", json.dumps(asdict(evaluation), indent=1).encode())
     rows = evaluation.per_frame
 
     def column(key: str) -> list:
@@ -519,8 +527,8 @@ def write_report(evaluation, output, source, folder) -> Path:
         charts["content_loss.svg"] = (column("content_loss"), "content loss (eq. 1)")
         charts["style_loss.svg"] = (column("style_loss"), "style loss (eq. 5)")
     for name, (series, title) in charts.items():
-        write_text_atomic(folder / name, chart_file(series, title, marks=seams if name == "warping_error.svg" else (),
-                                                    width=640, height=220))
+        put(name, chart_file(series, title, marks=seams if name == "warping_error.svg" else (), width=640,
+                             height=220).encode())
     out_info = output if isinstance(output, video.VideoInfo) else video.probe(output)
     src_info = source if isinstance(source, video.VideoInfo) else video.probe(source)
     size = (evaluation.width, evaluation.height)
@@ -533,11 +541,12 @@ def write_report(evaluation, output, source, folder) -> Path:
                 sheet.append((index, src, out))
             yield np.concatenate([src, out], axis=1)
 
-    video.encode(side_by_side(), folder / "side_by_side.mp4", 2 * size[0], size[1], out_info.fps)
-    images.save_image(contact_sheet([("source", [(f"frame {i}", src) for i, src, _ in sheet]),
-                                     ("stylized", [(None, out) for _, _, out in sheet])]),
-                      folder / "contact_sheet.png")
-    return folder
+    with tempfile.TemporaryDirectory(prefix="ray-style-report-") as work:
+        preview = video.encode(side_by_side(), Path(work) / "side_by_side.mp4", 2 * size[0], size[1], out_info.fps)
+        put("side_by_side.mp4", preview.read_bytes())
+    put("contact_sheet.png", png_bytes(contact_sheet([("source", [(f"frame {i}", src) for i, src, _ in sheet]),
+                                                      ("stylized", [(None, out) for _, _, out in sheet])])))
+    return store
 
 
 __all__ = ["LivePage", "Snapshot", "Thumb", "WorkerRow", "render_html", "recent_rate", "eta_seconds",

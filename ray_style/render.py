@@ -1,9 +1,11 @@
 """One video frame from a self-contained task: what every executor (Ray actor or plain loop)
-runs. A task carries the frames it needs exactly as the job directory stores them (PNG bytes,
-and for a flow-seeded frame the stored flow file), so the result depends only on persisted
-data and the task's seed — and frames cross the network compressed, not as raw pixels. The
-worker decodes them, warps the previous frame along the flow, optimizes, and sends back the
-PNG the driver stores as it is.
+runs. A task names the frames it needs exactly as the job directory stores them, so the result
+depends only on persisted data and the task's seed. Where the worker can reach the job's store
+(an object store, a shared folder: checked with a token the driver wrote, never assumed), the
+task carries keys and checksums (:class:`Stored`) and the worker reads its inputs and writes its
+frame itself, handing the driver only a record; elsewhere the task carries the PNG bytes and the
+worker sends the PNG back. Either way frames travel compressed, never as raw pixels. The worker
+decodes them, warps the previous frame along the flow and optimizes.
 """
 from __future__ import annotations
 
@@ -18,10 +20,59 @@ import numpy as np
 import torch
 
 from . import images, optimize
-from .codec import decode_png, digest, flow_bytes, load_flow, png_bytes
+from .codec import FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, load_flow, png_bytes
 from .errors import FrameError
 from .settings import StyleSettings
 from .weights import Weights
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Bytes the worker reads from the job's store itself: one object, or a seam's cross-fade of
+    several PNGs (``(key, sha256 or None, weight)`` each), every one checked."""
+
+    parts: tuple[tuple[str, str | None, float], ...]
+
+
+Payload = bytes | Stored  # what a task carries for one input: the bytes, or where they are
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a worker that reaches the job's store puts its frame (and the report's flow)."""
+
+    store: str  # the job's folder or URL
+    frame: str  # the key of the frame's PNG
+    flow: str | None  # the key of the flow previous → this frame, when the report wants it
+    token: tuple[str, str]  # (key, value) the driver wrote: the worker checks it can read the store
+
+
+class Redo(Exception):
+    """A frame that cannot render as asked, through no fault of its own: render it again once
+    the driver has acted (not counted as a failure)."""
+
+
+class InputDamaged(Redo):
+    """An input the task named is missing or does not match its checksum: made again, then the
+    frame renders again."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(key, detail)
+        self.key, self.detail = key, detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class StoreUnreachable(Redo):
+    """This worker cannot read the job's store: the driver hands it the bytes instead."""
+
+    def __init__(self, store: str, detail: str):
+        super().__init__(store, detail)
+        self.store, self.detail = store, detail
+
+    def __str__(self) -> str:
+        return f"the job's store {self.store} cannot be read here ({self.detail})"
 
 
 @dataclass(frozen=True)
@@ -29,9 +80,9 @@ class Reference:
     """An earlier stylized frame of the chain, for seeding and the temporal loss."""
 
     offset: int  # how many frames back (1: the previous frame; negative: a later frame)
-    image: bytes  # its stylized PNG, as stored
-    flow: bytes | None = None  # a flow file (this frame → it, and its mask) where one is given…
-    source: bytes | None = None  # …else its source frame's PNG: the worker computes the flow
+    image: Payload  # its stylized PNG, as stored
+    flow: Payload | None = None  # a flow file (this frame → it, and its mask) where one is given…
+    source: Payload | None = None  # …else its source frame's PNG: the worker computes the flow
 
 
 @dataclass(frozen=True)
@@ -39,7 +90,7 @@ class FrameTask:
     job: str  # the job's identity: a result carrying another job's is dropped
     chain: int
     frame: int
-    content: bytes  # PNG of the source frame at the output size
+    content: Payload  # PNG of the source frame at the output size
     # "prev" or "flow" (seeded: needs references), "content" or "noise", or "blend" (a
     # refinement pass: its own earlier result, `start`, blended with its warped neighbour)
     init_kind: str
@@ -49,9 +100,10 @@ class FrameTask:
     # neighbour in the sweep's direction first, and the one ahead (a negative offset: later).
     references: tuple[Reference, ...] = ()
     temporal_weight: float = 0.0
-    start: bytes | None = None  # PNG of the frame's own latest result (init "blend")
+    start: Payload | None = None  # PNG of the frame's own latest result (init "blend")
     flow_method: str = "dis"  # how the worker computes flows it is not given
     return_flow: bool = False  # send back the flow previous → this frame (the report's, cached)
+    delivery: Delivery | None = None  # where the worker stores its frame itself (None: send it back)
 
     @property
     def seeded(self) -> bool:
@@ -85,9 +137,11 @@ class FrameOutput:
     job: str
     chain: int
     frame: int
-    png: bytes  # the stylized frame, as the job directory stores it
+    png: bytes | None  # the stylized frame, as the job directory stores it (None: the worker stored it)
     record: FrameRecord
     flow: bytes | None = None  # the flow file previous → this frame, when the task asked for it
+    sha256: str | None = None  # of the PNG the worker stored (a Delivery)
+    size: int | None = None
 
 
 class WorkerLost(Exception):
@@ -124,6 +178,66 @@ BLEND = 0.5  # δ of Ruder et al.'s multi-pass: how much of the warped neighbour
 LONG_TERM_ANCHOR = 0.5
 
 
+_STORES: dict = {}  # a worker's stores, by URL: opened once per process
+_REACHED: set = set()  # the (store, token) pairs this process has read
+
+
+def _store(url: str):
+    from .store import open_store
+
+    if url not in _STORES:
+        _STORES[url] = open_store(url)
+    return _STORES[url]
+
+
+def check_reach(delivery: Delivery) -> None:
+    """:class:`StoreUnreachable` unless this process reads the driver's token in the store."""
+    if (delivery.store, delivery.token) in _REACHED:
+        return
+    key, value = delivery.token
+    try:
+        found = _store(delivery.store).read(key).decode()
+    except Exception as error:  # noqa: BLE001 - any failure to read it means: not reachable from here
+        raise StoreUnreachable(delivery.store, " ".join(str(error).split())[:200] or type(error).__name__) from None
+    if found != value:
+        raise StoreUnreachable(delivery.store, "another store is mounted at that path here")
+    _REACHED.add((delivery.store, delivery.token))
+
+
+def fetch(payload: Payload, task: FrameTask) -> bytes:
+    """The bytes of an input: carried by the task, or read from the job's store and checked."""
+    if not isinstance(payload, Stored):
+        return payload
+    if len(payload.parts) != 1:
+        return png_bytes(fetch_image(payload, task))
+    key, expected, _ = payload.parts[0]
+    store = _store(task.delivery.store)
+    try:
+        data = store.read(key)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise InputDamaged(key, f"{store.describe(key)} is missing") from None
+    if not data or (expected is not None and digest(data) != expected):
+        raise InputDamaged(key, f"{store.describe(key)} does not match its recorded checksum")
+    return data
+
+
+def fetch_image(payload: Payload, task: FrameTask) -> np.ndarray:
+    """An input image: one PNG, or a seam's cross-fade of several (the blend the driver would make)."""
+    if not isinstance(payload, Stored) or len(payload.parts) == 1:
+        return decode_png(fetch(payload, task))
+    images = [decode_png(fetch(Stored((part,)), task)) for part in payload.parts]
+    return blend(images, [weight for _, _, weight in payload.parts])
+
+
+def fetch_flow(payload: Payload, task: FrameTask) -> tuple[np.ndarray, np.ndarray]:
+    data = fetch(payload, task)
+    try:
+        return load_flow(data)
+    except FLOW_DAMAGE as error:
+        key = payload.parts[0][0] if isinstance(payload, Stored) else "a flow file"
+        raise InputDamaged(key, f"flow {key} is damaged ({error})") from None
+
+
 def prepare(task: FrameTask) -> _Prepared:
     """Decode a task's frames; warp its references along their flows (Ruder et al. 2016).
 
@@ -134,11 +248,13 @@ def prepare(task: FrameTask) -> _Prepared:
     share (§4.2 excludes it), and their weight map is capped at 1: they move the target to a
     mean of the chain's earlier looks, never pull harder than one frame does.
     """
-    content = decode_png(task.content)
-    own = decode_png(task.start) if task.start is not None else None
+    if task.delivery is not None:
+        check_reach(task.delivery)
+    content = fetch_image(task.content, task)
+    own = fetch_image(task.start, task) if task.start is not None else None
     if not task.references:
         return _Prepared(content, own)
-    previous = decode_png(task.references[0].image)
+    previous = fetch_image(task.references[0].image, task)
     if task.init_kind == "prev":
         return _Prepared(content, previous)
     from . import flow
@@ -146,18 +262,18 @@ def prepare(task: FrameTask) -> _Prepared:
     warped, masks, forward = {}, {}, None
     for reference in task.references:
         if reference.flow is not None:
-            back, mask = load_flow(reference.flow)
+            back, mask = fetch_flow(reference.flow, task)
         else:
             # Computed here, on the worker, from the source frames the task carries: the driver
             # would otherwise spend two dense flows per frame for every GPU (DIS is deterministic,
             # so a resume computes the same flow).
-            other = decode_png(reference.source)
+            other = fetch_image(reference.source, task)
             back, reverse = flow.optical_flow(content, other, task.flow_method), \
                 flow.optical_flow(other, content, task.flow_method)
             mask = flow.reliability(back, reverse)
             if reference.offset == 1 and task.return_flow:
                 forward = flow_bytes(reverse, flow.reliability(reverse, back))
-        image = previous if reference is task.references[0] else decode_png(reference.image)
+        image = previous if reference is task.references[0] else fetch_image(reference.image, task)
         warped[reference.offset], masks[reference.offset] = flow.warp(image, back), mask
         if reference is task.references[0]:
             reliable = mask > 0
@@ -213,7 +329,15 @@ class FrameRenderer:
                              evaluations=result.evaluations, seconds=time.perf_counter() - started,
                              worker=self.worker, device=str(self.device), render=self.facts, fallback=fallback,
                              warning=self.warning, warping_error=error)
-        return FrameOutput(task.job, task.chain, task.frame, png_bytes(image), record, prepared.forward)
+        data = png_bytes(image)
+        if task.delivery is None:
+            return FrameOutput(task.job, task.chain, task.frame, data, record, prepared.forward)
+        # Stored here, whole; the driver's record, written after it, vouches for it.
+        store = _store(task.delivery.store)
+        store.write(task.delivery.frame, data)
+        if prepared.forward is not None and task.delivery.flow:
+            store.write(task.delivery.flow, prepared.forward, durable=False)
+        return FrameOutput(task.job, task.chain, task.frame, None, record, sha256=digest(data), size=len(data))
 
     def render(self, task: FrameTask) -> FrameOutput:
         started = time.perf_counter()
@@ -247,7 +371,7 @@ class FrameRenderer:
             return [self._one(task) for task in tasks]
         try:
             outputs = dict(zip(map(id, batchable), self._batch(batchable)))
-        except (FrameError, torch.OutOfMemoryError):
+        except (FrameError, Redo, torch.OutOfMemoryError):
             if self.device.type == "cuda":
                 optimize.release_graphs()
                 torch.cuda.empty_cache()
@@ -257,7 +381,7 @@ class FrameRenderer:
     def _one(self, task: FrameTask) -> FrameOutput | Exception:
         try:
             return self.render(task)
-        except FrameError as error:
+        except (FrameError, Redo) as error:
             return error
 
     def _batch(self, tasks: list[FrameTask]) -> list[FrameOutput]:
@@ -327,5 +451,5 @@ def grams_digest(grams: dict[str, np.ndarray]) -> str:
     return digest(b"".join(parts))[:16]
 
 
-__all__ = ["FrameTask", "FrameOutput", "FrameRecord", "Reference", "FrameRenderer", "RendererCache", "WorkerLost",
-           "frame_seed", "prepare", "grams_digest"]
+__all__ = ["FrameTask", "FrameOutput", "FrameRecord", "Reference", "Stored", "Delivery", "Redo", "InputDamaged",
+           "StoreUnreachable", "FrameRenderer", "RendererCache", "WorkerLost", "frame_seed", "prepare", "grams_digest"]

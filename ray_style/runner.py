@@ -22,15 +22,15 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, images, optimize, plan, video
+from . import __version__, images, optimize, plan, store, video
 from .encoder import EncodeBesideRender, Output, encode, ordered
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
 from .executor import Executor, Reopen, drive, make_executor
 from .features import check_layers, layer_names
-from .files import check_writable_output, sha256_file
+from .files import check_writable_output
 from .frames import FrameGraph
-from .job import DamagedFile, Job, describe_facts, open_job, remove_stale_temps
-from .render import FrameOutput
+from .job import DamagedFile, Job, damage_of, describe_facts, open_job, remove_stale_temps
+from .render import FrameOutput, Redo, StoreUnreachable
 from .settings import ExecutorOptions, VideoSettings, as_dict
 from .tasks import FrameReader, TaskMaker
 from .weights import Weights, load_weights
@@ -49,8 +49,8 @@ class VideoProgress:
 
 @dataclass(frozen=True)
 class VideoResult:
-    output: Path
-    job_dir: Path
+    output: Path | str  # a local path, or the URL it was put at
+    job_dir: Path | str
     frames: int  # output frames written
     chains: int
     rendered: int  # frame renders done by this run (a blended seam frame is rendered twice)
@@ -63,14 +63,17 @@ class VideoResult:
 
 
 # ---------------------------------------------------------------- prepare
-def default_job_dir(output) -> Path:
-    output = Path(output)
-    return output.with_name(output.stem + ".job")
+def default_job_dir(output) -> store.Location:
+    """``OUT.job`` beside ``OUT.mp4`` (in the same bucket, for an object-store output)."""
+    place = store.location(output)
+    return place.sibling(place.name[:-len(place.suffix)] + ".job" if place.suffix else place.name + ".job")
 
 
-def range_output(output: Path, frames: tuple[int, int]) -> Path:
+def range_output(output, frames: tuple[int, int]) -> store.Location:
     """Where ``--frames A:B`` writes: beside the whole video's output, named for the range."""
-    return output.with_name(f"{output.stem}.frames{frames[0]}-{frames[1] - 1}{output.suffix}")
+    place = store.location(output)
+    stem = place.name[:-len(place.suffix)] if place.suffix else place.name
+    return place.sibling(f"{stem}.frames{frames[0]}-{frames[1] - 1}{place.suffix}")
 
 
 def min_side(layers) -> int:
@@ -117,7 +120,7 @@ class JobRequest:
     settings: VideoSettings  # resolved (resolve_settings)
     size: tuple[int, int]
     output: Output  # where the span this run delivers is written
-    job_dir: Path
+    job_dir: store.Location
     manifest: dict
     report: bool  # evaluate the whole video into the job's report
 
@@ -128,17 +131,28 @@ class JobRequest:
 
 def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights: str | Weights | None = None,
             job_dir=None, frames: tuple[int, int] | None = None, report: bool = True) -> JobRequest:
-    """Check every input and option and resolve the settings, before anything is created."""
+    """Check every input and option and resolve the settings, before anything is created.
+    Paths may be local or URLs (s3://…): a master in a bucket is read where it is."""
     settings.validate()
-    output = check_writable_output(output, [input_path, *style_paths])
-    video.check_output_suffix(output)
+    source, target = store.location(input_path), store.location(output)
+    styles_at = [store.location(path) for path in style_paths]
+    video.check_output_suffix(target.text)
+    if target.remote:
+        if target in (source, *styles_at):
+            raise InputError(f"output {target} is also an input: choose another output name")
+        store.check_writable(target)
+    else:
+        check_writable_output(target.text, [p.text for p in (source, *styles_at) if not p.remote])
     if not style_paths:
         raise InputError("give at least one style image")
     if frames is not None and settings.passes > 1:
         raise InputError("--frames renders a range with --passes 0 or 1; passes over the whole video need it all")
-    info = video.probe(input_path)
-    video.plan_audio(info, output)  # an audio track no container can take fails now, not after rendering
-    styles = [images.load_image(path) for path in style_paths]
+    try:
+        info = video.probe(store.ffmpeg_input(source), label=source.text)
+    except FileNotFoundError:
+        raise InputError(f"video not found: {source}") from None
+    video.plan_audio(info, target.text)  # an audio track no container can take fails now, not after rendering
+    styles = [images.load_image(place.text) for place in styles_at]
     weights = weights if isinstance(weights, Weights) else load_weights(weights or settings.style.weights)
     size = video.frame_size(info, settings.style.size)
     settings = resolve_settings(settings, weights, info)
@@ -147,20 +161,37 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     if frames is not None and not 0 <= frames[0] < frames[1] <= info.frames:
         raise InputError(f"--frames {frames[0]}:{frames[1]} is outside the video's {info.frames} frames "
                          f"(0:{info.frames})")
+    job_at = store.location(job_dir) if job_dir else default_job_dir(target)
+    if job_at.remote:
+        store.check_writable(job_at.text.rstrip("/") + "/", "--job-dir")
     manifest = {
         "version": __version__,
-        "input": {"sha256": sha256_file(info.path), "frames": info.frames, "fps": str(info.fps),
-                  "audio": info.audio_codec, "variable_rate": info.timestamps is not None},
-        "styles": [sha256_file(path) for path in style_paths],
+        "input": {**_identity(source), "frames": info.frames, "fps": str(info.fps), "audio": info.audio_codec,
+                  "variable_rate": info.timestamps is not None},
+        "styles": [_style_identity(place) for place in styles_at],
         "weights": weights.identity,
         "settings": as_dict(settings),
         "frame_size": list(size),
-        "run": {"input": str(input_path), "styles": [str(p) for p in style_paths], "output": str(output)},
+        "run": {"input": source.text, "styles": [p.text for p in styles_at], "output": target.text},
     }
     span = frames or (0, info.frames)
-    written = output if frames is None else range_output(output, frames)
-    return JobRequest(info, styles, weights, settings, size, Output(written, info, size, span, info.frames, settings.crf),
-                      Path(job_dir) if job_dir else default_job_dir(output), manifest, report and frames is None)
+    written = target if frames is None else range_output(target, frames)
+    return JobRequest(info, styles, weights, settings, size,
+                      Output(written.text, info, size, span, info.frames, settings.crf), job_at, manifest,
+                      report and frames is None)
+
+
+def _identity(place: store.Location) -> dict:
+    try:
+        return store.identity(place)
+    except FileNotFoundError:
+        raise InputError(f"not found: {place}") from None
+
+
+def _style_identity(place: store.Location):
+    """An artwork's checksum (a local file's SHA-256 as it always was; an object's identity)."""
+    found = _identity(place)
+    return found.get("sha256") or found
 
 
 # ---------------------------------------------------------------- what every stage shares
@@ -188,7 +219,7 @@ class Reporter:
     def open_page(self, renders: int) -> None:
         from .page import LivePage
 
-        self.page = LivePage(self.job.root, renders)
+        self.page = LivePage(self.job.store, renders)
         self.write_page("running")
 
     def write_page(self, state: str, evaluation: dict | None = None, message: str | None = None,
@@ -280,9 +311,11 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         executor.validate()
     request = prepare(input_path, style_paths, output, settings, weights=weights, job_dir=job_dir, frames=frames,
                       report=report)
-    with open_job(request.job_dir, request.manifest, restart) as job:
-        path = request.output.path
-        remove_stale_temps(path.parent if str(path.parent) else Path("."), path.name)
+    with open_job(request.job_dir.text, request.manifest, restart) as job:
+        path = store.location(request.output.path)
+        if not path.remote:
+            local = path.path()
+            remove_stale_temps(local.parent if str(local.parent) else Path("."), local.name)
         reporter = Reporter(job, progress)
         for warning in request.info.warnings:
             reporter.note(warning)
@@ -305,9 +338,14 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         finally:
             pool.close()
     span = request.output.span
-    return VideoResult(path, request.job_dir, span[1] - span[0], len(graph.chains), counts.rendered, counts.resumed,
+    return VideoResult(_local_or_url(path), _local_or_url(request.job_dir), span[1] - span[0], len(graph.chains),
+                       counts.rendered, counts.resumed,
                        counts.redone, time.perf_counter() - started, counts.workers, evaluation,
                        tuple(request.info.warnings) + tuple(reporter.notes))
+
+
+def _local_or_url(place: store.Location) -> Path | str:
+    return place.text if place.remote else place.path()
 
 
 # ---------------------------------------------------------------- decode
@@ -453,7 +491,11 @@ class FrameStore:
                            "that node (or choose --device) and re-run to resume")
         if out.flow is not None:  # the report's flow (previous → this frame), computed by the worker
             self.job.write_flow(item.frame - 1, item.frame, out.flow)
-        self.job.write_frame(item.chain, item.frame, out.png, record.as_dict())
+        if out.png is None:  # the worker stored it in the job's store: this record vouches for it
+            self.job.vouch(item.chain, item.frame, None, {**record.as_dict(), "sha256": out.sha256,
+                                                          "bytes": out.size})
+        else:
+            self.job.write_frame(item.chain, item.frame, out.png, record.as_dict())
         self.counts.rendered += 1
         if self.stream:
             self.stream.wake()
@@ -510,9 +552,20 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
                 except DamagedFile as damage:
                     return _repair(job, request, damage, sequences)
 
+            def redo(item: plan.FrameJob, why: Redo, sequences=sequences) -> list[tuple[int, int]]:
+                if isinstance(why, StoreUnreachable):
+                    make_task.relay()
+                    reporter.note(f"{why}: the driver hands the workers their frames instead")
+                    return []
+                try:  # InputDamaged: what _repair does for a damaged file found here
+                    _repair(job, request, damage_of(why.key, str(why)), sequences)
+                except Reopen as reopen:
+                    return reopen.renders
+                return []
+
             done += drive(executor, stage, graph.sequential(stage), make, store,
                           is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored,
-                          on_note=told, on_failure=store.failed)
+                          on_note=told, on_failure=store.failed, on_redo=redo)
     finally:
         make_task.close()
         counts.redone += executor.redone - redone_before
@@ -520,12 +573,15 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
 
 
 def _repair(job: Job, request: JobRequest, damage: DamagedFile, sequences: set[int]) -> None:
-    """Make again what a task found damaged: a source frame is decoded again (and the task
-    made again), a frame of the sequences being rendered goes back in line (Reopen); a frame
-    of an earlier stage raises, and the stages render again (render_and_encode)."""
+    """Make again what a task (or its worker) found damaged: a source frame is decoded again
+    and a flow read again (and the task made again), a frame of the sequences being rendered
+    goes back in line (Reopen); a frame of an earlier stage raises, and the stages render again
+    (render_and_encode)."""
     job.discard(damage)
     if damage.kind == "source":
         repair_sources(job, request, [damage.frame])
+        return None
+    if damage.kind == "flow":  # a user's flow: read into the store again when the task is made again
         return None
     if damage.kind == "frame" and damage.chain in sequences:
         raise Reopen([(damage.chain, damage.frame)])
@@ -542,18 +598,18 @@ def report_video(job: Job, graph: FrameGraph, request: JobRequest, targets: Targ
     from .page import write_report
 
     # What we just wrote needs no probing (a probe decodes the whole video to count frames).
-    written = dataclasses.replace(request.info, path=str(request.output.path), frames=graph.frame_count,
-                                  width=request.size[0], height=request.size[1], rotate=0)
+    written = dataclasses.replace(request.info, path=store.ffmpeg_input(request.output.path),
+                                  frames=graph.frame_count, width=request.size[0], height=request.size[1], rotate=0)
     settings = request.settings
     if settings.flow_dir is not None:
         flows = flow.flow_dir_provider(settings.flow_dir, *request.size)
     else:
-        flows = job_flows(job.root, request.size)
+        flows = job_flows(job.store, request.size)
     inputs = EvaluationInputs(model=targets.model, grams=targets.grams, settings=settings.style, flows=flows,
                               seams=graph.seams, flow_method=settings.flow)
     evaluation = evaluate(written, request.info, inputs,
                           progress=lambda done, frames: reporter.tell("report", done, frames))
-    write_report(evaluation, written, request.info, job.layout.report)
+    write_report(evaluation, written, request.info, job.store, "report")
     return evaluation
 
 

@@ -1,7 +1,9 @@
-"""Each render's inputs as bytes, read from the job directory and checked (so a resume gives
-the same bytes as an uninterrupted run): the source frame, the stored renders the frame graph
-names, and for a flow-seeded frame what the worker needs for the flow. Also what each output
-frame shows, for the encode.
+"""Each render's inputs, as the job directory stores them (so a resume gives the same bytes as
+an uninterrupted run): the source frame, the stored renders the frame graph names, and for a
+flow-seeded frame what the worker needs for the flow. Where the workers reach the job's store
+(:attr:`TaskMaker.direct`), a task names them by key and checksum and the worker reads them and
+stores its frame itself; else the driver reads them, checked, and the task carries the bytes.
+Also what each output frame shows, for the encode.
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import numpy as np
 from . import plan
 from .codec import png_bytes
 from .frames import Blend, Final, FrameGraph, Render, TaskPlan
-from .job import Job
-from .render import FrameTask, Reference, frame_seed
+from .job import DamagedFile, Job, flow_key, frame_key, source_key
+from .render import Delivery, FrameTask, Payload, Reference, Stored, frame_seed
 from .settings import VideoSettings
+
+TOKEN = "reach-token"  # a key the driver writes: a worker that reads it back reaches the store
 
 
 class FrameReader:
@@ -43,12 +47,16 @@ class FrameReader:
 
 
 class TaskMaker:
-    """Everything one render needs, as bytes read from the job directory (so resumes match)."""
+    """Everything one render needs: keys and checksums when the workers reach the job's store
+    (``direct``: tried first; :meth:`relay` when a worker says it cannot), else the bytes."""
 
     def __init__(self, job: Job, graph: FrameGraph, settings: VideoSettings, keep_flows: bool):
         self.job, self.graph, self.settings, self.keep_flows = job, graph, settings, keep_flows
         self.reader = FrameReader(job, graph)
         self.job_id = f"{job.fingerprint}-{uuid.uuid4().hex[:8]}"
+        self.token = (TOKEN, uuid.uuid4().hex)
+        job.write_token(*self.token)
+        self.direct = True
         self.flows = None  # the user's flows (--flow-dir), read ahead of need
         if settings.init == "flow":
             if settings.flow_dir is None:
@@ -60,27 +68,54 @@ class TaskMaker:
                 self.flows = FlowCache(job, settings.flow_dir)
                 self.flows.prefetch(graph.flow_pairs(job.is_done))
 
+    def relay(self) -> None:
+        """A worker cannot reach the job's store: from now on tasks carry their bytes."""
+        self.direct = False
+
     def __call__(self, item: plan.FrameJob, first: bool) -> FrameTask:
         task: TaskPlan = self.graph.task(item, first)
         settings, style = self.settings, self.settings.style
         seeded = bool(task.references) or task.init == "blend"
-        references = tuple(self._reference(task.frame, ref.frame, self.reader.png(ref.image))
-                           for ref in task.references)
-        return FrameTask(job=self.job_id, chain=task.sequence, frame=task.frame,
-                         content=self.job.read_source_bytes(task.frame), init_kind=task.init, iters=task.iters,
-                         seed=frame_seed(style.seed, task.frame), references=references,
-                         temporal_weight=(settings.temporal_weight or 0.0) if seeded else 0.0,
-                         start=self.reader.png(task.start) if task.start is not None else None,
-                         flow_method=settings.flow, return_flow=self.keep_flows and task.init != "blend" and seeded)
+        return_flow = self.keep_flows and task.init != "blend" and seeded
+        references = tuple(self._reference(task.frame, ref.frame, self._image(ref.image)) for ref in task.references)
+        delivery = Delivery(self.job.store.url, frame_key(task.sequence, task.frame),
+                            flow_key(task.frame - 1, task.frame) if return_flow else None, self.token) \
+            if self.direct else None
+        return FrameTask(job=self.job_id, chain=task.sequence, frame=task.frame, content=self._source(task.frame),
+                         init_kind=task.init, iters=task.iters, seed=frame_seed(style.seed, task.frame),
+                         references=references, temporal_weight=(settings.temporal_weight or 0.0) if seeded else 0.0,
+                         start=self._image(task.start) if task.start is not None else None,
+                         flow_method=settings.flow, return_flow=return_flow, delivery=delivery)
 
-    def _reference(self, frame: int, other: int, image: bytes) -> Reference:
+    def _source(self, frame: int) -> Payload:
+        if not self.direct:
+            return self.job.read_source_bytes(frame)
+        return Stored(((source_key(frame), self.job.source_digest(frame), 1.0),))
+
+    def _image(self, image: Render | Final) -> Payload:
+        if not self.direct:
+            return self.reader.png(image)
+        made = self.graph.final(image.frame, image.upto) if isinstance(image, Final) else image
+        renders = [(made.sequence, 1.0)] if isinstance(made, Render) else list(made.sources)
+        parts = []
+        for sequence, weight in renders:
+            digest = self.job.frame_digest(sequence, made.frame)
+            if digest is None:
+                raise DamagedFile(f"frame {made.frame} of chain {sequence} is not done", "frame", sequence,
+                                  made.frame)
+            parts.append((frame_key(sequence, made.frame), digest, weight))
+        return Stored(tuple(parts))
+
+    def _reference(self, frame: int, other: int, image: Payload) -> Reference:
         """``other``'s stylized frame for ``frame``, with what the worker needs for the flow
         between them: the user's flow (--flow-dir), else ``other``'s source frame."""
         if self.settings.init != "flow":
             return Reference(frame - other, image)
         if self.flows is not None:
-            return Reference(frame - other, image, flow=self.flows.get(frame, other))
-        return Reference(frame - other, image, source=self.job.read_source_bytes(other))
+            data = self.flows.get(frame, other)  # cached in the job's store (checked) on the way
+            flow = Stored(((flow_key(frame, other), None, 1.0),)) if self.direct else data
+            return Reference(frame - other, image, flow=flow)
+        return Reference(frame - other, image, source=self._source(other))
 
     def close(self) -> None:
         if self.flows is not None:

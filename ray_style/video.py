@@ -241,13 +241,18 @@ def _average_rate(line: str) -> float | None:
     return float(match.group(1)) * (1000 if match.group(2) else 1) if match and float(match.group(1)) > 0 else None
 
 
-def probe(path) -> VideoInfo:
+def probe(path, label: str | None = None) -> VideoInfo:
     """Everything we need about an input video, or :class:`InputError` saying why it is not one.
+    ``path``: a local file, or a URL ffmpeg reads (store.ffmpeg_input); ``label``: how messages
+    name it (a presigned URL is not for a user's screen).
 
     Decodes the video once (to count frames and read each one's timestamp)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video not found: {path}")
+    remote = "://" in str(path)
+    if not remote:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"video not found: {path}")
+    name = label or str(path)
     header = _header(path)
     streams = _streams(header)
     video = next(((line, extra) for kind, line, extra in streams if kind == "Video"), None)
@@ -256,30 +261,30 @@ def probe(path) -> VideoInfo:
         complaint = next((line.strip() for line in header.splitlines() if str(path) in line and "Input #0" not in line),
                          "no video stream")
         kind = "an audio-only file" if any(k == "Audio" for k, _, _ in streams) else "not a video ffmpeg can read"
-        raise InputError(f"{path} is {kind} ({complaint}): give a video file such as .mp4, .mov or .mkv")
+        raise InputError(f"{name} is {kind} ({complaint}): give a video file such as .mp4, .mov or .mkv")
     if container and re.search(r"_pipe|image2", container.group(1)):
-        raise InputError(f"{path} is a still image, not a video: use `ray-style image` for it")
+        raise InputError(f"{name} is a still image, not a video: use `ray-style image` for it")
     line, extra = video
     try:
         width, height, rotate = _display_size(line, extra)
     except AttributeError:
-        raise InputError(f"{path}: ffmpeg reports no frame size for its video stream; the file is damaged") from None
+        raise InputError(f"{name}: ffmpeg reports no frame size for its video stream; the file is damaged") from None
     if width * height > MAX_PIXELS:
-        raise InputError(f"{path} is {width}x{height}: larger than we decode ({MAX_PIXELS} pixels)")
+        raise InputError(f"{name} is {width}x{height}: larger than we decode ({MAX_PIXELS} pixels)")
     times, damaged, last = _frame_times(path)
     if not times:
-        raise InputError(f"{path} has a video stream but no frame could be decoded "
+        raise InputError(f"{name} has a video stream but no frame could be decoded "
                          f"(ffmpeg: {last}): the file is empty or damaged")
     nominal = _nominal_rate(line)
     fps, timestamps = _timing(times, nominal)
     if not fps:
-        raise InputError(f"{path}: ffmpeg reports no frame rate and the frames carry no timestamps; "
+        raise InputError(f"{name}: ffmpeg reports no frame rate and the frames carry no timestamps; "
                          "remux it with a constant rate first")
     # A variable-rate stream's base rate ("1k tbr") says nothing about its length; its average does.
     expected, slack = _expected(header, line, extra, _average_rate(line) or float(fps), times[0] or 0.0)
     warnings = []
     if expected is not None and len(times) < expected - (0 if damaged else slack):
-        warnings.append(f"{path}: decoded {len(times)} frames but the container promises {expected}; "
+        warnings.append(f"{name}: decoded {len(times)} frames but the container promises {expected}; "
                         "the file looks truncated or damaged, so the output will be shorter")
     codecs = _audio_codecs(header)
     return VideoInfo(str(path), len(times), fps, int(width), int(height), rotate, codecs[0] if codecs else None,
@@ -334,10 +339,15 @@ def decode_at(info: VideoInfo, frame: int, width: int, height: int) -> np.ndarra
 
 # ---------------------------------------------------------------- encoding
 
-def check_output_suffix(path) -> Path:
+def suffix_of(path) -> str:
+    """The lower-case extension of a path or URL (pathlib would mangle ``s3://``)."""
+    name = str(path).rstrip("/").rsplit("/", 1)[-1]
+    return name[name.rfind("."):].lower() if "." in name else ""
+
+
+def check_output_suffix(path):
     """``path`` if we can write its container, else :class:`InputError` (call before any work)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = suffix_of(path)
     if suffix not in MUXERS:
         raise InputError(f"output {path} must end in {', '.join(OUTPUT_SUFFIXES)}")
     if suffix == ".webm" and not ({"libvpx-vp9"} <= encoders() and encoders() & {"libopus", "libvorbis"}):
@@ -352,7 +362,7 @@ def _audio_source(source) -> tuple[str | None, tuple[str, ...]]:
         return None, ()
     if isinstance(source, VideoInfo):
         return source.path, source.audio_codecs or ((source.audio_codec,) if source.audio_codec else ())
-    return str(source), _audio_codecs(_header(Path(source)))
+    return str(source), _audio_codecs(_header(str(source)))
 
 
 def _fits(source: str, track: int | None, muxer: str, codec: str) -> bool:
@@ -378,7 +388,7 @@ def plan_audio(source, path) -> tuple[str, ...]:
     source_path, codecs = _audio_source(source)
     if not codecs:
         return ()
-    muxer = MUXERS[check_output_suffix(path).suffix.lower()]
+    muxer = MUXERS[suffix_of(check_output_suffix(path))]
     if _fits(source_path, None, muxer, "copy"):
         return ("copy",) * len(codecs)
     plan = []
@@ -389,7 +399,7 @@ def plan_audio(source, path) -> tuple[str, ...]:
             plan.append(_reencoder(muxer))
         else:
             raise InputError(f"{source_path}: audio track {track + 1} ({codec}) can be neither copied into nor "
-                             f"re-encoded for {Path(path).suffix}; remux the input without it")
+                             f"re-encoded for {suffix_of(path)}; remux the input without it")
     return tuple(plan)
 
 

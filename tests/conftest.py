@@ -167,3 +167,28 @@ def pytest_sessionfinish(session, exitstatus):
         for test, reason in refused:
             reporter.write_line(f"CI refuses this skip: {test}: {reason}", red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A SeaweedFS S3 server for the session (started here, ended here by its PID)."""
+    from tests.s3 import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3(seaweed, monkeypatch):
+    """A fresh prefix in the session's bucket on its S3 server, with this process's environment
+    pointing at it (``AWS_ENDPOINT_URL`` and keys, as a user sets them); yields
+    ``s3://BUCKET/PREFIX``."""
+    import uuid
+
+    for name, value in seaweed.environment().items():
+        monkeypatch.setenv(name, value)
+    if not getattr(seaweed, "bucket", None):
+        seaweed.bucket = "ray-style-tests"
+        seaweed.make_bucket(seaweed.bucket)
+    yield f"s3://{seaweed.bucket}/{uuid.uuid4().hex[:12]}"

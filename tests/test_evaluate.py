@@ -149,7 +149,8 @@ def test_user_flow_folder(tmp_path):
 
 def test_report_files_and_frame_mismatch(tmp_path, random_vgg, painting):
     evaluation = evaluate(CLIP, CLIP, styles=[painting], weights=random_vgg, settings=SHALLOW, seams=[4])
-    folder = write_report(evaluation, CLIP, CLIP, tmp_path / "report")
+    write_report(evaluation, CLIP, CLIP, tmp_path / "report")
+    folder = tmp_path / "report"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["contact_sheet.png", "content_loss.svg", "evaluation.json", "long_range_warping_error.svg",
                      "side_by_side.mp4", "style_loss.svg", "warping_error.svg"]

@@ -164,10 +164,10 @@ def test_write_is_atomic_and_finished_page_does_not_refresh(tmp_path, monkeypatc
     assert 'id="eval-warping">0.00123<' in text and 'id="eval-content">4.5e+05<' in text
     assert [p.name for p in (root / "report").iterdir()] == ["index.html"]  # no temp file left behind
 
-    def crash(self, text):
+    def crash(self, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(type(path), "write_text", crash)
+    monkeypatch.setattr(type(path), "write_bytes", crash)
     with pytest.raises((StorageError, OSError)):
         live.write("failed", message="boom")
     assert path.read_text() == text  # the old page survives a failed write

@@ -81,7 +81,7 @@ def test_the_output_is_encoded_beside_the_render(tmp_path, monkeypatch):
     render writes (a resumed, finished job does that)."""
     from ray_style.job import Job
 
-    real_encode, real_write = video.encode, Job.write_frame
+    real_encode, real_vouch = video.encode, Job.vouch
     took_first, taken, waited = threading.Event(), [], []
 
     def watched_encode(frames, *args, **kwargs):
@@ -95,10 +95,10 @@ def test_the_output_is_encoded_beside_the_render(tmp_path, monkeypatch):
     def last_render_waits(self, chain, frame, data, record):
         if len(self.done) == 15:  # 16 renders: 12 frames and 2 seams of 2
             waited.append(took_first.wait(timeout=60))
-        return real_write(self, chain, frame, data, record)
+        return real_vouch(self, chain, frame, data, record)
 
     monkeypatch.setattr(video, "encode", watched_encode)
-    monkeypatch.setattr(Job, "write_frame", last_render_waits)
+    monkeypatch.setattr(Job, "vouch", last_render_waits)
     first = run(tmp_path, report=False)
     assert waited == [True], "the encoder took no frame while the render was still going"
     assert taken == list(range(12))
@@ -329,3 +329,44 @@ def test_a_damaged_chain_frame_a_refinement_pass_needs_is_rendered_again(tmp_pat
     repaired = {e.get("chain") for e in read_events(again.job_dir)
                 if e.get("what") == "frame" and e.get("frame") == sweep.frames[0] and e.get("chain") < plan.PASS_BASE}
     assert repaired and repaired <= {chain for chain, _ in plan.frame_sources(chains, sweep.frames[0])}
+
+
+def test_workers_that_cannot_reach_the_job_get_their_frames_from_the_driver(tmp_path, monkeypatch):
+    """A worker checks the token the driver wrote in the job's store; one that cannot read it
+    (another machine's disk) says so, and from then on tasks carry their bytes. Same frames."""
+    from ray_style import render
+    from ray_style.job import read_events
+
+    reference = run(tmp_path, name="reference", report=False)
+    tried = []
+
+    def unreachable(delivery):
+        tried.append(delivery.store)
+        raise render.StoreUnreachable(delivery.store, "No such file or directory")
+
+    monkeypatch.setattr(render, "check_reach", unreachable)
+    relayed = run(tmp_path, name="relayed", report=False)
+    assert len(tried) == 1  # asked once; every later task carried its bytes
+    assert frames_of(relayed.job_dir) == frames_of(reference.job_dir)
+    assert any("cannot be read here" in e.get("detail", "") for e in read_events(relayed.job_dir))
+
+
+def test_a_damaged_input_a_worker_finds_is_made_again(tmp_path, monkeypatch):
+    """A worker reading its inputs from the store finds the previous frame altered: that frame
+    is rendered again first, then this one; the job ends as an uninterrupted one."""
+    from ray_style.store import LocalStore
+
+    reference = run(tmp_path, name="reference", report=False)
+    real_read, spoiled = LocalStore.read, []
+
+    def bit_rot_once(self, key):
+        data = real_read(self, key)
+        if key == "chains/0000/000002.png" and not spoiled and "damaged" in str(self.root):
+            spoiled.append(key)
+            return data[:-20] + bytes(b ^ 0xFF for b in data[-20:])
+        return data
+
+    monkeypatch.setattr(LocalStore, "read", bit_rot_once)
+    damaged = run(tmp_path, name="damaged", report=False)
+    assert spoiled and frames_of(damaged.job_dir) == frames_of(reference.job_dir)
+    assert damaged.rendered == reference.rendered + 1  # frame 2 of chain 0 twice

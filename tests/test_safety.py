@@ -105,7 +105,7 @@ def test_without_a_manifest_stale_frames_are_never_used(finished, job, tmp_path,
 def test_a_full_disk_while_rendering_stops_with_one_line_and_keeps_the_frames(tmp_path, monkeypatch, capsys):
     from ray_style import job as job_module
 
-    real = job_module.Job.write_frame
+    real = job_module.Job.vouch
     written = []
 
     def disk_fills_after_five(self, chain, frame, data, record):
@@ -115,14 +115,14 @@ def test_a_full_disk_while_rendering_stops_with_one_line_and_keeps_the_frames(tm
         written.append((chain, frame))
         return real(self, chain, frame, data, record)
 
-    monkeypatch.setattr(job_module.Job, "write_frame", disk_fills_after_five)
+    monkeypatch.setattr(job_module.Job, "vouch", disk_fills_after_five)
     argv = ["video", str(CLIP), str(STYLE), "-o", str(tmp_path / "out.mp4"), "--weights", "random", "--size", "32",
             "--iters", "3", "--segment-length", "5", "--overlap", "2", "--executor", "local", "--no-report", "-q"]
     assert main(argv) == 6
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no space left" in err and "Traceback" not in err
     assert not (tmp_path / "out.mp4").exists()
-    monkeypatch.setattr(job_module.Job, "write_frame", real)
+    monkeypatch.setattr(job_module.Job, "vouch", real)
     assert main(argv) == 0  # space freed: the run resumes from the five kept frames
     assert len(json.loads((tmp_path / "out.job" / "manifest.json").read_text())) > 0
     resumed = [line for line in (tmp_path / "out.job" / "frames.jsonl").read_text().splitlines()]
@@ -131,12 +131,12 @@ def test_a_full_disk_while_rendering_stops_with_one_line_and_keeps_the_frames(tm
 
 def test_a_real_enospc_from_the_file_system_is_one_line(tmp_path, monkeypatch, capsys):
     """The OSError itself, as a full disk raises it deep inside a write."""
-    from ray_style import job as job_module
+    from ray_style import store
 
-    def full(self, path, data, durable=True):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(self, key, data, durable=True):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path(key)))
 
-    monkeypatch.setattr(job_module.Job, "_write_bytes", full)
+    monkeypatch.setattr(store.LocalStore, "write", full)
     argv = ["video", str(CLIP), str(STYLE), "-o", str(tmp_path / "out.mp4"), "--weights", "random", "--size", "32",
             "--iters", "3", "--executor", "local", "-q"]
     assert main(argv) == 6
