@@ -129,13 +129,39 @@ class JobRequest:
         return self.output.span == (0, self.output.frame_count)
 
 
+def ray_job_working_dir() -> str | None:
+    """The ``--working-dir`` of the Ray Job this driver runs in, if any: Ray unpacks it into a
+    temporary folder (the driver's working directory), and deletes it after the job."""
+    import json
+
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    except ValueError:
+        return None
+    runtime = config.get("runtime_env") if isinstance(config, dict) else None
+    return runtime.get("working_dir") if isinstance(runtime, dict) else None
+
+
+def _where_written(place, what: str) -> store.Location:
+    """A path this job writes, made absolute; refused when it is relative inside a Ray Job with
+    a ``--working-dir`` (it would land in Ray's temporary copy of it, which Ray deletes)."""
+    place = store.location(place)
+    if not place.remote and not Path(place.text).expanduser().is_absolute() and ray_job_working_dir():
+        raise InputError(f"{what} {place} is relative, and this Ray job runs in Ray's temporary copy of its "
+                         "--working-dir, which Ray deletes when the job ends: give an absolute path on storage that "
+                         "outlives the job, or an s3:// URL")
+    return store.resolved(place)
+
+
 def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights: str | Weights | None = None,
             job_dir=None, frames: tuple[int, int] | None = None, report: bool = True) -> JobRequest:
     """Check every input and option and resolve the settings, before anything is created.
-    Paths may be local or URLs (s3://…): a master in a bucket is read where it is."""
+    Paths may be local or URLs (s3://…): a master in a bucket is read where it is. Local paths
+    are made absolute now, before anything (Ray's start included) changes the working directory."""
     settings.validate()
-    source, target = store.location(input_path), store.location(output)
-    styles_at = [store.location(path) for path in style_paths]
+    source, target = store.resolved(input_path), _where_written(output, "output")
+    styles_at = [store.resolved(path) for path in style_paths]
+    job_dir = _where_written(job_dir, "--job-dir") if job_dir else None
     video.check_output_suffix(target.text)
     if target.remote:
         if target in (source, *styles_at):
@@ -156,12 +182,15 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     weights = weights if isinstance(weights, Weights) else load_weights(weights or settings.style.weights)
     size = video.frame_size(info, settings.style.size)
     settings = resolve_settings(settings, weights, info)
+    if settings.flow_dir is not None and store.is_remote(settings.flow_dir):
+        raise InputError(f"--flow-dir {settings.flow_dir}: .flo files are read from a folder on this machine; "
+                         "copy them here (a bucket's are not read yet)")
     if settings.flow_dir is not None and not Path(settings.flow_dir).is_dir():
         raise InputError(f"--flow-dir {settings.flow_dir} is not a folder of .flo files")
     if frames is not None and not 0 <= frames[0] < frames[1] <= info.frames:
         raise InputError(f"--frames {frames[0]}:{frames[1]} is outside the video's {info.frames} frames "
                          f"(0:{info.frames})")
-    job_at = store.location(job_dir) if job_dir else default_job_dir(target)
+    job_at = job_dir or default_job_dir(target)
     if job_at.remote:
         store.check_writable(job_at.text.rstrip("/") + "/", "--job-dir")
     manifest = {
@@ -338,7 +367,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         finally:
             pool.close()
     span = request.output.span
-    return VideoResult(_local_or_url(path), _local_or_url(request.job_dir), span[1] - span[0], len(graph.chains),
+    return VideoResult(_local_or_url(path), _local_or_url(request.job_dir), span[1] - span[0], graph.chains_in_span,
                        counts.rendered, counts.resumed,
                        counts.redone, time.perf_counter() - started, counts.workers, evaluation,
                        tuple(request.info.warnings) + tuple(reporter.notes))

@@ -1,6 +1,6 @@
 """Two Ray nodes on one machine: frames spread over both; a node stopped mid-job loses nothing."""
-import dataclasses
 import os
+import time
 
 import pytest
 import ray
@@ -36,12 +36,8 @@ def nodes_in_log(job_dir):
     return [line.split('"worker": "')[1].split('"')[0].split("/")[1].split(":")[0] for line in lines]
 
 
-# Frames long enough (~0.5 s) that the node is stopped in the middle of one, not between two.
-SLOWER = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, iters=40))
-
-
 def run(tmp_path, name, address, executor=None):
-    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", SLOWER, weights="random", report=False,
+    return stylize_video(CLIP, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", report=False,
                          executor=executor or ExecutorOptions(address=address, max_workers=2, threads=1))
 
 
@@ -67,3 +63,57 @@ def test_frames_spread_over_both_nodes_and_survive_losing_one(tmp_path, two_node
     assert len((lost.job_dir / "frames.jsonl").read_text().splitlines()) == 16
     assert video.probe(lost.output).frames == 12
     assert os.path.exists(lost.output)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_with_a_working_dir(tmp_path):
+    """`ray job submit --working-dir`, through the job client of a local head: inputs named
+    relative to the working dir are found; a relative output, which would land in Ray's temporary
+    copy of it, is refused with one line; an absolute one is written and kept."""
+    import shutil
+    import subprocess
+    import sys
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from tests.test_autoscaling import end_processes_of, free_port
+
+    if ray.is_initialized():
+        ray.shutdown()
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                    f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--object-store-memory=100000000",
+                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)
+    try:
+        work = tmp_path / "project"
+        work.mkdir()
+        shutil.copy(CLIP, work / "clip.mp4")
+        shutil.copy(STYLE, work / "style.jpg")
+        client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
+        common = ["--size", "32", "--iters", "3", "--content-weight", "1", "--style-weight", "1e3", "--weights",
+                  "random", "--threads", "1", "--no-report", "-q"]
+
+        def submit(output: str) -> tuple[JobStatus, str]:
+            entrypoint = " ".join([sys.executable, "-m", "ray_style.cli", "video", "clip.mp4", "style.jpg", "-o",
+                                   output, *common])
+            job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(work),
+                                                                         "env_vars": {"PYTHONPATH": os.getcwd()}})
+            status = client.get_job_status(job)
+            while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+                time.sleep(0.5)  # polled: the job server has no way to wait for the end
+                status = client.get_job_status(job)
+            return status, client.get_job_logs(job)
+
+        status, logs = submit("out.mp4")
+        assert status == JobStatus.FAILED and "output out.mp4 is relative, and this Ray job runs in Ray's " \
+            "temporary copy" in logs and "Traceback" not in logs, logs
+        kept = tmp_path / "kept" / "out.mp4"
+        kept.parent.mkdir()
+        status, logs = submit(str(kept))
+        assert status == JobStatus.SUCCEEDED, logs
+        assert video.probe(kept).frames == 12 and (tmp_path / "kept" / "out.job" / "manifest.json").exists()
+    finally:
+        end_processes_of(port)
