@@ -104,6 +104,11 @@ class FrameGraph:
         return len(self.chains) if self.seeded else sum(len(c.frames) for c in self.chains)
 
     @property
+    def chains_in_span(self) -> int:
+        """How many chains this run's span renders (all of them for the whole video)."""
+        return sum(1 for c in self.chains if any(self.wants(c.index, f) for f in c.frames))
+
+    @property
     def seams(self) -> list[int]:
         return plan.seams(self.chains, self.cuts)
 

@@ -92,3 +92,15 @@ def test_refinement_passes_cover_seams_then_the_whole_video_in_alternating_direc
     scheduler = plan.ChainScheduler(second, lambda c, f: False, sequential=True)
     ready = scheduler.ready()
     assert all(job.frame == s.end - 1 and not job.seeded for job, s in zip(ready, second))
+
+
+def test_a_span_counts_only_the_chains_it_renders():
+    """``--frames 10:14`` inside one chain renders one chain, and says so."""
+    from ray_style.frames import FrameGraph
+    from ray_style.settings import VideoSettings
+
+    chains = plan.plan_chains(40, [], segment_length=20, overlap=0)
+    settings = VideoSettings(passes=0)
+    assert FrameGraph(chains, [], 40, settings).chains_in_span == 2
+    assert FrameGraph(chains, [], 40, settings, (10, 14)).chains_in_span == 1
+    assert FrameGraph(chains, [], 40, settings, (18, 22)).chains_in_span == 2
