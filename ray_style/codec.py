@@ -43,6 +43,30 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+THUMB_WIDTH = 240  # px: a 1080p frame's thumbnail stays a few kB of JPEG
+
+
+def thumbnail(image: np.ndarray, max_width: int = THUMB_WIDTH) -> np.ndarray:
+    """``(H, W, 3)`` uint8 → at most ``max_width`` wide, aspect kept (box filter: cheap)."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    if width <= max_width:
+        return image
+    size = (max_width, max(1, round(height * max_width / width)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 85) -> bytes:
+    """A JPEG of ``image``; 4:4:4 chroma, so a painted texture keeps its colours (4:2:0 smears
+    them ~50 % more)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
+
+
 def flow_bytes(field: np.ndarray, mask: np.ndarray) -> bytes:
     """A flow file: an ``.npz`` of the flow ``(H, W, 2)`` as float16 ``back`` and its
     reliability ``mask`` ``(H, W)`` in [0, 1] as uint8 (255 = reliable)."""
@@ -94,4 +118,5 @@ def _npy_array(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.dtype(match.group(1)), int(np.prod(shape)), start + length).reshape(shape)
 
 
-__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "flow_bytes", "load_flow", "blend", "FLOW_DAMAGE"]
+__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "flow_bytes", "load_flow", "blend", "thumbnail",
+           "jpeg_bytes", "THUMB_WIDTH", "FLOW_DAMAGE"]

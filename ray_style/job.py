@@ -21,6 +21,7 @@ finds its files by the keys :mod:`ray_style.job` names (:class:`Layout` for a lo
     flow/index.json        which source frames and flow method the cached flows belong to
     flow/000123_000122.npz flow from frame 123 to 122 and its reliability mask (not fsynced: checked)
     chains/0004/000123.png frame 123 as rendered by chain 4
+    thumbs/0004/000123-source.jpg, -stylized.jpg  the live page's thumbnails of it (by its worker)
     frames.jsonl           one record per finished frame: loss, evaluations, seconds, worker, checksum
     events.jsonl           what else happened: frames redone or repaired, failures, warnings
                            (on an object store, which has no append: frames/ and events/, one
@@ -47,7 +48,7 @@ MARKER = ".ray-style-job"
 MANIFEST_KEYS = ("version", "input", "settings", "frame_size")
 # Everything a job writes; --restart removes these and nothing else.
 OWNED = ("chains", "frames.jsonl", "events.jsonl", "frames", "events", "plan.json", "report", "manifest.json",
-         "source", "flow", "reach-token")
+         "source", "flow", "thumbs", "reach-token")
 INFORMATIONAL = ("run", "render")  # manifest sections a resume does not compare
 MANIFEST, PLAN, SOURCE_INDEX, FLOW_INDEX = "manifest.json", "plan.json", "source/index.json", "flow/index.json"
 FRAMES, EVENTS = "frames", "events"  # record logs (frames.jsonl and events.jsonl in a local folder)
@@ -64,6 +65,12 @@ def flow_key(frame: int, target: int) -> str:
 
 def frame_key(chain: int, frame: int) -> str:
     return f"chains/{chain:04d}/{frame:06d}.png"
+
+
+def thumb_key(chain: int, frame: int, kind: str) -> str:
+    """The live page's small JPEG of a render's ``source`` or ``stylized`` frame (made by the
+    worker that rendered it, where it stores its frame itself)."""
+    return f"thumbs/{chain:04d}/{frame:06d}-{kind}.jpg"
 
 
 class Layout:
@@ -192,14 +199,6 @@ class Tail:
         self.offset += whole
         records = [parse_line(line) for line in data[:whole].decode("utf-8", "replace").splitlines()]
         return [r for r in records if r is not None], restarted
-
-
-def read_json(path):
-    """A JSON file's value, or None when it is missing or not JSON."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
-        return None
 
 
 def _store_json(store: Store, key: str):
@@ -740,6 +739,6 @@ def job_flows(root, size: tuple[int, int]):
 
 
 __all__ = ["Job", "Layout", "DamagedFile", "open_job", "is_job_dir", "job_seams", "job_flows", "remove_stale_temps",
-           "read_log", "read_events", "read_records", "read_json", "read_manifest", "Tail", "parse_line",
+           "read_log", "read_events", "read_records", "read_manifest", "Tail", "parse_line",
            "is_locked", "job_status", "manifest_fingerprint", "describe_facts", "MARKER", "source_key",
-           "frame_key", "flow_key", "damage_of", "FRAMES", "EVENTS", "PAGE", "REPORT"]
+           "frame_key", "flow_key", "thumb_key", "damage_of", "FRAMES", "EVENTS", "PAGE", "REPORT"]

@@ -28,14 +28,13 @@ import numpy as np
 from PIL import Image
 
 from . import video
-from .codec import png_bytes
+from .codec import THUMB_WIDTH, jpeg_bytes, png_bytes, thumbnail
 from .figures import CHART_CSS, chart_file, chart_svg, contact_sheet
-from .job import EVENTS, FRAMES, MANIFEST, PAGE, REPORT, frame_key, source_key
+from .job import EVENTS, FRAMES, MANIFEST, PAGE, REPORT, frame_key, source_key, thumb_key
 from .store import LocalStore, Store, open_store
 
 STATES = ("running", "finished", "failed", "stopped")
 LATEST = 6  # thumbnails shown, newest first
-THUMB_WIDTH = 240  # px; a 1080p frame's thumbnail stays a few kB of JPEG
 RATE_WINDOW = 50  # recent renders the frame rate and ETA are measured over
 WORKER_WINDOW = 20  # recent renders per worker for its frames per second
 EVENTS_SHOWN = 30
@@ -86,22 +85,13 @@ def _number(value) -> str:
 
 
 # ---------------------------------------------------------------- thumbnails
-def thumbnail(image: np.ndarray, max_width: int = THUMB_WIDTH) -> np.ndarray:
-    """``(H, W, 3)`` uint8 → at most ``max_width`` wide, aspect kept (box filter: cheap, and
-    what the browser test reproduces)."""
-    height, width = image.shape[:2]
-    if width <= max_width:
-        return image
-    size = (max_width, max(1, round(height * max_width / width)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-
-
 def data_uri(image: np.ndarray, quality: int = 85) -> str:
     """A JPEG ``data:`` URI of ``image`` (``(H, W, 3)`` uint8)."""
-    buffer = io.BytesIO()
-    # 4:4:4 chroma: a painted texture keeps its colours (4:2:0 smears them ~50 % more).
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return jpeg_uri(jpeg_bytes(image, quality))
+
+
+def jpeg_uri(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
 # ---------------------------------------------------------------- the snapshot
@@ -223,9 +213,9 @@ class LivePage:
     def _thumb(self, chain: int, frame: int, seconds, worker) -> Thumb:
         key = (chain, frame)
         if key not in self._thumbs or None in (self._thumbs[key].source, self._thumbs[key].stylized):
-            self._thumbs[key] = Thumb(chain, frame, self._thumbnail_uri(source_key(frame)),
-                                      self._thumbnail_uri(frame_key(chain, frame)),
-                                      seconds, None if worker is None else str(worker))
+            source = self._thumbnail_uri(source_key(frame), thumb_key(chain, frame, "source"))
+            stylized = self._thumbnail_uri(frame_key(chain, frame), thumb_key(chain, frame, "stylized"))
+            self._thumbs[key] = Thumb(chain, frame, source, stylized, seconds, None if worker is None else str(worker))
         return self._thumbs[key]
 
     def snapshot(self, state: str = "running", evaluation: dict | None = None, message: str | None = None,
@@ -290,8 +280,13 @@ class LivePage:
         return data_uri(thumbnail(pixels, thumbnail_width) if thumbnail_width else pixels,
                         quality=85 if thumbnail_width else 90)
 
-    def _thumbnail_uri(self, key: str) -> str | None:
-        return self._image_uri(key)
+    def _thumbnail_uri(self, key: str, made: str) -> str | None:
+        """The thumbnail the worker made (``made``: a small JPEG), else one made here from the
+        full frame (a worker that hands frames back, or an older job)."""
+        try:
+            return jpeg_uri(self.store.read(made))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return self._image_uri(key)
 
     def maybe_write(self, min_interval_s: float = 2.0, state: str = "running") -> bool:
         """``write`` unless the page was written less than ``min_interval_s`` ago."""

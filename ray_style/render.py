@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import images, optimize
-from .codec import FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, load_flow, png_bytes
+from .codec import FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, jpeg_bytes, load_flow, png_bytes, thumbnail
 from .errors import FrameError
 from .settings import StyleSettings
 from .weights import Weights
@@ -44,6 +44,7 @@ class Delivery:
     store: str  # the job's folder or URL
     frame: str  # the key of the frame's PNG
     flow: str | None  # the key of the flow previous → this frame, when the report wants it
+    thumbs: tuple[str, str] | None  # keys of the live page's JPEGs of the source and the stylized frame
     token: tuple[str, str]  # (key, value) the driver wrote: the worker checks it can read the store
 
 
@@ -337,6 +338,9 @@ class FrameRenderer:
         store.write(task.delivery.frame, data)
         if prepared.forward is not None and task.delivery.flow:
             store.write(task.delivery.flow, prepared.forward, durable=False)
+        if task.delivery.thumbs:  # so the page never decodes a full frame on the driver
+            for key, picture in zip(task.delivery.thumbs, (prepared.content, image)):
+                store.write(key, jpeg_bytes(thumbnail(picture)), durable=False)
         return FrameOutput(task.job, task.chain, task.frame, None, record, sha256=digest(data), size=len(data))
 
     def render(self, task: FrameTask) -> FrameOutput:

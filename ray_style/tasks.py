@@ -14,7 +14,7 @@ import numpy as np
 from . import plan
 from .codec import png_bytes
 from .frames import Blend, Final, FrameGraph, Render, TaskPlan
-from .job import DamagedFile, Job, flow_key, frame_key, source_key
+from .job import DamagedFile, Job, flow_key, frame_key, source_key, thumb_key
 from .render import Delivery, FrameTask, Payload, Reference, Stored, frame_seed
 from .settings import VideoSettings
 
@@ -79,7 +79,9 @@ class TaskMaker:
         return_flow = self.keep_flows and task.init != "blend" and seeded
         references = tuple(self._reference(task.frame, ref.frame, self._image(ref.image)) for ref in task.references)
         delivery = Delivery(self.job.store.url, frame_key(task.sequence, task.frame),
-                            flow_key(task.frame - 1, task.frame) if return_flow else None, self.token) \
+                            flow_key(task.frame - 1, task.frame) if return_flow else None,
+                            (thumb_key(task.sequence, task.frame, "source"),
+                             thumb_key(task.sequence, task.frame, "stylized")), self.token) \
             if self.direct else None
         return FrameTask(job=self.job_id, chain=task.sequence, frame=task.frame, content=self._source(task.frame),
                          init_kind=task.init, iters=task.iters, seed=frame_seed(style.seed, task.frame),
