@@ -18,12 +18,14 @@ A spec is TOML or YAML::
     styles = ["art/starry.jpg", "art/wave.jpg"]
     output = "out/{input}_{style}.mp4"
 
-Relative paths are relative to the spec file. The keys are the `video` command's options,
+Relative paths are relative to the spec file; any path may be a URL (``s3://…``), and a spec in a
+bucket resolves its relative paths in that bucket. The keys are the `video` command's options,
 generated from the same settings table (ray_style.settings), checked against the same types
 and validated by the same code, so a batch job's manifest equals the same job run from the
-command line; an error names the key as the spec spells it. Each job is an ordinary resumable video job (its own job directory); the pool's actors,
-and their models when the weights are the same, are reused from job to job. A job that cannot
-be read or that fails is reported, and the others still run.
+command line; an error names the key as the spec spells it. Each job is an ordinary resumable
+video job (its own job directory); the pool's actors, and their models when the weights are the
+same, are reused from job to job. A job that cannot be read or that fails is reported, and the
+others still run.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import settings as table
+from . import store
 from .errors import InputError, RayStyleError
 from .settings import VideoSettings
+from .store import Location
 
 RUN_KEYS = {"job_dir": str, "restart": bool}  # per job, beside the settings
 PATH_KEYS = ("input", "styles", "output")
@@ -43,11 +47,11 @@ TEMPLATE_FIELDS = ("input", "style")
 
 @dataclass(frozen=True)
 class BatchJob:
-    input: Path
-    styles: tuple[Path, ...]
-    output: Path
+    input: Location
+    styles: tuple[Location, ...]
+    output: Location
     settings: VideoSettings | None  # None when the entry could not be read (see error)
-    job_dir: Path | None = None
+    job_dir: Location | None = None
     restart: bool = False
     error: str | None = None  # why this entry cannot run; the others still do
     number: int = 0  # the entry's position in the spec, 1-based
@@ -63,9 +67,11 @@ class BatchOutcome:
     seconds: float = 0.0
 
 
-def _load(path: Path) -> dict:
+def _load(path: Location) -> dict:
     try:
-        text = path.read_text()
+        text = store.read_bytes(path).decode()
+    except FileNotFoundError:
+        raise InputError(f"batch spec not found: {path}") from None
     except UnicodeDecodeError:
         raise InputError(f"cannot read {path}: it is not UTF-8 text") from None
     try:
@@ -121,7 +127,12 @@ def _template(template, video: str, style: str) -> str:
             raise InputError(f"matrix output template uses {{{name}}}: only {{input}} and {{style}} are known")
         if spec or conversion:
             raise InputError(f"matrix output template {template!r}: write {{{name}}} plainly (no format spec)")
-    return template.format(input=Path(video).stem, style=Path(style).stem)
+    return template.format(input=_stem(video), style=_stem(style))
+
+
+def _stem(text: str) -> str:
+    name = store.location(text).name
+    return name[:name.rfind(".")] if "." in name else name
 
 
 def _entries(path: Path, spec: dict) -> list[dict]:
@@ -143,11 +154,24 @@ def _entries(path: Path, spec: dict) -> list[dict]:
     return entries
 
 
+def _under(folder: Location, text: str) -> Location:
+    """``text`` relative to the spec's folder (a URL, or an absolute path, as it is)."""
+    if store.is_remote(text) or Path(text).is_absolute():
+        return store.location(text)
+    if folder.remote:
+        import posixpath
+
+        head, rest = folder.text.split("://", 1)
+        bucket, _, prefix = rest.partition("/")
+        return Location(f"{head}://{bucket}/{posixpath.normpath(posixpath.join(prefix, text)).lstrip('/')}")
+    return Location(str(Path(folder.text) / text))
+
+
 def read_spec(path) -> list[BatchJob]:
     """The jobs a spec file describes. An entry that cannot be read becomes a job with its
     ``error`` set (reported when the batch runs); a file that cannot be read at all raises."""
-    path = Path(path)
-    if not path.is_file():
+    path = store.resolved(path)
+    if not path.remote and not Path(path.text).is_file():
         raise InputError(f"batch spec not found: {path}")
     spec = _load(path)
     defaults = spec.get("defaults") or {}
@@ -156,7 +180,8 @@ def read_spec(path) -> list[BatchJob]:
     entries = _entries(path, spec)
     if not entries:
         raise InputError(f"{path} describes no jobs: add [[job]] entries or a [matrix]")
-    root, jobs, outputs = path.parent, [], set()
+    root, jobs, outputs = Location(path.text.rsplit("/", 1)[0] if path.remote else str(Path(path.text).parent)), \
+        [], set()
     for number, entry in enumerate(entries, start=1):
         options = {**defaults, **entry}
         try:
@@ -166,18 +191,18 @@ def read_spec(path) -> list[BatchJob]:
             video = _paths(options["input"], "input")
             if len(video) != 1:
                 raise InputError(f"'input' must be one path, got {len(video)}")
-            output = root / _paths(options["output"], "output")[0]
+            output = _under(root, _paths(options["output"], "output")[0])
             settings, run = _settings(options)
-            job = BatchJob(root / video[0], tuple(root / s for s in _paths(options["styles"], "styles")), output,
-                           settings, root / run["job_dir"] if run.get("job_dir") else None, run.get("restart", False),
-                           number=number)
+            job = BatchJob(_under(root, video[0]), tuple(_under(root, s) for s in _paths(options["styles"], "styles")),
+                           output, settings, _under(root, run["job_dir"]) if run.get("job_dir") else None,
+                           run.get("restart", False), number=number)
         except InputError as error:
             name = options.get("output") if isinstance(options.get("output"), str) else f"job {number}"
-            job = BatchJob(root / str(options.get("input", "?")), (), root / name, None,
+            job = BatchJob(_under(root, str(options.get("input", "?"))), (), _under(root, name), None,
                            error=f"{path}: job {number}: {error}", number=number)
-        if job.error is None and job.output.resolve() in outputs:
+        if job.error is None and store.resolved(job.output).text in outputs:
             raise InputError(f"{path}: two jobs write the same output {job.output}; give each its own")
-        outputs.add(job.output.resolve())
+        outputs.add(store.resolved(job.output).text)
         jobs.append(job)
     return jobs
 
@@ -202,8 +227,9 @@ def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None)
             try:
                 if pool is None:  # started on the first runnable job, after the spec's errors are known
                     pool = make_executor(options)
-                result = stylize_video(job.input, list(job.styles), job.output, job.settings, job_dir=job.job_dir,
-                                       restart=job.restart, progress=progress, executor=pool)
+                result = stylize_video(job.input.text, [s.text for s in job.styles], job.output.text, job.settings,
+                                       job_dir=job.job_dir.text if job.job_dir else None, restart=job.restart,
+                                       progress=progress, executor=pool)
                 outcomes.append(BatchOutcome(job, True, f"{result.frames} frames, {result.rendered} rendered",
                                              result.frames, result.rendered, result.seconds))
             except RayStyleError as error:

@@ -263,12 +263,12 @@ def cmd_preview(args) -> int:
         styles = [value] if name == "style" else list(args.styles)
         settings = base if name in (None, "style") else table.replace(base, **{name: value}).validate()
         label = ", ".join(Path(s).name for s in styles) if name is None else f"{name.replace('_', '-')} = {text}"
-        looks.append(Look(label, settings, tuple(Path(s) for s in styles)))
+        looks.append(Look(label, settings, tuple(str(s) for s in styles)))
         # One output per look, so the printed commands can be run one after the other.
         output = f"{stem}.styled.mp4" if len(rows) == 1 else f"{stem}.{_slug(label.replace(' = ', '-'))}.styled.mp4"
         commands.append(shlex.join(["ray-style", "video", args.input, *styles, "-o", output,
                                     *table.to_argv(settings, VIDEO), *table.to_argv(options, EXECUTION)]))
-    output = args.output or f"{stem}.preview.png"
+    output = args.output or f"{stem}.preview.png"  # beside the input (in its bucket, for a URL)
     bar = Bar(len(looks) * args.frames, "still", "preview", not args.quiet)
     try:
         result = preview(args.input, looks, output, frames=args.frames, executor=options,
@@ -310,12 +310,27 @@ def cmd_batch(args) -> int:
     return 1 if failed else 0
 
 
-def _check_report_dir(folder: Path) -> None:
+def _probe(text: str):
+    """A video at a local path or a URL, probed where it is."""
+    from . import store, video
+
+    try:
+        return video.probe(store.ffmpeg_input(text), label=text)
+    except FileNotFoundError:
+        raise InputError(f"video not found: {text}") from None
+
+
+def _check_report_dir(folder) -> None:
     """Before any work: the report folder exists (or can be made) and takes files."""
     import os
 
+    from . import store
     from .files import storage_errors
 
+    if store.is_remote(folder):
+        store.check_writable(str(folder).rstrip("/") + "/evaluation.json", "--report-dir")
+        return
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--report-dir {folder} is a file: give a folder")
     try:
@@ -331,7 +346,9 @@ def _job_look(job_dir: str) -> tuple[StyleSettings, list[str], str | None]:
     """A job's own style settings, artworks and weights identity (``evaluate --job``)."""
     from .job import is_job_dir, read_manifest
 
-    if not Path(job_dir).is_dir() or not is_job_dir(job_dir):
+    from . import store
+
+    if (not store.is_remote(job_dir) and not Path(job_dir).is_dir()) or not is_job_dir(job_dir):
         raise InputError(f"--job {job_dir} is not a ray-style job directory")
     manifest = read_manifest(job_dir)
     if not isinstance(manifest.get("settings"), dict):
@@ -344,20 +361,20 @@ def _job_look(job_dir: str) -> tuple[StyleSettings, list[str], str | None]:
 
 
 def cmd_evaluate(args) -> int:
-    from . import flow, images, optimize, video
+    from . import flow, images, optimize
     from .evaluate import EvaluationInputs, evaluate
     from .job import job_flows, job_seams
     from .page import write_report
     from .weights import load_weights
 
     if args.report_dir:
-        _check_report_dir(Path(args.report_dir))
+        _check_report_dir(args.report_dir)
     style, style_paths, identity = STYLE, list(args.style or []), None
     if args.job:
         style, job_styles, identity = _job_look(args.job)
         style_paths = style_paths or job_styles
     device = optimize.resolve_device(args.device)
-    out_info, src_info = video.probe(args.output), video.probe(args.source)
+    out_info, src_info = _probe(args.output), _probe(args.source)
     styles = [images.load_image(path) for path in style_paths] if style_paths else None
     weights = load_weights(args.weights) if styles else None
     if weights is not None and identity is not None and weights.identity != identity:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images, optimize, plan, video
+from . import images, optimize, plan, store, video
 from .codec import decode_png, png_bytes
 from .errors import InputError
 from .executor import Executor, drive, make_executor
@@ -32,12 +32,12 @@ class Look:
 
     label: str
     settings: VideoSettings
-    styles: tuple[Path, ...]
+    styles: tuple[str, ...]  # local paths or URLs
 
 
 @dataclass(frozen=True)
 class PreviewResult:
-    output: Path
+    output: Path | str  # a local path, or the URL the sheet was put at
     frames: tuple[int, ...]  # the video's frame numbers shown
     looks: tuple[Look, ...]
     seconds: float
@@ -58,8 +58,18 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
     ``output`` (a PNG or JPEG). ``progress(done, total)`` after each look's stills. Every look
     is checked (its styles, weights and settings) before the first still renders."""
     started = time.perf_counter()
-    output = images.check_image_output(output, [input_path, *(s for look in looks for s in look.styles)])
-    info = video.probe(input_path)
+    place = store.location(output)
+    if place.remote:
+        if place.suffix.lower() not in images.SAVE_FORMATS:
+            raise InputError(f"cannot save {place}: unknown extension '{place.suffix}'")
+        store.check_writable(place, "contact sheet")
+    else:
+        output = images.check_image_output(output, [p for p in (input_path, *(s for look in looks for s in look.styles))
+                                                    if not store.is_remote(p)])
+    try:
+        info = video.probe(store.ffmpeg_input(input_path), label=str(input_path))
+    except FileNotFoundError:
+        raise InputError(f"video not found: {input_path}") from None
     numbers = pick_frames(frames, info.frames)
     weights: dict[str, Weights] = {}
     resolved = []
@@ -93,7 +103,16 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
     sheet = contact_sheet([("source frames " + ", ".join(map(str, numbers)), [(None, s) for s in sources])]
                           + [(look.label, [(None, tile) for tile in row]) for look, row in zip(looks, rows)],
                           tile=(width, height))
-    images.save_image(sheet, output)
+    if place.remote:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(sheet).save(buffer, format=images.SAVE_FORMATS[place.suffix.lower()])
+        store.write_bytes(place, buffer.getvalue())
+    else:
+        images.save_image(sheet, output)
     seconds = time.perf_counter() - started
     renders = len(looks) * len(numbers)
     return PreviewResult(output, tuple(numbers), tuple(looks), seconds, seconds / max(renders, 1), tuple(losses))

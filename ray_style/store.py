@@ -180,6 +180,20 @@ def upload(local: Path, place) -> None:
                            "resume") from None
 
 
+def write_bytes(place, data: bytes) -> None:
+    """A whole file at a local path (atomic, durable) or a URL (one object)."""
+    place = location(place)
+    if not place.remote:
+        with atomic_path(place.text) as temp:
+            temp.write_bytes(data)
+        return
+    fs = filesystem(place.text)
+    try:
+        _retrying(lambda: fs.pipe_file(place.text, data))
+    except OSError as error:
+        raise StorageError(f"cannot write {place.text}: {_reason(error)}") from None
+
+
 def check_writable(place, what: str = "output") -> None:
     """Before any work: a URL's bucket exists and takes a write from these credentials (a small
     probe object, written and deleted); :class:`InputError` naming why not."""
@@ -645,5 +659,5 @@ def open_store(place) -> Store:
 
 
 __all__ = ["Location", "location", "resolved", "is_remote", "scheme", "read_bytes", "exists", "ffmpeg_input",
-           "identity", "upload", "check_writable", "Store", "LocalStore", "ObjectStore", "Lease", "Hold", "open_store", "filesystem",
-           "LEASE_SECONDS"]
+           "identity", "upload", "check_writable", "write_bytes", "Store", "LocalStore", "ObjectStore", "Lease", "Hold",
+           "open_store", "filesystem", "LEASE_SECONDS"]

@@ -36,7 +36,7 @@ def test_spec_expands_jobs_and_matrix(tmp_path):
     jobs = read_spec(spec)
     assert [j.output.name for j in jobs] == ["single.mp4", "out_bunny_12f_starry_night.mp4", "out_bunny_12f_chelsea.mp4"]
     assert jobs[0].settings.style.iters == 3 and jobs[1].settings.style.iters == 4
-    assert jobs[0].settings.style.weights == "random" and jobs[0].output.parent == tmp_path
+    assert jobs[0].settings.style.weights == "random" and jobs[0].output.path().parent == tmp_path
 
 
 def test_yaml_spec_and_errors(tmp_path):
@@ -76,7 +76,7 @@ def test_ray_batch_reuses_the_pool(tmp_path):
     spec.write_text(TOML)
     outcomes = run_batch(read_spec(spec), ExecutorOptions(max_workers=2, threads=1))
     assert [o.ok for o in outcomes] == [True, True, True]
-    workers = [{json.loads(line)["worker"] for line in (o.job.output.with_suffix(".job") / "frames.jsonl")
+    workers = [{json.loads(line)["worker"] for line in (o.job.output.path().with_suffix(".job") / "frames.jsonl")
                 .read_text().splitlines()} for o in outcomes]
     assert workers[0] | workers[1] | workers[2] <= workers[0] | workers[1]  # the same actors served every job
     assert len(workers[0] | workers[1] | workers[2]) <= 2

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from ray_style import store
-from ray_style.errors import InputError, JobError, StorageError
+from ray_style.errors import InputError, JobError
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -154,6 +154,7 @@ def test_a_job_with_everything_in_a_bucket_equals_a_local_one(s3, local_referenc
     job = store.open_store(result.job_dir)
     assert {"report/index.html", "report/evaluation.json", "report/contact_sheet.png"} <= set(job.sizes("report"))
     assert len(job.records("frames")) == 16 and not job.exists("lease.json")  # released at the end
+    assert len(job.sizes("thumbs")) == 32  # the page's thumbnails, made by the workers (source and stylized)
     manifest = json.loads(job.read("manifest.json"))
     assert manifest["input"]["etag"] and "sha256" not in manifest["input"]  # the master was not downloaded
 
@@ -226,3 +227,31 @@ def test_a_store_that_goes_away_mid_job_is_waited_for(s3, seaweed, local_referen
     assert back and len(stored) == 16
     frames, video_bytes = local_reference
     assert _stored_frames(result.job_dir) == frames and store.read_bytes(result.output) == video_bytes
+
+
+@pytest.mark.slow
+def test_every_command_takes_urls(s3, tmp_path, capsys):
+    """status, evaluate, preview and batch read and write a bucket as they do a folder."""
+    from ray_style.cli import main
+
+    clip, style = _upload_inputs(s3)
+    fast = ["--weights", "random", "--size", "32", "--iters", "2", "--content-weight", "1", "--style-weight", "1e3",
+            "--executor", "local", "-q"]
+    assert main(["video", clip, style, "-o", f"{s3}/out/clip.mp4", "--no-report", *fast]) == 0
+    assert main(["status", f"{s3}/out/clip.job", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["finished"] and status["renders_done"] == status["renders_total"] > 0
+    assert main(["evaluate", f"{s3}/out/clip.mp4", "--source", clip, "--job", f"{s3}/out/clip.job", "--weights",
+                 "random", "--json", "--report-dir", f"{s3}/out/report"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 12
+    assert "out/report/warping_error.svg" in store.open_store(s3).sizes("out/report")
+    assert main(["preview", clip, style, "--frames", "1", "-o", f"{s3}/out/look.png", *fast]) == 0
+    assert store.read_bytes(f"{s3}/out/look.png")[:4] == b"\x89PNG"
+    spec = f"{s3}/specs/batch.toml"
+    store.write_bytes(spec, (f'[defaults]\nweights = "random"\nsize = 32\niters = 2\ncontent_weight = 1.0\n'
+                             f'[[job]]\ninput = "../in/clip.mp4"\nstyles = ["{style}"]\noutput = "b.mp4"\n').encode())
+    assert main(["batch", spec, "--executor", "local", "-q"]) == 0
+    assert store.exists(f"{s3}/specs/b.mp4")
+    capsys.readouterr()
+    assert main(["status", f"{s3}/out/clip.job", "--serve"]) == 2
+    assert "serves a job on this machine's disk" in capsys.readouterr().err
