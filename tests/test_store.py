@@ -255,3 +255,47 @@ def test_every_command_takes_urls(s3, tmp_path, capsys):
     capsys.readouterr()
     assert main(["status", f"{s3}/out/clip.job", "--serve"]) == 2
     assert "serves a job on this machine's disk" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_workers_on_two_nodes_read_and_write_the_bucket_themselves(s3, tmp_path):
+    """Two Ray nodes, the job in a bucket: the workers on both nodes read their inputs from it
+    and put their frames there; the driver writes records only and never hands a frame over.
+    Same bytes as the job run in this process."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from ray_style.runner import stylize_video
+    from ray_style.settings import ExecutorOptions
+
+    clip, style = _upload_inputs(s3)
+    one_thread = ExecutorOptions(kind="local", threads=1)  # the workers' thread count: the same bytes
+    reference = stylize_video(CLIP, [STYLE], tmp_path / "local.mp4", TINY, weights="random", executor=one_thread,
+                              report=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * 1024**2,
+                                                           "include_dashboard": False})
+    cluster.add_node(num_cpus=1, object_store_memory=100 * 1024**2)  # workers get this process's AWS_* settings
+    cluster.wait_for_nodes()
+    try:
+        from tests.conftest import ready_pool
+
+        pool = ready_pool(ExecutorOptions(address=cluster.address, max_workers=2, threads=1), 2)  # both placed
+        try:
+            result = stylize_video(clip, [style], f"{s3}/out/clip.mp4", TINY, weights="random", report=False,
+                                   executor=pool)
+        finally:
+            pool.close()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+    job = store.open_store(result.job_dir)
+    records = job.records("frames")
+    nodes = {r["worker"].split("/")[1].split(":")[0] for r in records}
+    assert len(records) == 16 and len(nodes) == 2  # both nodes' workers stored frames
+    assert not any("cannot be read here" in e.get("detail", "") for e in job.records("events"))  # never relayed
+    assert _stored_frames(result.job_dir) == frames_of(reference.job_dir)
+    assert store.read_bytes(result.output) == reference.output.read_bytes()
