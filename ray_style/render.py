@@ -128,7 +128,7 @@ class FrameRecord:
     warping_error: float | None = None  # to the warped previous frame where the flow is reliable
 
     def as_dict(self) -> dict:
-        record = dataclasses.asdict(self)
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}  # shallow: cheap
         record["seconds"] = round(self.seconds, 3)
         return {name: value for name, value in record.items() if value is not None}
 

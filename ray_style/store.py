@@ -444,6 +444,7 @@ class ObjectStore(Store):
         self.url = url.rstrip("/")
         self.fs = filesystem(self.url)
         self._sequence = 0
+        self._watchers: dict[str, list[list]] = {}
 
     def _full(self, key: str) -> str:
         return f"{self.url}/{key}" if key else self.url
@@ -523,11 +524,25 @@ class ObjectStore(Store):
         self._sequence += 1
         name = f"{log}/{time.time_ns():020d}-{os.getpid()}-{self._sequence:06d}-{uuid.uuid4().hex[:6]}.json"
         self.write(name, json.dumps(record, allow_nan=False).encode())
+        for buffer in self._watchers.get(log, ()):
+            buffer.append((name, record))
+
+    def watch(self, log: str) -> list:
+        """A list that receives ``(key, record)`` for every record appended to ``log`` through
+        this object from now on: a tail in the process that writes the records (the driver's
+        live page) reads them here instead of listing and fetching each one again."""
+        buffer: list = []
+        self._watchers.setdefault(log, []).append(buffer)
+        return buffer
 
     def records(self, log: str) -> list[dict]:
-        keys = sorted(self.sizes(log))
+        return [record for _, record in self.keyed_records(sorted(self.sizes(log)))]
+
+    def keyed_records(self, keys: list[str]) -> list[tuple[str, dict]]:
+        """``(key, record)`` of each of ``keys`` that holds a JSON object (fetched concurrently)."""
         if not keys:
             return []
+        log = keys[0].rsplit("/", 1)[0]
         contents = self._call("read", log, lambda: self.fs.cat([self._full(k) for k in keys], on_error="omit"))
         contents = {self.fs._strip_protocol(name): data for name, data in contents.items()}
         records = []
@@ -538,7 +553,7 @@ class ObjectStore(Store):
             except (ValueError, UnicodeDecodeError):
                 record = None
             if isinstance(record, dict):
-                records.append(record)
+                records.append((key, record))
         return records
 
     def tail(self, log: str) -> "ObjectTail":
@@ -549,29 +564,27 @@ class ObjectStore(Store):
 
 
 class ObjectTail:
-    """New records of an object-store log since the last call (the keys after the last one
-    read: records are named in the order they were written)."""
+    """New records of an object-store log since the last call. The first call lists the log
+    (records are named in the order they were written) and fetches what it holds; after that,
+    the records this process appends through the same store are taken from memory: the job's
+    one writer is the driver that holds its lease, so its own page never lists the log again
+    (a listing grows with the film: 170 pages of keys for a 2-hour one, every rewrite)."""
 
     def __init__(self, store: ObjectStore, log: str):
-        self.store, self.log, self.seen = store, log, ""
+        self.store, self.log = store, log
+        self.mine = store.watch(log)  # registered before the listing: nothing falls between
+        self.listed = False
 
     def read(self) -> tuple[list[dict], bool]:
+        count = len(self.mine)  # appends may go on meanwhile: they wait for the next call
+        mine = self.mine[:count]
+        del self.mine[:count]
+        if self.listed:
+            return [record for _, record in mine], False
         keys = sorted(self.store.sizes(self.log))
-        restarted = bool(self.seen) and (not keys or keys[-1] < self.seen)
-        if restarted:
-            self.seen = ""
-        new = [key for key in keys if key > self.seen]
-        records = []
-        for key in new:
-            try:
-                record = json.loads(self.store.read(key))
-            except (FileNotFoundError, ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        if new:
-            self.seen = new[-1]
-        return records, restarted
+        listed = set(keys)
+        self.listed = True
+        return [record for _, record in self.store.keyed_records(keys)] +             [record for key, record in mine if key not in listed], False
 
 
 class Lease(Hold):

@@ -55,8 +55,10 @@ class FrameActor:
         return {"worker": self.cache.worker, "node": self.node, "device": str(self.cache.device),
                 "warning": self.cache.warning}
 
-    def render(self, shared: list, settings, job_key: str, tasks: list[FrameTask]):
-        weights_ref, grams_ref = shared  # nested in a list, so Ray hands us the references
+    def render(self, context: tuple, tasks: list[FrameTask]):
+        # The job's context, one object put once per job (Ray resolves it here, a local read
+        # after the first call on a node); the references nested in it stay references.
+        weights_ref, grams_ref, settings, job_key = context
         renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings, job_key,
                                   lambda: ray.get(grams_ref))
         return renderer.render_many(tasks)
@@ -215,7 +217,7 @@ class RayExecutor:
         self._last_death: str | None = None
         self._since = time.monotonic()  # since when no worker has been ready
         self._job = None
-        self._weights_identity = self._weights_ref = self._shared = self._settings = self._job_key = None
+        self._weights_identity = self._weights_ref = self._context = None
         for _ in range(request.count):
             self._launch()
 
@@ -276,8 +278,11 @@ class RayExecutor:
         """Use these weights, settings and style targets for the frames submitted from now on."""
         if weights.identity != self._weights_identity:
             self._weights_ref, self._weights_identity = ray.put(weights), weights.identity
-        self._shared, self._settings = [self._weights_ref, ray.put(grams)], settings
-        self._job, self._job_key = job_id, f"{job_id}:{grams_digest(grams)}"
+        # One object per job for what every call of it shares: a call then pickles only its
+        # tasks (pickling the settings and two references with each call cost the driver
+        # ~0.3 ms per frame, a sixth of its loop: BENCHMARKS.md, *Jobs in a bucket*).
+        self._context = ray.put((self._weights_ref, ray.put(grams), settings, f"{job_id}:{grams_digest(grams)}"))
+        self._job = job_id
         self.queue.clear()
 
     def capacity(self) -> int:
@@ -296,7 +301,7 @@ class RayExecutor:
         self.queue = []
         for group in groups:
             worker = self.state.idle.pop()
-            ref = worker.actor.render.remote(self._shared, self._settings, self._job_key, [t for _, t in group])
+            ref = worker.actor.render.remote(self._context, [t for _, t in group])
             self.state.in_flight[ref] = _Call(worker, [job for job, _ in group], self._job)
 
     def results(self) -> list:

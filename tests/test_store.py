@@ -41,6 +41,27 @@ def test_the_same_contract_on_both_backends(backend):
     assert backend.sizes("chains") == {}
 
 
+def test_the_drivers_own_page_reads_its_records_from_memory(s3):
+    """A tail of a bucket's log lists and fetches it once; after that, the records this process
+    appends come from memory (a listing grows with the film), those of before from the bucket."""
+    job = store.open_store(f"{s3}/tailed.job")
+    job.append("frames", {"n": 0})  # written before the tail, by this or an earlier driver
+    tail = job.tail("frames")
+    job.append("frames", {"n": 1})  # between the tail's start and its first read
+    assert [r["n"] for r in tail.read()[0]] == [0, 1]
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("the log was read from the bucket again")
+
+    with pytest.MonkeyPatch.context() as patch:  # appends still go to the bucket (pipe_file)
+        for name in ("ls", "find", "cat", "cat_file"):
+            patch.setattr(job.fs, name, no_listing)
+        job.append("frames", {"n": 2})
+        job.append("frames", {"n": 3})
+        assert [r["n"] for r in tail.read()[0]] == [2, 3] and tail.read()[0] == []
+    assert [r["n"] for r in job.records("frames")] == [0, 1, 2, 3]  # all of them are in the bucket
+
+
 def test_a_job_is_held_by_one_driver(backend):
     first = backend.hold("driver one")
     with pytest.raises(JobError, match="in use by another"):
