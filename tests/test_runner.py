@@ -133,7 +133,7 @@ def test_bad_output_and_style_fail_before_any_work(tmp_path):
 
 
 def _cli(tmp_path, name):
-    return ["video", str(CLIP), str(STYLE), "-o", str(tmp_path / f"{name}.mp4"), "--size", "32", "--iters", "30",
+    return ["video", str(CLIP), str(STYLE), "-o", str(tmp_path / f"{name}.mp4"), "--size", "32", "--iters", "8",
             "--content-weight", "1", "--style-weight", "1e3", "--segment-length", "6", "--overlap", "2", "--weights",
             "random", "--executor", "local", "--threads", "2", "-q"]
 
