@@ -3,6 +3,9 @@
     python -m benchmarks.scale_model            # measure the per-frame driver costs here, then model
     python -m benchmarks.scale_model --rewrite  # re-render BENCHMARKS.md from the stored measurements
 
+The "bucket" rows take the driver's bytes and CPU per render from benchmarks/storage.py's
+measurement (results_storage_cpu.json): the job in a bucket, the workers moving the frames.
+
 The film: 2 hours at 24 fps (172,800 frames), 1920×1080, the default video settings (chains of
 48 frames with 4-frame cross-faded lead-ins, 150 evaluations per seeded frame, 300 per chain
 start, --init flow). Inputs:
@@ -30,7 +33,6 @@ beside the render, so only the last wave's frames), and the head's disk.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import time
@@ -41,12 +43,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results_scale_model.json"
+STORAGE = ROOT / "benchmarks" / "results_storage_cpu.json"
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 FILM_FRAMES, FILM_FPS, WIDTH, HEIGHT = 2 * 3600 * 24, 24, 1920, 1080
 AREA_FACTOR = WIDTH * HEIGHT / 512**2
 SEGMENT, OVERLAP, ITERS = 48, 4, 150
 GPU_SECONDS_PER_500 = {"today": 4.5, "goal": 1.0}  # a 512² frame on one H100 (BENCHMARKS.md)
-HEAD_CORES = {"landed": 4, "now": 16}  # the head in cluster/: m6i.xlarge before, c6i.4xlarge now
+HEAD_CORES = {"landed": 4, "now": 16, "bucket": 16}  # the head in cluster/: m6i.xlarge before, c6i.4xlarge now
 MEASURED_CORES = 2  # this machine: decode and x264 used both
 SCALING = 0.75  # what more cores give ffmpeg's decoder and x264 (frame threads), per core
 WORKER_FLOW_SPEEDUP = 2.5  # OpenCV's DIS on a GPU node's 4 vCPUs against one core
@@ -93,17 +96,16 @@ def measure() -> dict:
     from ray_style.codec import flow_bytes
 
     flow_file = flow_bytes(forward, mask)
-    buffer = io.BytesIO()
     return {
         "date": str(date.today()), "frame": [WIDTH, HEIGHT], "source": "samples/bigbuckbunny_2s.mp4 scaled to 1080p",
         "decode_s": decode, "png_source_bytes": len(source_png), "png_stylized_bytes": len(stylized_png),
         "png_encode_s": (encode_source + encode_stylized) / 2, "png_decode_s": decode_png, "sha256_s": digest,
         "dis_flow_s": dis, "reliability_s": check, "flow_file_bytes": len(flow_file),
-        "x264_fps": _x264_fps(frames[:8], buffer),
+        **_x264(frames[:8]),
     }
 
 
-def _x264_fps(frames, _buffer) -> float:
+def _x264(frames) -> dict:
     import tempfile
     from fractions import Fraction
 
@@ -112,14 +114,17 @@ def _x264_fps(frames, _buffer) -> float:
     with tempfile.TemporaryDirectory() as folder:
         many = frames * 4
         started = time.perf_counter()
-        video.encode(iter(many), Path(folder) / "x.mp4", WIDTH, HEIGHT, Fraction(24))
-        return len(many) / (time.perf_counter() - started)
+        written = video.encode(iter(many), Path(folder) / "x.mp4", WIDTH, HEIGHT, Fraction(24))
+        return {"x264_fps": len(many) / (time.perf_counter() - started),
+                "x264_bytes_per_frame": written.stat().st_size / len(many)}
 
 
-def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
+def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: dict | None = None) -> dict:
     """The film on ``gpus`` one-GPU workers at ``speed`` ("today" or "goal"), as ray_style
-    works ``now`` or as it had ``landed`` before (raw pixels in transit, flows and PNG work on
-    the driver, a one-thread decode)."""
+    works with the job on the head's disk (``now``), with the job in a bucket and the workers
+    moving the frames (``bucket``: the driver's costs per render from ``storage``), or as it
+    had ``landed`` before (raw pixels in transit, flows and PNG work on the driver, a one-thread
+    decode)."""
     seeded = GPU_SECONDS_PER_500[speed] * AREA_FACTOR * ITERS / 500
     chains = math.ceil(FILM_FRAMES / SEGMENT)
     renders_per_chain = SEGMENT + OVERLAP  # the lead-in frames are rendered by both chains
@@ -137,6 +142,20 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
         decode_s = FILM_FRAMES * (measured["decode_s"] / speedup + measured["png_encode_s"]) \
             + FILM_FRAMES * flow_cpu / cores
         encode_s = FILM_FRAMES * (1 / (measured["x264_fps"] * speedup) + measured["png_decode_s"])
+    elif design == "bucket":
+        chain_seconds = (renders_per_chain - 1) * (seeded + flow_cpu / WORKER_FLOW_SPEEDUP) + 2 * seeded
+        # Per render the driver sends a task naming its inputs and receives a record; the
+        # workers move the frames. Beside the render, the encode reads each final frame back
+        # from the bucket (counted per render below, with the renders' rate), and the decode
+        # before it writes every source frame there.
+        out_bytes = storage["task_bytes"] + storage["render_store_bytes"]
+        in_bytes = storage["result_bytes"] + measured["png_stylized_bytes"] * FILM_FRAMES / (
+            math.ceil(FILM_FRAMES / SEGMENT) * (SEGMENT + OVERLAP))
+        per_render_cpu = storage["render_cpu_ms"] / 1000
+        decode_s = FILM_FRAMES * max(measured["decode_s"] / speedup, measured["png_encode_s"] / cores,
+                                     measured["png_source_bytes"] / NIC_BYTES)
+        encode_s = FILM_FRAMES * max(1 / (measured["x264_fps"] * speedup),
+                                     (measured["png_decode_s"] + measured["sha256_s"]) / cores)
     else:
         # A seeded frame's worker first computes its two flows (and their check) on its own
         # CPUs: 4 vCPUs per GPU on the clusters in cluster/, about 2.5x one core's speed for DIS.
@@ -176,10 +195,13 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
         after_render_s = finished - render_s / limit
     disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
         + renders * measured["png_stylized_bytes"]
+    if design == "bucket":  # the job is in the bucket: the head keeps a temp copy of the output
+        disk = FILM_FRAMES * measured.get("x264_bytes_per_frame", 0)
     return {"gpus": gpus, "speed": speed, "design": design, "seconds_per_seeded_frame": round(seeded, 2),
             "makespan_h": round((decode_s + render_s / limit + after_render_s) / 3600, 2),
             "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
             "gpu_utilization": round(gpu_busy * limit, 3), "frames_per_s": round(frames_per_s * limit, 2),
+            "demand_frames_per_s": frames_per_s,  # what the GPUs could render were the head not in the way
             "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
             "driver_in_MBps": round(frames_per_s * limit * in_bytes / 1e6, 1),
             "nic_share": round(nic * limit, 3), "driver_cores": round(driver_cores * limit, 2),
@@ -188,7 +210,29 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now") -> dict:
             "head_disk_TB": round(disk / 1e12, 2)}
 
 
-def render_markdown(measured: dict, rows: list[dict], command: str) -> str:
+def head_limit(measured: dict, storage: dict, speed: str = "goal") -> dict:
+    """The fewest GPUs at which the head sets the pace (its cores or its NIC) with the job in
+    a bucket, and the same for its render loop alone (tasks and records, the encode aside)."""
+    def first(check) -> int | None:
+        for gpus in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
+            if check(gpus):
+                return gpus
+        return None
+
+    whole = first(lambda g: model(measured, g, speed, "bucket", storage)["driver_bound"])
+    loop = first(lambda g: _render_loop_bound(measured, g, speed, storage))
+    return {"whole_head": whole, "render_loop": loop}
+
+
+def _render_loop_bound(measured: dict, gpus: int, speed: str, storage: dict) -> bool:
+    """Whether the render loop alone (no decode or encode on the head) would set the pace."""
+    demand = model(measured, gpus, speed, "bucket", storage)["demand_frames_per_s"]
+    cpu = demand * storage["render_cpu_ms"] / 1000
+    nic = demand * (storage["task_bytes"] + storage["result_bytes"] + storage["render_store_bytes"])
+    return cpu > HEAD_CORES["bucket"] or nic > NIC_BYTES
+
+
+def render_markdown(measured: dict, rows: list[dict], command: str, limits: dict | None = None) -> str:
     lines = [BEGIN, "## Scale model: a 2-hour film at 1080p (24 fps) on 8, 64 and 256 GPUs", "",
              f"`{command}` — {measured['date']}. Per-frame costs measured on this machine (one core each, "
              f"{measured['source']}): PNG {measured['png_source_bytes'] / 1e6:.2f} MB per source frame, "
@@ -209,6 +253,13 @@ def render_markdown(measured: dict, rows: list[dict], command: str) -> str:
                      f"{r['driver_out_MBps']} | {r['driver_in_MBps']} | {r['nic_share']:.0%} | "
                      f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['encode_h']} | "
                      f"{r['after_render_min']} | {r['head_disk_TB']} |")
+    if limits:
+        lines += ["", "With the job in a bucket (the `bucket` rows: the driver's bytes per render from "
+                  "benchmarks/storage.py, its CPU per render from the same run kept busy — the loop's thread and "
+                  "the store client's thread together), at goal speed the head sets the pace from "
+                  f"**{limits['whole_head'] or 'more than 65,536'} GPUs** on, because it still decodes the film and "
+                  "reads every final frame back to encode it; its render loop alone (tasks, records, the page) "
+                  f"would from **{limits['render_loop'] or 'more than 65,536'} GPUs**."]
     lines += [END, ""]
     return "\n".join(lines)
 
@@ -219,16 +270,36 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     measured = json.loads(RESULTS.read_text())["measured"] if args.rewrite else measure()
-    rows = [model(measured, gpus, speed, design) for design in ("landed", "now") for speed in ("today", "goal")
+    storage = _storage_row()
+    designs = ("landed", "now", "bucket") if storage else ("landed", "now")
+    rows = [model(measured, gpus, speed, design, storage) for design in designs for speed in ("today", "goal")
             for gpus in (8, 64, 256)]
-    RESULTS.write_text(json.dumps({"measured": measured, "rows": rows}, indent=1))
-    block = render_markdown(measured, rows, "python -m benchmarks.scale_model")
+    limits = head_limit(measured, storage) if storage else None
+    RESULTS.write_text(json.dumps({"measured": measured, "rows": rows, "limits": limits}, indent=1))
+    block = render_markdown(measured, rows, "python -m benchmarks.scale_model", limits)
     print(block)
     if not args.no_write:
         from benchmarks.suite import write_benchmarks
 
         write_benchmarks(block, ROOT / "BENCHMARKS.md", BEGIN, END)
     return 0
+
+
+def _storage_row() -> dict | None:
+    """The bucket run of benchmarks/storage.py, when it has been measured: its bytes per render
+    from the full-size run, its CPU per render from the busy one (frames back as fast as the
+    loop turns), the loop's thread and the store client's thread together."""
+    if not STORAGE.exists():
+        return None
+    results = json.loads(STORAGE.read_text())
+    rows = [r for r in results["rows"] if r["where"] == "bucket"]
+    busy = [r for r in results.get("busy", []) if r["where"] == "bucket"]
+    if not rows:
+        return None
+    row = dict(rows[0])
+    if busy:
+        row["render_cpu_ms"] = busy[0]["render_cpu_ms"] + busy[0].get("client_cpu_ms", 0.0)
+    return row
 
 
 if __name__ == "__main__":
