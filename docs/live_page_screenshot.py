@@ -19,7 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from ray_style.job import Layout, read_records
+from ray_style.job import Layout
+from ray_style.store import read_records
 from ray_style.page import LivePage
 from ray_style.serve import make_server
 

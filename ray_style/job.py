@@ -31,7 +31,6 @@ finds its files by the keys :mod:`ray_style.job` names (:class:`Layout` for a lo
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -131,74 +130,6 @@ def describe_facts(facts: dict) -> str:
         text += f" with {facts['threads']} torch threads"
     switches = [name for name in ("compile", "graphs") if facts.get(name)]
     return text + (f" ({' and '.join(switches)})" if switches else "")
-
-
-# ---------------------------------------------------------------- records
-def parse_line(line: str) -> dict | None:
-    """One JSON record, or None. A line cut short by a crash has the next run's record glued to
-    its end (the writer appends after the torn bytes): that record is recovered."""
-    line = line.strip()
-    if not line:
-        return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        record = None
-        start = line.find("{", 1)
-        while start != -1 and record is None:
-            try:
-                record = json.loads(line[start:])
-            except json.JSONDecodeError:
-                start = line.find("{", start + 1)
-    return record if isinstance(record, dict) else None
-
-
-def read_records(path) -> list[dict]:
-    """The dict records of a JSON-lines file (see :func:`parse_line`); [] when it is missing
-    or not a file."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return []
-    return [record for record in map(parse_line, text.splitlines()) if record is not None]
-
-
-class Tail:
-    """New whole records of an append-only JSON-lines file since the last call.
-
-    A last line without its newline (being written, or torn by a crash) is left for the next
-    call; a file that shrank or was replaced (``--restart``) is read again from the start.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.offset = 0
-        self.identity: tuple[int, int] | None = None
-
-    def read(self) -> tuple[list[dict], bool]:
-        """``(records, restarted)``: ``restarted`` when the file was replaced or truncated."""
-        try:
-            stat = os.stat(self.path)
-        except FileNotFoundError:
-            restarted = self.offset > 0
-            self.offset, self.identity = 0, None
-            return [], restarted
-        restarted = False
-        if self.identity not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self.offset:
-            self.offset, restarted = 0, True
-        self.identity = (stat.st_dev, stat.st_ino)
-        if stat.st_size == self.offset:
-            return [], restarted
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read(stat.st_size - self.offset)
-        except IsADirectoryError:
-            return [], restarted
-        whole = data.rfind(b"\n") + 1
-        self.offset += whole
-        records = [parse_line(line) for line in data[:whole].decode("utf-8", "replace").splitlines()]
-        return [r for r in records if r is not None], restarted
 
 
 def _store_json(store: Store, key: str):
@@ -592,7 +523,7 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
         except OSError as error:
             raise JobError(f"cannot create job directory {store.root}: {error.strerror}") from None
     store.write(MARKER, json.dumps({"tool": "ray-style"}).encode())
-    hold = store.hold(f"ray-style pid {os.getpid()}")
+    hold = store.hold("ray-style")  # the lease adds host and pid
     try:
         # What a kill -9 mid-write left; we hold the job, nobody writes.
         swept = remove_stale_temps(store.root) if isinstance(store, LocalStore) else 0
@@ -739,6 +670,6 @@ def job_flows(root, size: tuple[int, int]):
 
 
 __all__ = ["Job", "Layout", "DamagedFile", "open_job", "is_job_dir", "job_seams", "job_flows", "remove_stale_temps",
-           "read_log", "read_events", "read_records", "read_manifest", "Tail", "parse_line",
+           "read_log", "read_events", "read_manifest",
            "is_locked", "job_status", "manifest_fingerprint", "describe_facts", "MARKER", "source_key",
            "frame_key", "flow_key", "thumb_key", "damage_of", "FRAMES", "EVENTS", "PAGE", "REPORT"]

@@ -8,7 +8,7 @@ Everything that comes from the input or the job directory (paths, worker names, 
 details) is HTML-escaped: nothing in a job directory may execute in the browser.
 
 :class:`LivePage` tails ``frames.jsonl`` and ``events.jsonl`` from where it last stopped
-(job.Tail), so a refresh costs the new lines only, however long the job; :func:`render_html`
+(store.Tail), so a refresh costs the new lines only, however long the job; :func:`render_html`
 is pure. Charts and contact sheets are :mod:`ray_style.figures`'.
 """
 from __future__ import annotations

@@ -319,6 +319,73 @@ class Hold:
         pass
 
 
+def parse_line(line: str) -> dict | None:
+    """One JSON record, or None. A line cut short by a crash has the next run's record glued to
+    its end (the writer appends after the torn bytes): that record is recovered."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+        start = line.find("{", 1)
+        while start != -1 and record is None:
+            try:
+                record = json.loads(line[start:])
+            except json.JSONDecodeError:
+                start = line.find("{", start + 1)
+    return record if isinstance(record, dict) else None
+
+
+def read_records(path) -> list[dict]:
+    """The dict records of a JSON-lines file (see :func:`parse_line`); [] when it is missing
+    or not a file."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return []
+    return [record for record in map(parse_line, text.splitlines()) if record is not None]
+
+
+class Tail:
+    """New whole records of an append-only JSON-lines file since the last call.
+
+    A last line without its newline (being written, or torn by a crash) is left for the next
+    call; a file that shrank or was replaced (``--restart``) is read again from the start.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.offset = 0
+        self.identity: tuple[int, int] | None = None
+
+    def read(self) -> tuple[list[dict], bool]:
+        """``(records, restarted)``: ``restarted`` when the file was replaced or truncated."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            restarted = self.offset > 0
+            self.offset, self.identity = 0, None
+            return [], restarted
+        restarted = False
+        if self.identity not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self.offset:
+            self.offset, restarted = 0, True
+        self.identity = (stat.st_dev, stat.st_ino)
+        if stat.st_size == self.offset:
+            return [], restarted
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(stat.st_size - self.offset)
+        except IsADirectoryError:
+            return [], restarted
+        whole = data.rfind(b"\n") + 1
+        self.offset += whole
+        records = [parse_line(line) for line in data[:whole].decode("utf-8", "replace").splitlines()]
+        return [r for r in records if r is not None], restarted
+
+
 class LocalStore(Store):
     """A folder on this machine (or a shared volume): atomic, durable writes; records are
     lines of JSON-lines files; the job is held by an flock."""
@@ -391,13 +458,9 @@ class LocalStore(Store):
             os.fsync(handle.fileno())
 
     def records(self, log: str) -> list[dict]:
-        from .job import read_records
-
         return read_records(self.path(f"{log}.jsonl"))
 
     def tail(self, log: str):
-        from .job import Tail
-
         return Tail(self.path(f"{log}.jsonl"))
 
     def hold(self, holder: str) -> Hold:
@@ -673,4 +736,4 @@ def open_store(place) -> Store:
 
 __all__ = ["Location", "location", "resolved", "is_remote", "scheme", "read_bytes", "exists", "ffmpeg_input",
            "identity", "upload", "check_writable", "write_bytes", "Store", "LocalStore", "ObjectStore", "Lease", "Hold",
-           "open_store", "filesystem", "LEASE_SECONDS"]
+           "open_store", "filesystem", "parse_line", "read_records", "Tail", "LEASE_SECONDS"]

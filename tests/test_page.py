@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ray_style import figures, job
+from ray_style import figures, store
 from ray_style.errors import StorageError
 from ray_style.images import save_image
-from ray_style.job import Tail
 from ray_style.page import LivePage, Snapshot, eta_seconds, format_duration, recent_rate, render_html
+from ray_style.store import Tail
 
 from .conftest import rgb
 
@@ -125,8 +125,8 @@ def test_live_page_state_grows_incrementally(tmp_path, monkeypatch):
     finish(root, 1)
     live.update()
     read = []
-    original = job.parse_line
-    monkeypatch.setattr(job, "parse_line", lambda line: read.append(line) or original(line))
+    original = store.parse_line
+    monkeypatch.setattr(store, "parse_line", lambda line: read.append(line) or original(line))
     finish(root, 2)
     with open(root / "frames.jsonl", "a") as log:
         log.write('{"chain": 0, "frame": 3, "ti')  # torn by a crash
