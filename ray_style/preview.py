@@ -58,14 +58,7 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
     ``output`` (a PNG or JPEG). ``progress(done, total)`` after each look's stills. Every look
     is checked (its styles, weights and settings) before the first still renders."""
     started = time.perf_counter()
-    place = store.location(output)
-    if place.remote:
-        if place.suffix.lower() not in images.SAVE_FORMATS:
-            raise InputError(f"cannot save {place}: unknown extension '{place.suffix}'")
-        store.check_writable(place, "contact sheet")
-    else:
-        output = images.check_image_output(output, [p for p in (input_path, *(s for look in looks for s in look.styles))
-                                                    if not store.is_remote(p)])
+    output = _sheet_output(output, [input_path, *(s for look in looks for s in look.styles)])
     try:
         info = video.probe(store.ffmpeg_input(input_path), label=str(input_path))
     except FileNotFoundError:
@@ -103,19 +96,36 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
     sheet = contact_sheet([("source frames " + ", ".join(map(str, numbers)), [(None, s) for s in sources])]
                           + [(look.label, [(None, tile) for tile in row]) for look, row in zip(looks, rows)],
                           tile=(width, height))
-    if place.remote:
-        import io
-
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.fromarray(sheet).save(buffer, format=images.SAVE_FORMATS[place.suffix.lower()])
-        store.write_bytes(place, buffer.getvalue())
-    else:
-        images.save_image(sheet, output)
+    _save_sheet(sheet, output)
     seconds = time.perf_counter() - started
     renders = len(looks) * len(numbers)
     return PreviewResult(output, tuple(numbers), tuple(looks), seconds, seconds / max(renders, 1), tuple(losses))
+
+
+def _sheet_output(output, inputs: list):
+    """Where the contact sheet goes, checked before any work: a local image path that is none
+    of the inputs, or a URL whose bucket takes a write from these credentials."""
+    place = store.location(output)
+    if not place.remote:
+        return images.check_image_output(output, [p for p in inputs if not store.is_remote(p)])
+    if place.suffix.lower() not in images.SAVE_FORMATS:
+        raise InputError(f"cannot save {place}: unknown extension '{place.suffix}'")
+    store.check_writable(place, "contact sheet")
+    return output
+
+
+def _save_sheet(sheet: np.ndarray, output) -> None:
+    place = store.location(output)
+    if not place.remote:
+        images.save_image(sheet, output)
+        return
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format=images.SAVE_FORMATS[place.suffix.lower()])
+    store.write_bytes(place, buffer.getvalue())  # one object, written whole
 
 
 def _grams(weights: Weights, settings: VideoSettings, artworks) -> dict:
