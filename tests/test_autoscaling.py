@@ -16,14 +16,17 @@ import yaml
 
 from ray_style import video
 from ray_style.runner import stylize_video
-from ray_style.settings import ExecutorOptions
+from ray_style.settings import ExecutorOptions, StyleSettings
 from tests.conftest import kill_when_sent, redone_frames, worker_pid
 from tests.test_runner import CLIP, STYLE, TINY, frames_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-# Three chains of 4 frames (plus lead-ins): work for several nodes.
-JOB = dataclasses.replace(TINY, segment_length=4, overlap=1)
+# Three chains of 4 frames (plus lead-ins), with the paper's five VGG blocks: frames long
+# enough that the job outlasts the autoscaler's start of a second node.
+JOB = dataclasses.replace(TINY, segment_length=4, overlap=1,
+                          style=dataclasses.replace(TINY.style, content_layers=StyleSettings().content_layers,
+                                                    style_layers=StyleSettings().style_layers))
 
 
 def free_port() -> int:

@@ -15,6 +15,8 @@ size = 32
 iters = 4
 content_weight = 1.0
 style_weight = 1000.0
+content_layers = ["relu2_1"]  # two VGG blocks: a third of the paper's evaluation
+style_layers = ["relu1_1", "relu2_1"]
 segment_length = 12
 
 [[job]]
