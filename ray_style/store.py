@@ -647,7 +647,8 @@ class ObjectTail:
         keys = sorted(self.store.sizes(self.log))
         listed = set(keys)
         self.listed = True
-        return [record for _, record in self.store.keyed_records(keys)] +             [record for key, record in mine if key not in listed], False
+        fetched = [record for _, record in self.store.keyed_records(keys)]
+        return fetched + [record for key, record in mine if key not in listed], False
 
 
 class Lease(Hold):
