@@ -89,12 +89,19 @@ def _packet_times(path, selector: str) -> list[float]:
     return [start for start, _ in _packets(path, selector)]
 
 
-def _ffmpeg_children() -> list[str]:
-    tasks = Path("/proc/self/task")
-    if not tasks.exists() or not any((t / "children").exists() for t in tasks.iterdir()):
-        pytest.skip("cannot list child processes here")
-    kids = [k for t in tasks.iterdir() for k in (t / "children").read_text().split()]
-    return [k for k in kids if Path(f"/proc/{k}").exists() and b"ffmpeg" in Path(f"/proc/{k}/cmdline").read_bytes()]
+def _ffmpeg_children() -> list[int]:
+    """This process's ffmpeg children (psutil: /proc/self/task/*/children raced with threads
+    that ended while it was read)."""
+    import psutil
+
+    kids = []
+    for child in psutil.Process().children():
+        try:
+            if "ffmpeg" in " ".join(child.cmdline()):
+                kids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+    return kids
 
 
 def _good_output(folder) -> tuple[Path, bytes]:
