@@ -89,19 +89,25 @@ def _packet_times(path, selector: str) -> list[float]:
     return [start for start, _ in _packets(path, selector)]
 
 
-def _ffmpeg_children() -> list[int]:
-    """This process's ffmpeg children (psutil: /proc/self/task/*/children raced with threads
-    that ended while it was read)."""
-    import psutil
-
-    kids = []
-    for child in psutil.Process().children():
+def _ffmpeg_children() -> list[str]:
+    """This process's ffmpeg children, from each thread's /proc children list; a thread (or a
+    child) that ends while they are read is passed over."""
+    tasks = Path("/proc/self/task")
+    if not tasks.exists() or not any((t / "children").exists() for t in tasks.iterdir()):
+        pytest.skip("cannot list child processes here")
+    found = []
+    for task in tasks.iterdir():
         try:
-            if "ffmpeg" in " ".join(child.cmdline()):
-                kids.append(child.pid)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            kids = (task / "children").read_text().split()
+        except FileNotFoundError:
             continue
-    return kids
+        for kid in kids:
+            try:
+                if b"ffmpeg" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    found.append(kid)
+            except FileNotFoundError:
+                continue
+    return found
 
 
 def _good_output(folder) -> tuple[Path, bytes]:
