@@ -127,12 +127,7 @@ def _template(template, video: str, style: str) -> str:
             raise InputError(f"matrix output template uses {{{name}}}: only {{input}} and {{style}} are known")
         if spec or conversion:
             raise InputError(f"matrix output template {template!r}: write {{{name}}} plainly (no format spec)")
-    return template.format(input=_stem(video), style=_stem(style))
-
-
-def _stem(text: str) -> str:
-    name = store.location(text).name
-    return name[:name.rfind(".")] if "." in name else name
+    return template.format(input=store.location(video).stem, style=store.location(style).stem)
 
 
 def _entries(path: Path, spec: dict) -> list[dict]:

@@ -66,14 +66,13 @@ class VideoResult:
 def default_job_dir(output) -> store.Location:
     """``OUT.job`` beside ``OUT.mp4`` (in the same bucket, for an object-store output)."""
     place = store.location(output)
-    return place.sibling(place.name[:-len(place.suffix)] + ".job" if place.suffix else place.name + ".job")
+    return place.sibling(place.stem + ".job")
 
 
 def range_output(output, frames: tuple[int, int]) -> store.Location:
     """Where ``--frames A:B`` writes: beside the whole video's output, named for the range."""
     place = store.location(output)
-    stem = place.name[:-len(place.suffix)] if place.suffix else place.name
-    return place.sibling(f"{stem}.frames{frames[0]}-{frames[1] - 1}{place.suffix}")
+    return place.sibling(f"{place.stem}.frames{frames[0]}-{frames[1] - 1}{place.suffix}")
 
 
 def min_side(layers) -> int:

@@ -89,6 +89,10 @@ class Location:
         name = self.name
         return name[name.rfind("."):] if "." in name else ""
 
+    @property
+    def stem(self) -> str:
+        return self.name[:-len(self.suffix)] if self.suffix else self.name
+
     def path(self) -> Path:
         if self.remote:
             raise ValueError(f"{self.text} is not a local path")
