@@ -4,6 +4,8 @@ Pillow's decompression-bomb limit stays on. Every save is atomic.
 """
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,12 +158,21 @@ def save_image(image: np.ndarray, path, compress_level: int = 6, durable: bool =
     """Write ``image`` atomically (and fsynced unless ``durable`` is False, see
     :func:`files.atomic_path`); the format follows the extension."""
     path = check_image_output(path)
-    fmt = SAVE_FORMATS[path.suffix.lower()]
-    options = {"compress_level": compress_level} if fmt == "PNG" else {"quality": 95} if fmt == "JPEG" else {}
+    data = image_bytes(image, path.suffix, compress_level)
     with atomic_path(path, durable=durable) as temp:
-        Image.fromarray(image).save(temp, format=fmt, **options)
+        temp.write_bytes(data)
     return path
 
 
+def image_bytes(image: np.ndarray, suffix: str, compress_level: int = 6) -> bytes:
+    """``image`` encoded in the format ``suffix`` names (``.png``, ``.jpg``, …), as
+    :func:`save_image` writes it."""
+    fmt = SAVE_FORMATS[suffix.lower()]
+    options = {"compress_level": compress_level} if fmt == "PNG" else {"quality": 95} if fmt == "JPEG" else {}
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
 __all__ = ["load_image", "to_rgb", "fit_long_edge", "resize", "resize_long_edge", "to_tensor", "to_uint8",
-           "transfer_colors", "save_image", "check_image_output"]
+           "transfer_colors", "save_image", "image_bytes", "check_image_output"]

@@ -119,13 +119,7 @@ def _save_sheet(sheet: np.ndarray, output) -> None:
     if not place.remote:
         images.save_image(sheet, output)
         return
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(sheet).save(buffer, format=images.SAVE_FORMATS[place.suffix.lower()])
-    store.write_bytes(place, buffer.getvalue())  # one object, written whole
+    store.write_bytes(place, images.image_bytes(sheet, place.suffix))  # one object, written whole
 
 
 def _grams(weights: Weights, settings: VideoSettings, artworks) -> dict:
