@@ -310,16 +310,6 @@ def cmd_batch(args) -> int:
     return 1 if failed else 0
 
 
-def _probe(text: str):
-    """A video at a local path or a URL, probed where it is."""
-    from . import store, video
-
-    try:
-        return video.probe(store.ffmpeg_input(text), label=text)
-    except FileNotFoundError:
-        raise InputError(f"video not found: {text}") from None
-
-
 def _check_report_dir(folder) -> None:
     """Before any work: the report folder exists (or can be made) and takes files."""
     import os
@@ -365,6 +355,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import EvaluationInputs, evaluate
     from .job import job_flows, job_seams
     from .page import write_report
+    from .runner import probe_video
     from .weights import load_weights
 
     if args.report_dir:
@@ -374,7 +365,7 @@ def cmd_evaluate(args) -> int:
         style, job_styles, identity = _job_look(args.job)
         style_paths = style_paths or job_styles
     device = optimize.resolve_device(args.device)
-    out_info, src_info = _probe(args.output), _probe(args.source)
+    out_info, src_info = probe_video(args.output), probe_video(args.source)
     styles = [images.load_image(path) for path in style_paths] if style_paths else None
     weights = load_weights(args.weights) if styles else None
     if weights is not None and identity is not None and weights.identity != identity:

@@ -21,7 +21,7 @@ from .errors import InputError
 from .executor import Executor, drive, make_executor
 from .figures import contact_sheet
 from .render import FrameOutput, FrameTask, frame_seed
-from .runner import resolve_settings
+from .runner import probe_video, resolve_settings
 from .settings import ExecutorOptions, VideoSettings
 from .weights import Weights, load_weights
 
@@ -59,10 +59,7 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
     is checked (its styles, weights and settings) before the first still renders."""
     started = time.perf_counter()
     output = _sheet_output(output, [input_path, *(s for look in looks for s in look.styles)])
-    try:
-        info = video.probe(store.ffmpeg_input(input_path), label=str(input_path))
-    except FileNotFoundError:
-        raise InputError(f"video not found: {input_path}") from None
+    info = probe_video(input_path)
     numbers = pick_frames(frames, info.frames)
     weights: dict[str, Weights] = {}
     resolved = []

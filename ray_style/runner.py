@@ -152,6 +152,15 @@ def _where_written(place, what: str) -> store.Location:
     return store.resolved(place)
 
 
+def probe_video(place) -> video.VideoInfo:
+    """A video at a local path or a URL, probed where it is (a URL through ffmpeg's own reads)."""
+    place = store.location(place)
+    try:
+        return video.probe(store.ffmpeg_input(place), label=place.text)
+    except FileNotFoundError:
+        raise InputError(f"video not found: {place}") from None
+
+
 def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights: str | Weights | None = None,
             job_dir=None, frames: tuple[int, int] | None = None, report: bool = True) -> JobRequest:
     """Check every input and option and resolve the settings, before anything is created.
@@ -172,10 +181,7 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
         raise InputError("give at least one style image")
     if frames is not None and settings.passes > 1:
         raise InputError("--frames renders a range with --passes 0 or 1; passes over the whole video need it all")
-    try:
-        info = video.probe(store.ffmpeg_input(source), label=source.text)
-    except FileNotFoundError:
-        raise InputError(f"video not found: {source}") from None
+    info = probe_video(source)
     video.plan_audio(info, target.text)  # an audio track no container can take fails now, not after rendering
     styles = [images.load_image(place.text) for place in styles_at]
     weights = weights if isinstance(weights, Weights) else load_weights(weights or settings.style.weights)
