@@ -176,7 +176,7 @@ def two_one_cpu_nodes():
 
 def test_two_one_cpu_nodes_get_one_feasible_worker_each(tmp_path, two_one_cpu_nodes):
     # One 12-frame chain by default; it used to ask for one 2-CPU actor no node has, and hang.
-    settings = dataclasses.replace(TINY, segment_length=48)
+    settings = dataclasses.replace(TINY, segment_length=48, style=JOB.style)  # five blocks: both nodes get frames
     result = stylize_video(CLIP, [STYLE], tmp_path / "out.mp4", settings, weights="random", report=False,
                            executor=ExecutorOptions(address=two_one_cpu_nodes.address, placement_timeout=60))
     assert result.chains == 2  # cut for the two workers
