@@ -24,11 +24,14 @@ generated from the same settings table (ray_style.settings), checked against the
 and validated by the same code, so a batch job's manifest equals the same job run from the
 command line; an error names the key as the spec spells it. Each job is an ordinary resumable
 video job (its own job directory); the pool's actors, and their models when the weights are the
-same, are reused from job to job. A job that cannot be read or that fails is reported, and the
-others still run.
+same, are reused from job to job. Every job is checked before Ray starts (inputs found, options
+valid, outputs writable; an output's missing local folder is created: ``out/`` above is where the
+user wants the files). A job that cannot be read, checked or run is reported, and the others
+still run.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import string
 from dataclasses import dataclass
@@ -202,6 +205,31 @@ def read_spec(path) -> list[BatchJob]:
     return jobs
 
 
+def _checked(job: BatchJob, weights: dict) -> BatchJob:
+    """``job`` checked as its run will check it (inputs found and readable, options valid, output
+    writable), with its output's local folder created first: a spec's ``out/{input}.mp4`` says
+    where the user wants the files. A job that cannot run carries its error; loaded weights are
+    kept in ``weights`` by name for the runs."""
+    from .files import make_folder
+    from .runner import prepare
+
+    if job.error is not None:
+        return job
+    try:
+        if not job.output.remote:
+            make_folder(Path(job.output.text).parent, "the output's folder")
+        name = job.settings.style.weights
+        if name not in weights:
+            from .weights import load_weights
+
+            weights[name] = load_weights(name)
+        prepare(job.input.text, [s.text for s in job.styles], job.output.text, job.settings, weights=weights[name],
+                job_dir=job.job_dir.text if job.job_dir else None)
+    except RayStyleError as error:
+        return dataclasses.replace(job, error=str(error))
+    return job
+
+
 def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None) -> list[BatchOutcome]:
     """Run every job on one pool made from ``options`` (an ExecutorOptions); ``on_job(index,
     job)`` before each, ``progress`` as for video. A job that fails never stops the others."""
@@ -210,6 +238,8 @@ def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None)
     from .settings import ExecutorOptions
 
     options = (options or ExecutorOptions()).validate()
+    weights: dict = {}
+    jobs = [_checked(job, weights) for job in jobs]  # every job's inputs and outputs, before Ray starts
     pool = None
     outcomes = []
     try:
@@ -220,11 +250,12 @@ def run_batch(jobs: list[BatchJob], options=None, *, on_job=None, progress=None)
                 outcomes.append(BatchOutcome(job, False, job.error))
                 continue
             try:
-                if pool is None:  # started on the first runnable job, after the spec's errors are known
+                if pool is None:  # started on the first runnable job, after every job was checked
                     pool = make_executor(options)
                 result = stylize_video(job.input.text, [s.text for s in job.styles], job.output.text, job.settings,
                                        job_dir=job.job_dir.text if job.job_dir else None, restart=job.restart,
-                                       progress=progress, executor=pool)
+                                       progress=progress, executor=pool,
+                                       weights=weights.get(job.settings.style.weights))
                 outcomes.append(BatchOutcome(job, True, f"{result.frames} frames, {result.rendered} rendered",
                                              result.frames, result.rendered, result.seconds))
             except RayStyleError as error:

@@ -315,19 +315,12 @@ def _check_report_dir(folder) -> None:
     import os
 
     from . import store
-    from .files import storage_errors
+    from .files import make_folder
 
     if store.is_remote(folder):
         store.check_writable(str(folder).rstrip("/") + "/evaluation.json", "--report-dir")
         return
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--report-dir {folder} is a file: give a folder")
-    try:
-        with storage_errors(folder):
-            folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # not a storage failure: a file in the path, a path that cannot be
-        raise InputError(f"cannot create --report-dir {folder}: {error.strerror}") from None
+    folder = make_folder(folder, "--report-dir")
     if not os.access(folder, os.W_OK):
         raise InputError(f"--report-dir {folder} is not writable: give a folder you can write to")
 

@@ -121,6 +121,22 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
+def make_folder(folder, what: str = "folder") -> Path:
+    """Create ``folder`` (and its parents) unless it is there: a full or read-only disk raises
+    StorageError; a file in the way, or no permission, InputError naming ``what``."""
+    from .errors import InputError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file: give a folder")
+    try:
+        with storage_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # not a storage failure: a file in the path, a path that cannot be
+        raise InputError(f"cannot create {what} {folder}: {error.strerror}") from None
+    return folder
+
+
 def check_writable_output(path, inputs=()) -> Path:
     """Raise InputError unless ``path`` can be created (its folder exists and is writable)
     and is none of ``inputs`` (an output never replaces what it is made from)."""
@@ -140,5 +156,5 @@ def check_writable_output(path, inputs=()) -> Path:
     return path
 
 
-__all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable_output", "storage_errors",
+__all__ = ["atomic_path", "make_folder", "write_text_atomic", "sha256_file", "check_writable_output", "storage_errors",
            "storage_message", "fsync_path", "STORAGE_ERRNOS"]

@@ -178,3 +178,44 @@ def test_a_nan_weight_in_toml_is_refused(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text('[[job]]\ninput = "a.mp4"\nstyles = ["s.jpg"]\noutput = "o.mp4"\ntv_weight = nan\n')
     assert "option 'tv_weight' must be a finite number, got nan" in read_spec(spec)[0].error
+
+
+def test_a_templates_folder_is_made_and_every_job_is_checked_before_the_pool_starts(tmp_path, monkeypatch):
+    """The docstring's example writes to out/{input}_{style}.mp4: the folder is the user's intent.
+    A job that cannot run is known before any worker is asked for."""
+    from ray_style import executor
+
+    spec = tmp_path / "spec.toml"
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    spec.write_text(TOML.split("[[job]]")[0] + f"""
+[[job]]
+input = "{tmp_path / 'missing.mp4'}"
+styles = ["{SAMPLES / 'starry_night.jpg'}"]
+output = "a.mp4"
+
+[[job]]
+input = "{DATA / 'bunny_12f.mp4'}"
+styles = ["{tmp_path / 'no_such_art.jpg'}"]
+output = "b.mp4"
+
+[[job]]
+input = "{DATA / 'bunny_12f.mp4'}"
+styles = ["{SAMPLES / 'starry_night.jpg'}"]
+output = "taken/c.mp4"
+""")
+    monkeypatch.setattr(executor, "make_executor", lambda *a, **k: pytest.fail("a pool was started"))
+    outcomes = run_batch(read_spec(spec), ExecutorOptions(kind="local"))
+    assert [o.ok for o in outcomes] == [False, False, False]
+    assert "video not found" in outcomes[0].detail and "no_such_art.jpg" in outcomes[1].detail
+    assert "the output's folder" in outcomes[2].detail and "taken is a file" in outcomes[2].detail
+    assert not any(p.name.endswith(".job") for p in tmp_path.iterdir())  # nothing made for jobs that cannot run
+    monkeypatch.undo()
+    spec.write_text(TOML.split("[[job]]")[0] + f"""
+[matrix]
+inputs = ["{DATA / 'bunny_12f.mp4'}"]
+styles = ["{SAMPLES / 'starry_night.jpg'}"]
+output = "out/deeper/{{input}}_{{style}}.mp4"
+""")
+    (outcome,) = run_batch(read_spec(spec), ExecutorOptions(kind="local"))
+    assert outcome.ok, outcome.detail
+    assert (tmp_path / "out" / "deeper" / "bunny_12f_starry_night.mp4").is_file()
