@@ -390,7 +390,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_status(args) -> int:
     from . import store
-    from .job import Layout, job_status
+    from .job import NEWS_EVENTS, Layout, job_status
 
     status = job_status(args.job_dir)
     if args.serve and store.is_remote(args.job_dir):
@@ -430,8 +430,11 @@ def cmd_status(args) -> int:
         left = status["renders_total"] - status["renders_done"]
         print(f"  {status['mean_seconds_per_frame']:.2f} s per frame per worker; {left} left; "
               f"workers seen: {', '.join(status['workers'])}")
-    if status["events"]:
-        print("  events: " + ", ".join(f"{count} {kind}" for kind, count in sorted(status["events"].items())))
+    problems = {kind: count for kind, count in status["events"].items() if kind not in NEWS_EVENTS}
+    if problems:
+        print("  events: " + ", ".join(f"{count} {kind}" for kind, count in sorted(problems.items())))
+    if status["events"].get("joined"):
+        print(f"  {_plural(status['events']['joined'], 'worker')} joined")
     return 0
 
 

@@ -10,7 +10,7 @@ pool lives in :mod:`ray_style.workers`, the only module that imports Ray.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from .errors import FrameError, RayStyleError, StorageError
 from .plan import ChainScheduler, FrameJob
@@ -29,6 +29,17 @@ class Reopen(Exception):
         self.renders = renders
 
 Result = tuple[FrameJob, FrameOutput | BaseException]
+
+
+class Note(NamedTuple):
+    """Something worth telling the user about the pool, logged as a job event of its ``kind``:
+    ``joined`` (a worker is ready: news, not a failure), ``warning``, ``lost``, ``replaced`` or
+    ``dropped``."""
+
+    kind: str
+    text: str
+    worker: str | None = None
+
 
 
 class Executor(Protocol):
@@ -66,7 +77,7 @@ class Executor(Protocol):
     def drain(self) -> list[Result]:
         """The job is ending: wait for its calls in flight and return what they made."""
 
-    def notes(self) -> list[str]:
+    def notes(self) -> list[Note]:
         """New things worth telling the user (workers joined or lost, warnings)."""
 
     def close(self) -> None: ...
@@ -118,10 +129,10 @@ class LocalExecutor:
         self.queue.clear()  # nothing runs between calls here
         return []
 
-    def notes(self) -> list[str]:
+    def notes(self) -> list[Note]:
         if self.cache.warning and not self._told:
             self._told = True
-            return [self.cache.warning]
+            return [Note("warning", self.cache.warning)]
         return []
 
     def close(self) -> None:
@@ -141,7 +152,7 @@ def make_executor(options: ExecutorOptions, parallel: int | None = None) -> Exec
 
 def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[FrameJob, bool], FrameTask | None],
           store: Callable[[FrameJob, FrameOutput], None], *, is_done: Callable[[int, int], bool],
-          on_stored: Callable[[int], None] | None = None, on_note: Callable[[str], None] | None = None,
+          on_stored: Callable[[int], None] | None = None, on_note: Callable[[Note], None] | None = None,
           on_failure: Callable[[FrameJob, BaseException, int], None] | None = None,
           on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None) -> int:
     """The driver loop, one for every job and preview: hand the frames of ``sequences``

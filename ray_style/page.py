@@ -30,7 +30,7 @@ from PIL import Image
 from . import video
 from .codec import THUMB_WIDTH, jpeg_bytes, png_bytes, thumbnail
 from .figures import CHART_CSS, chart_file, chart_svg, contact_sheet
-from .job import EVENTS, FRAMES, MANIFEST, PAGE, REPORT, frame_key, source_key, thumb_key
+from .job import EVENTS, FRAMES, MANIFEST, NEWS_EVENTS, PAGE, REPORT, frame_key, source_key, thumb_key
 from .store import LocalStore, Store, open_store
 
 STATES = ("running", "finished", "failed", "stopped")
@@ -38,10 +38,10 @@ LATEST = 6  # thumbnails shown, newest first
 RATE_WINDOW = 50  # recent renders the frame rate and ETA are measured over
 WORKER_WINDOW = 20  # recent renders per worker for its frames per second
 EVENTS_SHOWN = 30
-FAILURE_KINDS = ("failed", "redone", "repaired", "warning")
+INLINE_VIDEO_BYTES = 16 << 20  # a finished report's side-by-side video up to this size is kept inside the page
 # Repeated in the page itself, for when the file is opened without our server (shared).
 # frame-ancestors is left out: Chromium ignores it in a <meta> and says so in the console.
-META_CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
+META_CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self' data:; style-src 'unsafe-inline'; "
             "base-uri 'none'; form-action 'none'")
 
 
@@ -138,6 +138,8 @@ class Snapshot:
     refresh_s: int = 5
     links: list[str] = field(default_factory=list)  # report files beside index.html
     sheet: str | None = None  # the finished report's contact sheet, a data: URI (the page stays whole alone)
+    side_by_side: str | None = None  # its side-by-side video, a data: URI when small enough
+    side_by_side_bytes: int = 0  # that video's size, inlined or not
 
 
 class LivePage:
@@ -238,10 +240,12 @@ class LivePage:
             warping = [(row["frame"], row["warping_error"]) for row in evaluation["per_frame"]
                        if isinstance(row, dict) and _float(row.get("warping_error")) is not None
                        and isinstance(row.get("frame"), int)]
-        links = sorted(key[len(REPORT) + 1:] for key in self.store.sizes(REPORT)
-                       if key.count("/") == 1 and key != PAGE)
+        report_files = self.store.sizes(REPORT)
+        links = sorted(key[len(REPORT) + 1:] for key in report_files if key.count("/") == 1 and key != PAGE)
         sheet = self._image_uri(f"{REPORT}/contact_sheet.png", thumbnail_width=None) \
             if state == "finished" and "contact_sheet.png" in links else None
+        video_bytes = report_files.get(f"{REPORT}/side_by_side.mp4", 0) if state == "finished" else 0
+        side_by_side = self._video_uri(f"{REPORT}/side_by_side.mp4") if 0 < video_bytes <= INLINE_VIDEO_BYTES else None
         return Snapshot(
             title=self.title or _default_title(run), state=state, now=time.time() if now is None else now,
             done=done, total=self.total, rate=rate, eta=eta_seconds(self.total - done, rate) if state == "running"
@@ -251,7 +255,7 @@ class LivePage:
                 for name, count in sorted(self.worker_renders.items())],
             events=list(reversed(self.recent_events)), event_counts=dict(self.event_counts),
             fallbacks=self.fallbacks, evaluation=evaluation, message=message, refresh_s=self.refresh_s,
-            links=links, sheet=sheet)
+            links=links, sheet=sheet, side_by_side=side_by_side, side_by_side_bytes=video_bytes)
 
     # writing
     def write(self, state: str = "running", evaluation: dict | None = None, message: str | None = None) -> Path:
@@ -279,6 +283,12 @@ class LivePage:
             return None
         return data_uri(thumbnail(pixels, thumbnail_width) if thumbnail_width else pixels,
                         quality=85 if thumbnail_width else 90)
+
+    def _video_uri(self, key: str) -> str | None:
+        try:
+            return "data:video/mp4;base64," + base64.b64encode(self.store.read(key)).decode("ascii")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
 
     def _thumbnail_uri(self, key: str, made: str) -> str | None:
         """The thumbnail the worker made (``made``: a small JPEG), else one made here from the
@@ -410,7 +420,7 @@ def _progress(s: Snapshot) -> str:
             '<div class="stats">'
             f'<div><b><span id="done">{s.done}</span> / <span id="total">{s.total}</span></b>renders done '
             f"({share:.1%})</div>"
-            f'<div><b id="rate">{_e(rate)}</b>recent rate</div>'
+            f'<div><b id="rate">{_e(rate)}</b>{"recent rate" if s.state == "running" else "rate near the end"}</div>'
             f'<div><b id="eta">{_e(eta)}</b>time left</div></div>')
 
 
@@ -445,17 +455,28 @@ def _workers(s: Snapshot) -> str:
     rows = "".join(
         f"<tr><td>{_e(w.name)}</td><td class=n>{w.renders}</td>"
         f"<td class=n>{'—' if w.frames_per_second is None else f'{w.frames_per_second:.3g}'}</td>"
-        f"<td class=n>{_e(format_duration(s.now - w.last_seen)) + ' ago' if w.last_seen else '—'}</td></tr>"
-        for w in s.workers)
+        f"<td class=n>{_e(_when(s, w.last_seen))}</td></tr>" for w in s.workers)
     return ('<h2>Workers</h2><table id="workers"><tr><th>worker</th><th>renders</th>'
             f"<th>frames/s while busy</th><th>last frame</th></tr>{rows}</table>")
 
 
+def _when(s: Snapshot, moment: float) -> str:
+    """How long ago, on a page that refreshes itself; a clock time on one that no longer changes
+    (a finished page read tomorrow must not say "2 min ago")."""
+    if not moment:
+        return "—"
+    if s.state == "running":
+        return format_duration(s.now - moment) + " ago"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
+
+
 def _events(s: Snapshot) -> str:
-    counts = dict(s.event_counts)
-    summary = ", ".join(f"{count} {_e(kind)}" for kind, count in sorted(counts.items())) or "none"
+    problems = {kind: count for kind, count in s.event_counts.items() if kind not in NEWS_EVENTS}
+    summary = ", ".join(f"{count} {_e(kind)}" for kind, count in sorted(problems.items())) or "none"
     fallback = f"; {s.fallbacks} renders fell back" if s.fallbacks else ""
-    out = f'<h2>Failures and redone frames</h2><p id="event-counts">{summary}{fallback}</p>'
+    joined = s.event_counts.get("joined", 0)
+    news = f'<p id="event-news">{joined} worker{"s" if joined != 1 else ""} joined</p>' if joined else ""
+    out = f'<h2>Failures and redone frames</h2><p id="event-counts">{summary}{fallback}</p>{news}'
     if s.events:
         rows = []
         for event in s.events:
@@ -480,8 +501,12 @@ def _evaluation(s: Snapshot) -> str:
     extra = ""
     if s.sheet:
         extra += f'<p><img class="sheet" src="{_e(s.sheet)}" alt="contact sheet: source above, stylized below"></p>'
-    if "side_by_side.mp4" in s.links:
-        extra += '<p><video controls preload="metadata" src="side_by_side.mp4"></video></p>'
+    if s.side_by_side:
+        extra += f'<p><video id="side-by-side" controls preload="metadata" src="{_e(s.side_by_side)}"></video></p>'
+    elif "side_by_side.mp4" in s.links:  # too large to carry inside the page: beside it
+        extra += (f'<p><video id="side-by-side" controls preload="metadata" src="side_by_side.mp4"></video><br>'
+                  f'<span class="meta">side_by_side.mp4 ({s.side_by_side_bytes / 2**20:.0f} MB) is kept beside this '
+                  "page, not inside it: share the report folder with it</span></p>")
     # "./" and quoting keep a file named like a URL ("javascript:…") a relative path.
     files = " · ".join(f'<a href="./{_e(urllib.parse.quote(name))}">{_e(name)}</a>' for name in s.links)
     return (f'<h2>Final evaluation</h2><table id="evaluation">{table}</table>{extra}'

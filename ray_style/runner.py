@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__, images, optimize, plan, store, video
 from .encoder import EncodeBesideRender, Output, encode, ordered
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
-from .executor import Executor, Reopen, drive, make_executor
+from .executor import Executor, Note, Reopen, drive, make_executor
 from .features import check_layers, layer_names
 from .files import check_writable_output
 from .frames import FrameGraph
@@ -572,9 +572,9 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
         reporter.tell("render", done + finished, len(renders), workers=executor.workers)
         reporter.write_page("running", every=2.0)
 
-    def told(note: str) -> None:
-        job.event("worker", detail=note)
-        reporter.tell("render", done, len(renders), workers=executor.workers, note=note)
+    def told(note: Note) -> None:
+        job.event(note.kind, detail=note.text, **({"worker": note.worker} if note.worker else {}))
+        reporter.tell("render", done, len(renders), workers=executor.workers, note=note.text)
 
     try:
         for stage in graph.stages():

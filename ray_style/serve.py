@@ -22,7 +22,7 @@ from typing import Callable
 from .errors import InputError, JobError
 from .job import MARKER, Layout, is_job_dir
 
-CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; "
+CSP = ("default-src 'none'; img-src 'self' data:; media-src 'self' data:; style-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = {
     "Content-Security-Policy": CSP,

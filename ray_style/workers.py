@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
 from .errors import ClusterError, FrameError, first_line
+from .executor import Note
 from .placement import NodeType, Offer, Request, plan_request
 from .plan import FrameJob
 from .render import FrameTask, RendererCache, WorkerLost, grams_digest
@@ -212,7 +213,7 @@ class RayExecutor:
         self.state = _State()
         self.queue: list = []  # (job, task) submitted, not yet sent
         self.redone = 0
-        self._notes: list[str] = []
+        self._notes: list[Note] = []
         self._joined = False  # a worker became ready since the driver last saw the capacity
         self._last_death: str | None = None
         self._since = time.monotonic()  # since when no worker has been ready
@@ -269,7 +270,7 @@ class RayExecutor:
             surplus -= 1
         self.request = dataclasses.replace(self.request, count=min(self.request.count, max(1, workers)))
 
-    def notes(self) -> list[str]:
+    def notes(self) -> list[Note]:
         notes, self._notes = self._notes, []
         return notes
 
@@ -368,9 +369,9 @@ class RayExecutor:
         self._joined = True
         self._since = time.monotonic()
         if first:
-            self._notes.append(f"worker {info['worker']} ready on {info['device']}")
+            self._notes.append(Note("joined", f"worker {info['worker']} ready on {info['device']}", info["worker"]))
             if info.get("warning"):
-                self._notes.append(f"{info['worker']}: {info['warning']}")
+                self._notes.append(Note("warning", f"{info['worker']}: {info['warning']}", info["worker"]))
 
     def _finished(self, ref) -> list:
         call = self.state.in_flight.pop(ref)
@@ -407,15 +408,18 @@ class RayExecutor:
         self._last_death = reason
         if worker.deaths <= ACTOR_RESTARTS:
             self._await_ready(worker)
-            self._notes.append(f"worker {worker.name} lost ({reason}); waiting for it to restart")
+            self._notes.append(Note("lost", f"worker {worker.name} lost ({reason}); waiting for it to restart",
+                                    worker.name))
         elif self.replacements_left > 0:
             self.replacements_left -= 1
             ray.kill(worker.actor, no_restart=True)
             self._launch()
-            self._notes.append(f"worker {worker.name} replaced after {worker.deaths} deaths")
+            self._notes.append(Note("replaced", f"worker {worker.name} replaced after {worker.deaths} deaths",
+                                    worker.name))
         else:
             ray.kill(worker.actor, no_restart=True)
-            self._notes.append(f"worker {worker.name} dropped after {worker.deaths} deaths")
+            self._notes.append(Note("dropped", f"worker {worker.name} dropped after {worker.deaths} deaths",
+                                    worker.name))
 
     def close(self) -> None:
         actors = [w.actor for w in self.state.idle] + [w.actor for w in self.state.pending.values()]

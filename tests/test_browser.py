@@ -224,3 +224,34 @@ def test_a_planted_page_cannot_run_scripts(tmp_path, watched, served):
         page.goto(served(job.root))  # the refusal is what this waits for
     sync_api.expect(page.locator("#x")).to_have_text("planted")
     assert watched.dialogs == []
+
+
+def test_a_finished_page_shared_alone_keeps_its_sheet_and_video(tmp_path, watched):
+    """The finished report copied on its own (no folder beside it), opened from disk: the contact
+    sheet and the side-by-side video are inside it and load."""
+    from ray_style import video
+    from ray_style.codec import png_bytes
+    from ray_style.figures import contact_sheet
+
+    job = GrowingJob(tmp_path / "job", renders=4)
+    for frame in range(4):
+        job.finish(frame)
+    sources = [load_image(job.root / "source" / f"{i:06d}.png") for i in range(4)]
+    (job.root / "report").mkdir(exist_ok=True)
+    video.encode(iter([np.concatenate([s, s[::-1]], axis=1) for s in sources]),
+                 job.root / "report" / "side_by_side.mp4", 2 * WIDTH, HEIGHT, 25)
+    drawn = contact_sheet([("source", [(None, s) for s in sources])])
+    (job.root / "report" / "contact_sheet.png").write_bytes(png_bytes(drawn))
+    job.page.write("finished", {"frames": 4, "warping_error": 0.004, "content_loss": 2e5, "style_loss": 1e3})
+    alone = tmp_path / "shared" / "report.html"
+    alone.parent.mkdir()
+    shutil.copy(job.root / "report" / "index.html", alone)
+    page = watched.page
+    page.goto(alone.as_uri())
+    sheet = page.locator("img.sheet")
+    assert np.abs(browser_pixels(sheet) - drawn).mean() < 3  # the sheet's pixels, decoded from the page (JPEG)
+    duration = page.locator("#side-by-side").evaluate(
+        "v => new Promise(done => { if (v.readyState >= 1) done(v.duration);"
+        " v.onloadedmetadata = () => done(v.duration); v.onerror = () => done(-1); })")
+    assert abs(duration - 4 / 25) < 0.05, duration
+    assert watched.errors == [] and watched.dialogs == []

@@ -42,6 +42,11 @@ def test_video_and_status(tmp_path, capsys):
     assert (tmp_path / "out.mp4").exists()
     assert main(["status", str(tmp_path / "out.job")]) == 0
     assert "finished" in capsys.readouterr().out
+    with open(tmp_path / "out.job" / "events.jsonl", "a") as log:  # a worker joining is news, not a problem
+        log.write(json.dumps({"time": 1.0, "kind": "joined", "worker": "w", "detail": "worker w ready on cpu"}) + "\n")
+    assert main(["status", str(tmp_path / "out.job")]) == 0
+    out = capsys.readouterr().out
+    assert "1 worker joined" in out and "events:" not in out
 
 
 BAD_IMAGE = [

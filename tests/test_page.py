@@ -2,6 +2,7 @@ import base64
 import io
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -209,3 +210,40 @@ def test_long_charts_are_binned():
     coords = re.search(r'points="([^"]+)"', svg).group(1).split()
     assert 500 <= len(coords) <= 600 and len(svg) < 20_000
     assert "no values yet" in figures.chart_svg([], "warping error")
+
+
+def test_a_finished_page_carries_its_video_and_fixed_times(tmp_path, monkeypatch):
+    """Shared alone, the finished page keeps its side-by-side video (inside it, when small) and
+    says when things happened, not "… ago" frozen at the time it was written."""
+    from ray_style import page as pages
+
+    root = make_job(tmp_path / "job")
+    finish(root, 0, time_=1_700_000_000.0)
+    (root / "report").mkdir()
+    clip = bytes(range(256)) * 8  # the bytes travel as they are
+    (root / "report" / "side_by_side.mp4").write_bytes(clip)
+    live = LivePage(root, 6)
+    running = live.write("running").read_text()
+    assert " ago<" in running and "data:video/mp4" not in running and "recent rate" in running
+    text = live.write("finished", {"warping_error": 0.01}).read_text()
+    uri = re.search(r'<video id="side-by-side"[^>]* src="data:video/mp4;base64,([^"]+)"', text)
+    assert uri and base64.b64decode(uri.group(1)) == clip
+    assert " ago<" not in text and "rate near the end" in text
+    assert f'>{time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_000.0))}<' in text
+    monkeypatch.setattr(pages, "INLINE_VIDEO_BYTES", 1000)  # a film's side-by-side stays beside the page
+    text = live.write("finished", {"warping_error": 0.01}).read_text()
+    assert 'src="side_by_side.mp4"' in text and "data:video/mp4" not in text and "kept beside this page" in text
+
+
+def test_workers_joining_are_news_not_failures(tmp_path):
+    root = make_job(tmp_path / "job")
+    with open(root / "events.jsonl", "w") as log:
+        for worker in ("a", "b"):
+            log.write(json.dumps({"time": 1.0, "kind": "joined", "worker": worker,
+                                  "detail": f"worker {worker} ready on cpu"}) + "\n")
+    text = LivePage(root, 6).write().read_text()
+    assert '<p id="event-counts">none</p>' in text and '<p id="event-news">2 workers joined</p>' in text
+    with open(root / "events.jsonl", "a") as log:
+        log.write(json.dumps({"time": 2.0, "kind": "lost", "worker": "a", "detail": "worker a lost"}) + "\n")
+    text = LivePage(root, 6).write().read_text()
+    assert '<p id="event-counts">1 lost</p>' in text
