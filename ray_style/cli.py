@@ -397,19 +397,22 @@ def cmd_status(args) -> int:
         raise InputError(f"--serve serves a job on this machine's disk; {args.job_dir}'s page is "
                          f"{args.job_dir.rstrip('/')}/report/index.html in the store")
     if args.serve:
-        from .page import LivePage
+        from .page import LivePage, render_html
         from .serve import serve
 
-        # A job killed mid-run left a page that says "running" and refreshes forever: say what it is.
-        index = Layout(args.job_dir).page
-        if not status["running"] and status.get("renders_total") and (not index.exists() or not status["finished"]):
-            LivePage(args.job_dir, status["renders_total"]).write("finished" if status["finished"] else "stopped")
+        # A job killed mid-run left a page that says "running" and refreshes forever: serve what it
+        # is, made in memory (a read-only command writes nothing into the job).
+        page = None
+        if not status["running"] and status.get("renders_total") and \
+                (not Layout(args.job_dir).page.exists() or not status["finished"]):
+            live = LivePage(args.job_dir, status["renders_total"])
+            page = render_html(live.snapshot("finished" if status["finished"] else "stopped")).encode()
 
         def ready(port):
             print(f"serving {Layout(args.job_dir).report} at http://127.0.0.1:{port}/ (read-only; Ctrl-C stops)",
                   flush=True)
 
-        serve(args.job_dir, port=args.port, ready=ready)
+        serve(args.job_dir, port=args.port, ready=ready, index=page)
         return 0
     if args.json:
         print(json.dumps(status, indent=2))

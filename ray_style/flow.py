@@ -325,6 +325,17 @@ def read_flow_dir(folder, source: int, target: int, width: int, height: int) -> 
     return flow, mask * (known >= 1)
 
 
+def flow_dir_identity(folder) -> str:
+    """Names, sizes and modification times (ns) of a flow folder's files: what a job's frames
+    and cached flows were made from, so that changed files are never mistaken for the old."""
+    from .codec import fingerprint
+
+    folder = Path(folder)
+    entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()) \
+        if folder.is_dir() else []
+    return fingerprint(entries)
+
+
 def flow_dir_provider(folder, width: int, height: int) -> FlowProvider:
     """``t ↦`` the user's flow from frame t to t + 1 and its mask (see :func:`read_flow_dir`),
     for :func:`ray_style.evaluate.evaluate`'s ``flows``."""
@@ -335,4 +346,4 @@ __all__ = ["FLOW_METHODS", "check_flow_method", "optical_flow", "warp", "inside"
            "reliable_flow", "compose", "compose_reliability", "composed_paths", "compose_path", "long_term_masks",
            "anchored_long_term_masks", "flow_init",
            "warping_error", "read_flo", "write_flo", "resize_flow", "resize_mask", "flow_file_names", "read_flow_dir",
-           "flow_dir_provider"]
+           "flow_dir_provider", "flow_dir_identity"]

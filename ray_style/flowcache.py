@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from . import flow
-from .codec import fingerprint, flow_bytes
+from .codec import flow_bytes
 from .job import DamagedFile, Job
 
 
@@ -25,7 +25,7 @@ class FlowCache:
     def __init__(self, job: Job, flow_dir: str, threads: int | None = None):
         self.job, self.flow_dir = job, Path(flow_dir)
         self.size = tuple(job.manifest["frame_size"])
-        job.open_flows(job.flow_key({"dir": str(self.flow_dir.resolve()), "files": _listing(self.flow_dir)}))
+        job.open_flows(job.flow_key({"dir": str(self.flow_dir.resolve()), "files": flow.flow_dir_identity(self.flow_dir)}))
         self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="flow")
         self._futures: dict[tuple[int, int], Future] = {}
         self._lock = threading.Lock()
@@ -66,13 +66,6 @@ class FlowCache:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _listing(folder: Path) -> str:
-    """Names, sizes and times of a flow folder's files: cached flows follow the user's files."""
-    entries = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file()) \
-        if folder.is_dir() else []
-    return fingerprint(entries)
 
 
 __all__ = ["FlowCache"]

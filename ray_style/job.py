@@ -246,12 +246,15 @@ class Job:
         return fingerprint({"source": self.source_key, "flow": origin})
 
     def source_index(self) -> dict | None:
-        """The finished decode if it belongs to this job's :attr:`source_key`, else None."""
+        """The finished decode if it belongs to this job's :attr:`source_key` and is an index of
+        the probed video (see :func:`valid_source_index`), else None (the frames are decoded and
+        checked again; an index that is there but wrong is said so)."""
         index = _store_json(self.store, SOURCE_INDEX)
-        valid = (isinstance(index, dict) and index.get("source") == self.source_key
-                 and isinstance(index.get("frames"), int) and isinstance(index.get("sha256"), list)
-                 and len(index["sha256"]) == index["frames"] and isinstance(index.get("cuts"), list))
-        self._source = index if valid else None
+        ours = isinstance(index, dict) and index.get("source") == self.source_key
+        self._source = index if ours and valid_source_index(index, self.manifest["input"].get("frames")) else None
+        if ours and self._source is None:
+            self.event("repaired", what="source index", detail="source/index.json does not describe the probed video "
+                                                               "(edited or damaged); the source is checked again")
         return self._source
 
     def write_source(self, frame: int, image: np.ndarray) -> str:
@@ -297,12 +300,31 @@ class Job:
         return decode_png(self.read_source_bytes(frame))
 
     # -- the plan -------------------------------------------------------------------------
-    def load_plan(self) -> list[plan.Chain] | None:
-        """The chains fixed when this job first rendered, if they are still this job's."""
+    def load_plan(self, frame_count: int, cuts: list[int], overlap: int) -> list[plan.Chain] | None:
+        """The chains fixed when this job first rendered, if they are still this job's and a
+        plan of its video (see plan.is_plan_of); a plan.json that is not one is said so."""
         saved = _store_json(self.store, PLAN)
         if not isinstance(saved, dict) or saved.get("job") != self.fingerprint:
             return None
-        return saved_chains(saved)
+        chains = saved_chains(saved)
+        if chains is None or not plan.is_plan_of(chains, saved.get("segment_length"), frame_count, cuts, overlap):
+            self.event("repaired", what="plan", detail="plan.json is not a plan of this video's frames (edited or "
+                                                       "damaged); the plan is made again, finished frames kept")
+            return None
+        return chains
+
+    def key_for(self, chains: list[plan.Chain], passes: list[list[plan.Sweep]] = ()) -> str:
+        """The frame key of renders under these chains and refinement sweeps."""
+        spans = [[c.start, c.end, c.lead_in] for c in chains]
+        sweeps = [[q.index, q.start, q.end, q.backward] for stage in passes for q in stage]
+        # The sweeps' layout joins the key (only when there are sweeps, so that jobs without
+        # passes keep theirs): a pass frame is stored by its sweep's index, and the same index
+        # under another layout would be another frame's work.
+        return fingerprint([self.fingerprint, spans, sweeps] if sweeps else [self.fingerprint, spans])
+
+    def recorded_keys(self) -> set:
+        """The frame keys finished frames were recorded under."""
+        return {record.get("job") for record in self.store.records(FRAMES)}
 
     def save_plan(self, chains: list[plan.Chain], **facts) -> None:
         """Fix the chains: written once, a resume reuses them whatever pool it runs on."""
@@ -312,12 +334,7 @@ class Job:
     def set_plan(self, chains: list[plan.Chain], passes: list[list[plan.Sweep]] = ()) -> None:
         """Render under these chains (and refinement sweeps, derived from them and the
         settings): load what the log vouches for under them."""
-        spans = [[c.start, c.end, c.lead_in] for c in chains]
-        sweeps = [[q.index, q.start, q.end, q.backward] for stage in passes for q in stage]
-        # The sweeps' layout joins the key (only when there are sweeps, so that jobs without
-        # passes keep theirs): a pass frame is stored by its sweep's index, and the same index
-        # under another layout would be another frame's work.
-        self.frame_key = fingerprint([self.fingerprint, spans, sweeps] if sweeps else [self.fingerprint, spans])
+        self.frame_key = self.key_for(chains, passes)
         self._load_done([*chains, *(sweep for stage in passes for sweep in stage)])
 
     # -- optical flow ---------------------------------------------------------------------
@@ -489,6 +506,25 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> int:
     return removed
 
 
+def check_no_links(folder: Path) -> None:
+    """Refuse a job folder that holds a link: a symlink (a re-run would write or delete where it
+    leads) or a file with a second name (a hard link: an append would change the other file)."""
+    import os
+
+    pending = [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    raise JobError(f"{entry.path} is a symbolic link: a job directory holds no links (a re-run could "
+                                   "write or delete where it leads); remove it and re-run — nothing was changed")
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_nlink > 1:
+                    raise JobError(f"{entry.path} has another name elsewhere (a hard link): a job directory's files "
+                                   "are its own; remove it (or replace it by a copy) and re-run — nothing was changed")
+
+
 def _not_ours(store: Store) -> bool:
     """Whether a store holds files and no job marker (a folder of the user's)."""
     if store.exists(MARKER):
@@ -518,6 +554,8 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
     if _not_ours(store):
         raise JobError(f"{store.describe()} is not a ray-style job directory (it has files, and no {MARKER} marker): "
                        "choose another --job-dir; nothing there was changed")
+    if isinstance(store, LocalStore) and store.root.is_dir():
+        check_no_links(store.root)
     if isinstance(store, LocalStore):
         try:
             store.root.mkdir(parents=True, exist_ok=True)
@@ -558,6 +596,42 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
     except BaseException:
         hold.release()
         raise
+
+
+def valid_source_index(index, frames) -> bool:
+    """Whether a source index describes ``frames`` frames (the probe's count, when known): one
+    SHA-256 per frame, shot cuts strictly inside the video in order."""
+    if not isinstance(index, dict) or not _count(index.get("frames")) or (_count(frames) and index["frames"] != frames):
+        return False
+    hashes, cuts = index.get("sha256"), index.get("cuts")
+    return (isinstance(hashes, list) and len(hashes) == index["frames"]
+            and all(isinstance(h, str) and len(h) == 64 for h in hashes)
+            and isinstance(cuts, list) and all(_count(c) and 0 < c < index["frames"] for c in cuts)
+            and cuts == sorted(set(cuts)))
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _saved_plan(store: Store, manifest: dict) -> tuple[dict | None, list[plan.Chain] | None]:
+    """A stopped or running job's source index and chains, each when it is valid (an index of
+    the probed video; a plan of its frames)."""
+    index = _store_json(store, SOURCE_INDEX)
+    if not valid_source_index(index, _probed_frames(manifest)):
+        return None, None
+    saved = _store_json(store, PLAN)
+    settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+    chains = saved_chains(saved) if isinstance(saved, dict) else None
+    if chains is not None and not plan.is_plan_of(chains, saved.get("segment_length"), index["frames"],
+                                                  index["cuts"], settings.get("overlap")):
+        chains = None
+    return index, chains
+
+
+def _probed_frames(manifest: dict) -> int | None:
+    frames = manifest.get("input", {}).get("frames") if isinstance(manifest.get("input"), dict) else None
+    return frames if _count(frames) else None
 
 
 def is_job_manifest(value) -> bool:
@@ -605,22 +679,17 @@ def job_status(root) -> dict:
     store = open_store(place)
     manifest = read_manifest(place)
     run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
-    frames = manifest.get("input", {}).get("frames") if isinstance(manifest.get("input"), dict) else None
+    index, chains = _saved_plan(store, manifest)
     status = {"job_dir": str(place), "running": is_locked(place), "input": _text(run.get("input")),
-              "output": _text(run.get("output")), "frames": frames, "decoded": False,
-              "damaged": not is_job_manifest(manifest)}
-    index = _store_json(store, SOURCE_INDEX)
-    saved = _store_json(store, PLAN)
-    if isinstance(index, dict) and isinstance(index.get("frames"), int):
-        status.update(decoded=True, frames=index["frames"],
-                      shot_cuts=index.get("cuts") if isinstance(index.get("cuts"), list) else [])
+              "output": _text(run.get("output")), "frames": index["frames"] if index else _probed_frames(manifest),
+              "decoded": index is not None, "damaged": not is_job_manifest(manifest)}
+    if index:
+        status["shot_cuts"] = index["cuts"]
     records = store.records(FRAMES)
-    chains = saved_chains(saved) if isinstance(saved, dict) else None
     if chains is not None:
         settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
         passes = settings.get("passes") if isinstance(settings.get("passes"), int) else 0
-        cuts = status.get("shot_cuts", [])
-        sweeps = plan.refinement_passes(chains, cuts, max((c.end for c in chains), default=0), passes)
+        sweeps = plan.refinement_passes(chains, index["cuts"], index["frames"], passes)
         sequences = [*chains, *(sweep for stage in sweeps for sweep in stage)]
         keys = {(r.get("chain"), r.get("frame")) for r in records}
         stored = store.sizes("chains")
@@ -649,11 +718,8 @@ def _text(value) -> str | None:
 def job_seams(root) -> list[int]:
     """The seams (see plan.seams) of the job in ``root``, from its plan and shot cuts; [] when
     they cannot be read."""
-    store = open_store(root)
-    saved, index = _store_json(store, PLAN), _store_json(store, SOURCE_INDEX)
-    chains = saved_chains(saved) if isinstance(saved, dict) else None
-    cuts = index.get("cuts") if isinstance(index, dict) and isinstance(index.get("cuts"), list) else []
-    return plan.seams(chains, cuts) if chains else []
+    index, chains = _saved_plan(open_store(root), read_manifest(root))
+    return plan.seams(chains, index["cuts"]) if chains else []
 
 
 def job_flows(root, size: tuple[int, int]):

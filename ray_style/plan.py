@@ -88,6 +88,14 @@ def plan_for_workers(frame_count: int, cuts: Iterable[int], segment_length: int,
     return chains, length
 
 
+def is_plan_of(chains: list[Chain], length, frame_count: int, cuts: Iterable[int], overlap: int) -> bool:
+    """Whether ``chains`` are exactly :func:`plan_chains` of this video at segment length
+    ``length`` (what :func:`plan_for_workers` makes): a plan read back from a job directory is
+    used only then — an edited one could name frames the video does not have."""
+    return isinstance(length, int) and not isinstance(length, bool) and 1 <= length <= max(frame_count, 1) \
+        and chains == plan_chains(frame_count, cuts, length, overlap)
+
+
 def seams(chains: list[Chain], cuts: Iterable[int]) -> list[int]:
     """Frames ``s`` where the pair ``(s - 1, s)`` passes from one chain's render to the next
     one's inside a shot (at a shot cut the change is the film's): the first frame the new

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, images, optimize, plan, store, video
+from . import __version__, flow, images, optimize, plan, store, video
 from .encoder import EncodeBesideRender, Output, encode, ordered
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
 from .executor import Executor, Note, Reopen, drive, make_executor
@@ -201,7 +201,8 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     manifest = {
         "version": __version__,
         "input": {**_identity(source), "frames": info.frames, "fps": str(info.fps), "audio": info.audio_codec,
-                  "variable_rate": info.timestamps is not None},
+                  "variable_rate": info.timestamps is not None,
+                  **({"flows": flow.flow_dir_identity(settings.flow_dir)} if settings.flow_dir else {})},
         "styles": [_style_identity(place) for place in styles_at],
         "weights": weights.identity,
         "settings": as_dict(settings),
@@ -435,7 +436,7 @@ def plan_frames(job: Job, request: JobRequest, frame_count: int, cuts: list[int]
     """The job's chains (cut for the pool the job first runs on, then kept: a resume on
     another pool renders the same frames), its refinement sweeps and the span's renders."""
     settings = request.settings
-    chains = job.load_plan()
+    chains = job.load_plan(frame_count, cuts, settings.overlap) or _recorded_plan(job, request, frame_count, cuts)
     if chains is None:
         executor = pool.get()
         target = executor.workers_planned * executor.frames_per_worker if settings.seeded else 1
@@ -444,6 +445,22 @@ def plan_frames(job: Job, request: JobRequest, frame_count: int, cuts: list[int]
     graph = FrameGraph(chains, cuts, frame_count, settings, request.output.span)
     job.set_plan(graph.chains, graph.sweeps)
     return graph
+
+
+def _recorded_plan(job: Job, request: JobRequest, frame_count: int, cuts: list[int]) -> list[plan.Chain] | None:
+    """Without a usable plan.json (deleted, edited): the plan finished frames were made under, if
+    the log names one — every plan is plan_chains at some segment length up to the job's — so
+    that they are used, not deleted. Saved again."""
+    settings = request.settings
+    made = job.recorded_keys()
+    if not made - {None}:
+        return None
+    for length in range(settings.segment_length, 0, -1):
+        chains = plan.plan_chains(frame_count, cuts, length, settings.overlap)
+        if job.key_for(chains, plan.refinement_passes(chains, cuts, frame_count, settings.passes)) in made:
+            job.save_plan(chains, segment_length=length)
+            return chains
+    return None
 
 
 # ---------------------------------------------------------------- render
@@ -626,7 +643,6 @@ def _repair(job: Job, request: JobRequest, damage: DamagedFile, sequences: set[i
 def report_video(job: Job, graph: FrameGraph, request: JobRequest, targets: Targets, reporter: Reporter):
     """Warping errors and losses of the finished video, into the job's report folder (on the
     driver's device; the flows are the ones the workers computed while rendering)."""
-    from . import flow
     from .evaluate import EvaluationInputs, evaluate
     from .job import job_flows
     from .page import write_report

@@ -2,9 +2,12 @@
 
 Only regular files inside ``JOB/report/`` are served (``index.html`` at ``/``): no listings,
 no dotfiles (our atomic writes' temp files are dotfiles), nothing a symlink leads to outside
-the folder, GET and HEAD only. Every response forbids scripts by Content-Security-Policy, so
-even a page or SVG someone planted in the folder cannot run code in the browser. Requests
-must name this server as their Host, which keeps DNS-rebinding pages from reading it.
+the folder, no file with a second name (a hard link may be a file from anywhere), GET and HEAD
+only. Every response forbids scripts by Content-Security-Policy, so even a page or SVG someone
+planted in the folder cannot run code in the browser. Requests must name this server as their
+one Host, which keeps DNS-rebinding pages from reading it. A connection that sends nothing for
+:data:`IDLE_S` seconds is closed; a client that goes away is no error. Serving writes nothing:
+a stopped job's page is made in memory.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ PLACEHOLDER = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
                "<title>ray-style: waiting</title></head><body style=\"font:14px system-ui,sans-serif\">"
                "<p id=\"waiting\">No page yet: the job writes report/index.html when its first frame "
                "finishes. This page reloads every 2 s.</p></body></html>\n").encode()
+IDLE_S = 30
 TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".png": "image/png",
          ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".mp4": "video/mp4", ".svg": "image/svg+xml",
          ".csv": "text/csv; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
@@ -46,7 +50,7 @@ def report_file(report: Path, url_path: str) -> Path | None:
     """The file under ``report`` that ``url_path`` names, or None when it may not be served.
 
     Refused: dot segments and dotfiles, backslashes and NULs, anything that resolves (through
-    symlinks) outside ``report``, anything but a regular file.
+    symlinks) outside ``report``, anything but a regular file with one name.
     """
     path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
     if "\x00" in path or "\\" in path or not path.startswith("/"):
@@ -60,7 +64,7 @@ def report_file(report: Path, url_path: str) -> Path | None:
         return None
     root = os.path.realpath(report)
     target = os.path.realpath(os.path.join(root, *parts))
-    if os.path.commonpath([root, target]) != root or not os.path.isfile(target):
+    if os.path.commonpath([root, target]) != root or not os.path.isfile(target) or os.stat(target).st_nlink != 1:
         return None
     return Path(target)
 
@@ -87,6 +91,8 @@ class ReportHandler(BaseHTTPRequestHandler):
     report: Path  # set on the subclass made by make_server
     allowed_hosts: frozenset
     log: Callable[[str], None] | None = None
+    index: bytes | None = None  # the page served at / instead of report/index.html
+    timeout = IDLE_S  # socketserver closes a connection idle this long
 
     def __getattr__(self, name: str):
         # http.server answers an unknown method 501; any method but GET and HEAD is 405 here.
@@ -104,8 +110,11 @@ class ReportHandler(BaseHTTPRequestHandler):
         self._respond(body=False)
 
     def _respond(self, body: bool) -> None:
-        if self.headers.get("Host", "").lower() not in self.allowed_hosts:
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or hosts[0].lower() not in self.allowed_hosts:
             return self._send_status(HTTPStatus.FORBIDDEN)
+        if self.index is not None and urllib.parse.urlsplit(self.path).path in ("/", "/index.html"):
+            return self._send_bytes(self.index, TYPES[".html"], body)
         target = report_file(self.report, self.path)
         if target is None:
             if urllib.parse.urlsplit(self.path).path in ("/", "/index.html") and not (self.report / "index.html").exists():
@@ -179,9 +188,10 @@ def _check_loopback(host: str) -> None:
 
 
 def make_server(job_root, port: int = 8000, host: str = "127.0.0.1",
-                log: Callable[[str], None] | None = None) -> ThreadingHTTPServer:
+                log: Callable[[str], None] | None = None, index: bytes | None = None) -> ThreadingHTTPServer:
     """A bound, not yet serving, server for ``job_root``'s report (``port`` 0: any free port,
-    then read ``server.server_address[1]``); :class:`InputError` when the port is taken."""
+    then read ``server.server_address[1]``); :class:`InputError` when the port is taken.
+    ``index``: the page to serve at ``/`` instead of the report's own."""
     root = Path(job_root)
     if not is_job_dir(root):
         raise JobError(f"{root} is not a ray-style job directory (no {MARKER} marker)")
@@ -192,6 +202,12 @@ def make_server(job_root, port: int = 8000, host: str = "127.0.0.1",
     class Server(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            import sys
+
+            if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # a client that left: no error
+                super().handle_error(request, client_address)
 
     try:
         server = Server((host, port), ReportHandler)
@@ -205,20 +221,20 @@ def make_server(job_root, port: int = 8000, host: str = "127.0.0.1",
     bound = server.server_address[1]
     names = {"127.0.0.1", "localhost", "[::1]", host if ":" not in host else f"[{host}]"}
     handler = type("Handler", (ReportHandler,), {
-        "report": Layout(root).report, "log": staticmethod(log) if log else None,
+        "report": Layout(root).report, "log": staticmethod(log) if log else None, "index": index,
         "allowed_hosts": frozenset(f"{name}:{bound}" for name in names) | ({*names} if bound == 80 else set())})
     server.RequestHandlerClass = handler
     return server
 
 
 def serve(job_root, port: int = 8000, host: str = "127.0.0.1", ready=None, stop: threading.Event | None = None,
-          log: Callable[[str], None] | None = None) -> None:
+          log: Callable[[str], None] | None = None, index: bytes | None = None) -> None:
     """Serve ``job_root``'s report until Ctrl-C (or ``stop`` is set); blocking.
 
     ``ready``: called with the bound port once listening (a ``threading.Event`` is set, with
     the port in its ``port`` attribute). ``log``: receives one line per request.
     """
-    server = make_server(job_root, port, host, log)
+    server = make_server(job_root, port, host, log, index)
     bound = server.server_address[1]
     if stop is not None:
         threading.Thread(target=lambda: (stop.wait(), server.shutdown()), daemon=True).start()

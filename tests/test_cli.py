@@ -188,3 +188,25 @@ def test_evaluate_refuses_a_report_dir_it_cannot_write_before_any_work(tmp_path,
     assert main(["evaluate", clip, "--source", clip, "--report-dir", str(target)]) in (2, 6)
     err = capsys.readouterr().err.strip()
     assert err.startswith("ray-style: error:") and len(err.splitlines()) == 1 and "report-dir" in err
+
+
+def test_status_serve_writes_nothing_into_the_job(tmp_path, capsys, monkeypatch):
+    """A stopped job's page says so — made in memory: a read-only command writes nothing, not
+    even through a report/ that someone turned into a link to a folder of theirs."""
+    from ray_style import serve as serving
+
+    assert main(_video_args(tmp_path)) == 0
+    (tmp_path / "out.mp4").unlink()  # the job is no longer finished: its page must say "stopped"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "index.html").write_text("their own page")
+    import shutil
+
+    shutil.rmtree(tmp_path / "out.job" / "report")
+    (tmp_path / "out.job" / "report").symlink_to(theirs)
+    served = {}
+    monkeypatch.setattr(serving, "serve", lambda job, **options: served.update(options))
+    assert main(["status", str(tmp_path / "out.job"), "--serve", "--port", "0"]) == 0
+    assert (theirs / "index.html").read_text() == "their own page" and sorted(p.name for p in theirs.iterdir()) == [
+        "index.html"]
+    assert b'id="state">stopped<' in served["index"]

@@ -301,6 +301,10 @@ def test_a_users_precomputed_flow_folder_drives_the_job(tmp_path, monkeypatch):
     assert video.probe(result.output).frames == 12
     assert not computed  # every flow came from the folder: nothing was computed
     assert len(list((result.job_dir / "flow").glob("*.npz"))) == 11  # t → t-1, read once each, cached
+    # Flows replaced by others (recomputed elsewhere): the frames they shaped are not reused.
+    flow.write_flo(folder / "backward_6_5.flo", flow.optical_flow(frames[6], frames[4]))
+    with pytest.raises(JobError, match=r"other settings \(input.flows: "):
+        run(tmp_path, settings, report=False)
     (folder / "backward_6_5.flo").unlink()
     with pytest.raises(InputError, match="no flow file"):
         run(tmp_path, settings, name="missing", report=False)

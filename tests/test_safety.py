@@ -196,3 +196,57 @@ def test_status_of_a_damaged_job_reports_what_it_can(job, capsys):
     assert main(["status", str(job), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["damaged"] and not status["decoded"]
+
+
+@pytest.mark.parametrize("link", ["chains folder", "frame file", "hard-linked log"])
+def test_a_link_in_the_job_is_refused_and_nothing_is_touched_through_it(finished, job, tmp_path, capsys, link):
+    """A symlink under chains/ once made a re-run empty the folder it led to."""
+    theirs = tmp_path / "mydocs"
+    theirs.mkdir()
+    (theirs / "000010.png").write_bytes(b"their picture")
+    (theirs / "notes.txt").write_text("their notes")
+    if link == "chains folder":
+        (job / "chains" / "0003").symlink_to(theirs)
+        named = job / "chains" / "0003"
+    elif link == "frame file":
+        (job / "chains" / "0001" / "000005.png").unlink()
+        (job / "chains" / "0001" / "000005.png").symlink_to(theirs / "000010.png")
+        named = job / "chains" / "0001" / "000005.png"
+    else:
+        (theirs / "notes.txt").write_bytes((job / "frames.jsonl").read_bytes())  # their copy of the log
+        (job / "frames.jsonl").unlink()
+        (job / "frames.jsonl").hardlink_to(theirs / "notes.txt")
+        named = job / "frames.jsonl"
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    argv = ["video", str(CLIP), str(STYLE), "-o", str(tmp_path / "out.mp4"), "--weights", "random", "--size", "32",
+            "--iters", "6", "--executor", "local", "-q"]
+    assert main(argv) == JobError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(named) in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
+
+
+def test_an_index_with_fewer_frames_and_their_checksums_is_not_trusted(finished, job, tmp_path):
+    """An edited index that is consistent in itself (3 frames, 3 checksums) still is not an index
+    of the probed video: the source is decoded again, the whole video delivered, nothing lost."""
+    _, reference, output = finished
+    index = json.loads((job / "source" / "index.json").read_text())
+    (job / "source" / "index.json").write_text(json.dumps({**index, "frames": 3, "sha256": index["sha256"][:3]}))
+    result = run(tmp_path, FLOW, report=False)
+    assert video.probe(result.output).frames == 12 and frames_of(job) == reference and result.rendered == 0
+    assert "source index" in {e.get("what") for e in repaired_events(job)}
+
+
+@pytest.mark.parametrize("chains", [[[0, 10 ** 12, 0]], [[0, 2, 0]], [[-3, 40, 0]], "deleted"])
+def test_an_edited_plan_is_rebuilt_and_no_finished_frame_is_lost(finished, job, tmp_path, capsys, chains):
+    _, reference, output = finished
+    if chains == "deleted":
+        (job / "plan.json").unlink()
+    else:
+        saved = json.loads((job / "plan.json").read_text())
+        (job / "plan.json").write_text(json.dumps({**saved, "chains": chains}))
+    assert main(["status", str(job)]) == 0  # at once, whatever the plan says
+    assert "stopped" in capsys.readouterr().out
+    result = run(tmp_path, FLOW, report=False)
+    assert result.rendered == 0 and frames_of(job) == reference
+    assert result.output.read_bytes() == output

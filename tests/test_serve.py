@@ -156,3 +156,46 @@ def test_serve_reports_its_port_and_stops(job):
         thread.join(10)
     assert not thread.is_alive()
     assert any('"GET / HTTP/1.1" 200' in line for line in lines)
+
+
+def test_a_hard_link_and_a_second_host_header_are_refused(job, server, tmp_path):
+    os.link(tmp_path / "secret.txt", job / "report" / "planted.txt")  # a file from elsewhere, by a second name
+    response, body = request(server, "/planted.txt")
+    assert response.status == 404 and b"secret" not in body
+    (job / "report" / "index.html").write_text("page")
+    port = server.server_address[1]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.putrequest("GET", "/", skip_host=True, skip_accept_encoding=True)
+    connection.putheader("Host", f"127.0.0.1:{port}")
+    connection.putheader("Host", "attacker.example")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 403 and response.read() != b"page"
+    connection.close()
+
+
+def test_idle_and_vanishing_clients_cost_nothing(job, monkeypatch, capfd):
+    from ray_style import serve as serving
+
+    monkeypatch.setattr(serving.ReportHandler, "timeout", 0.5)
+    (job / "report" / "side_by_side.mp4").write_bytes(os.urandom(4 << 20))
+    server = make_server(job, port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)  # connects, says nothing
+        assert idle.recv(1) == b""  # the server closed it
+        idle.close()
+        for _ in range(3):  # asks for 4 MB and leaves without reading them
+            gone = socket.create_connection(("127.0.0.1", port), timeout=5)
+            gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            gone.sendall(f"GET /side_by_side.mp4 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            gone.recv(10)
+            gone.close()  # a reset
+        response, body = request(server, "/", headers={})
+        assert response.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err
