@@ -8,13 +8,16 @@ once; only each command's own arguments (paths, ``--frames``, ``--json``…) are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import settings as table
-from .errors import InputError, RayStyleError
+from .errors import InputError, RayStyleError, Terminated
 from .settings import ExecutorOptions, StyleSettings, VideoSettings
 
 STYLE = StyleSettings()
@@ -556,6 +559,33 @@ def _version() -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    with _sigterm_stops():
+        return _run(args)
+
+
+_SIGTERM = threading.Event()
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While a command runs, SIGTERM stops it as Ctrl-C does (see errors.Terminated)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        _SIGTERM.set()  # Ray's ray.get turns any exception of a handler into a plain KeyboardInterrupt
+        raise Terminated()
+
+    _SIGTERM.clear()
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run(args) -> int:
     try:
         return args.run(args)
     except RayStyleError as error:
@@ -570,9 +600,11 @@ def main(argv=None) -> int:
         print(f"ray-style: error: {error.strerror}{name}: free space (finished work is kept) and re-run to resume",
               file=sys.stderr)
         return 6
-    except KeyboardInterrupt:
-        print("ray-style: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated) or _SIGTERM.is_set()
+        how = "stopped (SIGTERM)" if terminated else "interrupted"
+        print(f"ray-style: {how}; finished work is kept, re-run the same command to resume", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ class ClusterError(RayStyleError):
     exit_code = 7
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a Kubernetes pod being stopped): a stop like Ctrl-C, with the same
+    clean-up (the page says "stopped", no temp file or ffmpeg outlives the command); exit 143."""
+
+
 def first_line(error: BaseException) -> str:
     """An error's first line, for a log or a page; its type's name when it has no message."""
     lines = str(error).splitlines()

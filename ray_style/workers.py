@@ -12,11 +12,14 @@ what the cluster offers. Each actor loads the model and the style targets once (
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -102,6 +105,24 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+    with _sigterm_kept():
+        return _init(address, common, num_cpus, object_store_mb)
+
+
+@contextlib.contextmanager
+def _sigterm_kept():
+    """ray.init makes SIGTERM a bare ``sys.exit``; the command's own handler (a stop like
+    Ctrl-C: the page says "stopped", ffmpeg and temp files are cleaned up) is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _init(address, common: dict, num_cpus, object_store_mb) -> bool:
     try:
         if address:
             check_reachable(address)

@@ -250,3 +250,40 @@ def test_an_edited_plan_is_rebuilt_and_no_finished_frame_is_lost(finished, job, 
     result = run(tmp_path, FLOW, report=False)
     assert result.rendered == 0 and frames_of(job) == reference
     assert result.output.read_bytes() == output
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
+def test_sigterm_stops_like_ctrl_c(tmp_path, executor):
+    """A Kubernetes pod stop is a SIGTERM: one line, exit 143, the page says "stopped", and no
+    ffmpeg or temp file outlives the command; the same command then resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "out.mp4"
+    argv = [sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o", str(out), "--weights",
+            "random", "--size", "32", "--iters", "40", "--segment-length", "12", "-q", "--executor", executor,
+            *(["--max-workers", "1", "--threads", "1"] if executor == "ray" else ["--threads", "1"])]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "out.job" / "frames.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, process.stderr.read()
+    helpers = [p for p in psutil.Process(process.pid).children(recursive=True) if "ffmpeg" in p.name()]
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("ray-style: stopped (SIGTERM); finished work is kept, re-run the same "
+                                            "command to resume") and "Traceback" not in err
+    assert 'id="state">stopped<' in (tmp_path / "out.job" / "report" / "index.html").read_text()
+    assert not [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temp output left
+    assert not out.exists()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert video.probe(out).frames == 12
