@@ -112,6 +112,7 @@ def cmd_image(args) -> int:
     if from_file:
         settings = table.replace(settings, init="content")
     device = optimize.resolve_device(args.device)
+    optimize.check_image_sizes((content.shape[1], content.shape[0]), styles, settings, args.styles)
     weights = load_weights(settings.weights)
     check_layers(weights.arch, (*settings.content_layers, *settings.style_layers))
     bar = Bar(settings.iters * settings.scales, "eval", Path(out).name, not args.quiet)

@@ -36,6 +36,27 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
+def min_side(layers) -> int:
+    """The smallest image side whose feature maps still exist at the deepest of ``layers``
+    (each 2×2 pooling before it halves the side; 2^k px survive k of them)."""
+    names = layer_names("vgg19")
+    deepest = max((names.index(name) for name in layers if name in names), default=0)
+    return 2 ** sum(1 for name in names[:deepest] if name.startswith("pool"))
+
+
+def check_size(size_at, long_edge: int, layers, what: str) -> None:
+    """:class:`InputError`, naming the smallest ``--size`` that works, when ``size_at(long_edge)``
+    (the ``(w, h)`` an image is optimized at) is too small for the deepest of ``layers``."""
+    need = min_side(layers)
+    size = size_at(long_edge)
+    if min(size) >= need:
+        return
+    smallest = next((s for s in range(long_edge, 1 << 16) if min(size_at(s)) >= need), None)
+    fix = f"use --size {smallest} or more" if smallest else "it is too narrow at any size"
+    raise InputError(f"--size {long_edge} makes {size[0]}x{size[1]} {what}, too small for the deepest layer "
+                     f"(its poolings need {need} px on each side): {fix}")
+
+
 def conv_shapes(arch: str) -> list[tuple[int, int]]:
     """``(out, in)`` channels of each 3x3 convolution of ``arch``, in order."""
     shapes, channels_in = [], 3
@@ -167,4 +188,4 @@ class VGGFeatures(nn.Module):
         return out
 
 
-__all__ = ["VGGFeatures", "avg_pool_2x2", "layer_names", "conv_shapes", "check_layers", "POOLINGS"]
+__all__ = ["VGGFeatures", "avg_pool_2x2", "layer_names", "min_side", "check_size", "conv_shapes", "check_layers", "POOLINGS"]

@@ -12,6 +12,7 @@ with 1-based frame numbers, and optional ``reliable_{i}_{j}.pgm`` masks (255 = r
 """
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Callable, Iterator
@@ -325,6 +326,22 @@ def read_flow_dir(folder, source: int, target: int, width: int, height: int) -> 
     return flow, mask * (known >= 1)
 
 
+def check_flow_dir(folder, frames: int, offsets, forward: bool) -> None:
+    """:class:`InputError` before any work unless ``folder`` has a flow file for every pair a
+    job of ``frames`` frames may read: each frame to the ones ``offsets`` before it and, when
+    ``forward`` (refinement passes, the report's warping error), each frame to the next."""
+    folder = Path(folder)
+    names = {entry.name for entry in os.scandir(folder)} if folder.is_dir() else set()
+    pairs = [(t, t - k) for k in offsets for t in range(k, frames)]
+    if forward:
+        pairs += [(t, t + 1) for t in range(frames - 1)]
+    missing = [flow_file_names(a, b)[0] for a, b in pairs if flow_file_names(a, b)[0] not in names]
+    if missing:
+        raise InputError(f"--flow-dir {folder} lacks {len(missing)} of the {len(pairs)} flow files this job reads, "
+                         f"e.g. {missing[0]} (artistic-videos' names: forward_I_J.flo, backward_J_I.flo, 1-based "
+                         "frame numbers)")
+
+
 def flow_dir_identity(folder) -> str:
     """Names, sizes and modification times (ns) of a flow folder's files: what a job's frames
     and cached flows were made from, so that changed files are never mistaken for the old."""
@@ -346,4 +363,4 @@ __all__ = ["FLOW_METHODS", "check_flow_method", "optical_flow", "warp", "inside"
            "reliable_flow", "compose", "compose_reliability", "composed_paths", "compose_path", "long_term_masks",
            "anchored_long_term_masks", "flow_init",
            "warping_error", "read_flo", "write_flo", "resize_flow", "resize_mask", "flow_file_names", "read_flow_dir",
-           "flow_dir_provider", "flow_dir_identity"]
+           "flow_dir_provider", "flow_dir_identity", "check_flow_dir"]

@@ -506,9 +506,14 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> int:
     return removed
 
 
-def check_no_links(folder: Path) -> None:
-    """Refuse a job folder that holds a link: a symlink (a re-run would write or delete where it
-    leads) or a file with a second name (a hard link: an append would change the other file)."""
+FILE_NAMES = (MARKER, "lock", "lease.json", "reach-token")  # files of the job without a suffix telling so
+FILE_SUFFIXES = (".png", ".jpg", ".npz", ".json", ".jsonl", ".html", ".mp4", ".svg")
+
+
+def check_job_tree(folder: Path) -> None:
+    """Refuse a job folder that holds a link — a symlink (a re-run would write or delete where it
+    leads) or a file with a second name (a hard link: an append would change the other file) —
+    or a folder where the job keeps a file (a frame, a record, the lock)."""
     import os
 
     pending = [str(folder)]
@@ -519,6 +524,9 @@ def check_no_links(folder: Path) -> None:
                     raise JobError(f"{entry.path} is a symbolic link: a job directory holds no links (a re-run could "
                                    "write or delete where it leads); remove it and re-run — nothing was changed")
                 if entry.is_dir(follow_symlinks=False):
+                    if entry.name in FILE_NAMES or entry.name.endswith(FILE_SUFFIXES):
+                        raise JobError(f"{entry.path} is a folder where the job keeps a file: remove it and re-run "
+                                       "— nothing was changed")
                     pending.append(entry.path)
                 elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_nlink > 1:
                     raise JobError(f"{entry.path} has another name elsewhere (a hard link): a job directory's files "
@@ -555,7 +563,7 @@ def open_job(root, manifest: dict, restart: bool = False) -> Job:
         raise JobError(f"{store.describe()} is not a ray-style job directory (it has files, and no {MARKER} marker): "
                        "choose another --job-dir; nothing there was changed")
     if isinstance(store, LocalStore) and store.root.is_dir():
-        check_no_links(store.root)
+        check_job_tree(store.root)
     if isinstance(store, LocalStore):
         try:
             store.root.mkdir(parents=True, exist_ok=True)

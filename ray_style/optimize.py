@@ -24,7 +24,7 @@ from torch import Tensor
 from . import images, lbfgs, losses
 from .errors import FrameError, InputError
 from .settings import MIN_SIZE, StyleSettings
-from .features import VGGFeatures
+from .features import VGGFeatures, check_size, min_side
 from .weights import Weights
 
 
@@ -562,8 +562,29 @@ def render_facts(settings: StyleSettings, device, threads: int | None) -> dict:
 
 def prepare_styles(styles: list[np.ndarray], size: int, scale: float, device) -> list[Tensor]:
     """Artworks resized so their long edge is ``scale × size``, as tensors."""
-    long_edge = max(16, round(size * scale))
+    long_edge = _style_edge(size, scale)
     return [images.to_tensor(images.resize_long_edge(style, long_edge)).to(device) for style in styles]
+
+
+def _style_edge(size: int, scale: float) -> int:
+    return max(16, round(size * scale))
+
+
+def check_image_sizes(content_size: tuple[int, int], styles: list[np.ndarray], settings: StyleSettings,
+                      names=()) -> None:
+    """:class:`InputError` before any work when the content (``(w, h)`` before resizing) or an
+    artwork, resized as they will be, is too small for the deepest layer it goes through."""
+    width, height = content_size
+    check_size(lambda size: images.fit_long_edge(width, height, size), settings.size,
+               (*settings.content_layers, *settings.style_layers), "images")
+    need, long_edge = min_side(settings.style_layers), _style_edge(settings.size, settings.style_scale)
+    for index, art in enumerate(styles):
+        w, h = images.fit_long_edge(art.shape[1], art.shape[0], long_edge)
+        if min(w, h) < need:
+            name = names[index] if index < len(names) else f"style image {index + 1}"
+            raise InputError(f"{name} ({art.shape[1]}x{art.shape[0]}) is {w}x{h} px at --size {settings.size} × "
+                             f"--style-scale {settings.style_scale:g}, too small for the deepest style layer (its "
+                             f"poolings need {need} px on each side): use a larger --style-scale or a wider artwork")
 
 
 def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: StyleSettings, weights: Weights,
@@ -597,4 +618,4 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
 __all__ = ["Progress", "FrameResult", "Temporal", "Problem", "render_facts", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
            "resolve_precision", "resolve_compile", "resolve_graphs", "release_graphs", "inductor_cache_dir",
            "stylize_image", "style_targets", "initial_image", "build_model", "resolve_loss_weights", "resolve_device",
-           "prepare_styles"]
+           "prepare_styles", "check_image_sizes"]

@@ -92,7 +92,7 @@ def is_plan_of(chains: list[Chain], length, frame_count: int, cuts: Iterable[int
     """Whether ``chains`` are exactly :func:`plan_chains` of this video at segment length
     ``length`` (what :func:`plan_for_workers` makes): a plan read back from a job directory is
     used only then — an edited one could name frames the video does not have."""
-    return isinstance(length, int) and not isinstance(length, bool) and 1 <= length <= max(frame_count, 1) \
+    return isinstance(length, int) and not isinstance(length, bool) and length >= 1 \
         and chains == plan_chains(frame_count, cuts, length, overlap)
 
 

@@ -69,7 +69,9 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
         name = look.settings.style.weights
         weights[name] = weights.get(name) or load_weights(name)
         artworks = [images.load_image(path) for path in look.styles]
-        resolved.append((resolve_settings(look.settings, weights[name], info), weights[name], artworks))
+        settings = resolve_settings(look.settings, weights[name], info)
+        optimize.check_image_sizes(video.frame_size(info, settings.style.size), artworks, settings.style, look.styles)
+        resolved.append((settings, weights[name], artworks))
     sizes = {settings.style.size for settings, _, _ in resolved}
     stills = {size: {n: video.decode_at(info, n, *video.frame_size(info, size)) for n in numbers} for size in sizes}
     options = executor if isinstance(executor, ExecutorOptions) else ExecutorOptions()

@@ -26,7 +26,7 @@ from . import __version__, flow, images, optimize, plan, store, video
 from .encoder import EncodeBesideRender, Output, encode, ordered
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
 from .executor import Executor, Note, Reopen, drive, make_executor
-from .features import check_layers, layer_names
+from .features import check_layers, check_size
 from .files import check_writable_output
 from .frames import FrameGraph
 from .job import DamagedFile, Job, damage_of, describe_facts, open_job, remove_stale_temps
@@ -75,23 +75,10 @@ def range_output(output, frames: tuple[int, int]) -> store.Location:
     return place.sibling(f"{place.stem}.frames{frames[0]}-{frames[1] - 1}{place.suffix}")
 
 
-def min_side(layers) -> int:
-    """The smallest image side whose feature maps still exist at the deepest of ``layers``
-    (each 2×2 pooling before it halves the side; 2^k px survive k of them)."""
-    names = layer_names("vgg19")
-    deepest = max(names.index(name) for name in layers if name in names)
-    return 2 ** sum(1 for name in names[:deepest] if name.startswith("pool"))
-
-
 def check_frame_size(info: video.VideoInfo, long_edge: int, layers) -> None:
     """:class:`InputError`, naming the smallest ``--size`` that works, for frames too small for
     the deepest layer's pooling."""
-    need = min_side(layers)
-    size = video.frame_size(info, long_edge)
-    if min(size) < need:
-        smallest = next(s for s in range(long_edge, 1 << 16) if min(video.frame_size(info, s)) >= need)
-        raise InputError(f"--size {long_edge} makes {size[0]}x{size[1]} frames, too small for the deepest layer "
-                         f"(its poolings need {need} px on each side): use --size {smallest} or more")
+    check_size(lambda size: video.frame_size(info, size), long_edge, layers, "frames")
 
 
 def resolve_settings(settings: VideoSettings, weights: Weights, info: video.VideoInfo) -> VideoSettings:
@@ -187,6 +174,7 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     weights = weights if isinstance(weights, Weights) else load_weights(weights or settings.style.weights)
     size = video.frame_size(info, settings.style.size)
     settings = resolve_settings(settings, weights, info)
+    optimize.check_image_sizes(size, styles, settings.style, [str(p) for p in style_paths])
     if settings.flow_dir is not None and store.is_remote(settings.flow_dir):
         raise InputError(f"--flow-dir {settings.flow_dir}: .flo files are read from a folder on this machine; "
                          "copy them here (a bucket's are not read yet)")
@@ -195,7 +183,15 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     if frames is not None and not 0 <= frames[0] < frames[1] <= info.frames:
         raise InputError(f"--frames {frames[0]}:{frames[1]} is outside the video's {info.frames} frames "
                          f"(0:{info.frames})")
+    if settings.flow_dir is not None and settings.init == "flow":
+        flow.check_flow_dir(settings.flow_dir, frames[1] if frames else info.frames, settings.offsets,
+                            forward=settings.passes > 0 or (report and frames is None))
     job_at = job_dir or default_job_dir(target)
+    if job_at.text.rstrip("/") in {place.text.rstrip("/") for place in (target, source, *styles_at)}:
+        raise InputError(f"--job-dir {job_at} is also the output or an input: give the job a folder of its own "
+                         "(by default OUTPUT.job beside the output)")
+    if not job_at.remote and Path(job_at.text).exists() and not Path(job_at.text).is_dir():
+        raise InputError(f"--job-dir {job_at} is a file: give a folder (by default OUTPUT.job beside the output)")
     if job_at.remote:
         store.check_writable(job_at.text.rstrip("/") + "/", "--job-dir")
     manifest = {
@@ -664,4 +660,4 @@ def report_video(job: Job, graph: FrameGraph, request: JobRequest, targets: Targ
 
 
 __all__ = ["stylize_video", "VideoResult", "VideoProgress", "default_job_dir", "range_output", "check_frame_size",
-           "min_side", "resolve_settings", "prepare", "JobRequest"]
+           "resolve_settings", "prepare", "JobRequest"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ray_style.cli import main
+from ray_style.images import save_image
 from ray_style.job import open_job
 from tests.conftest import DATA, SAMPLES, audio_only, frameless
 
@@ -64,6 +65,12 @@ BAD_IMAGE = [
      "--lbfgs-history 0"),
     ("scales below VGG's minimum", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--size", "32", "--scales",
                                     "4"], 2, "--scales 4 at --size 32"),
+    ("a 200x1 content", ["image", "{thin}", "{style}", "-o", "{tmp}/o.png"], 2,
+     "--size 512 makes 512x3 images, too small for the deepest layer"),
+    ("a size too small for the layers", ["image", "{content}", "{style}", "-o", "{tmp}/o.png", "--size", "16"], 2,
+     "too small for the deepest layer (its poolings need 16 px on each side): use --size"),
+    ("a 200x1 artwork", ["image", "{content}", "{thin}", "-o", "{tmp}/o.png", "--size", "64"], 2,
+     "too small for the deepest style layer"),
 ]
 BAD_VIDEO = [
     ("missing video", ["video", "{tmp}/nope.mp4", "{style}", "-o", "{tmp}/o.mp4"], 2, "video not found"),
@@ -78,6 +85,12 @@ BAD_VIDEO = [
      "--frames-per-worker 0: use 1…64"),
     ("output is the input", ["video", "{tmp}/inputs/frameless.mp4", "{style}", "-o", "{tmp}/inputs/frameless.mp4"], 2,
      "is also an input"),
+    ("a 200x1 artwork", ["video", "{clip}", "{thin}", "-o", "{tmp}/o.mp4", "--size", "32"], 2,
+     "too small for the deepest style layer"),
+    ("job dir is the output", ["video", "{clip}", "{style}", "-o", "{tmp}/o.mp4", "--job-dir", "{tmp}/o.mp4"], 2,
+     "is also the output or an input"),
+    ("job dir is a file", ["video", "{clip}", "{style}", "-o", "{tmp}/o.mp4", "--job-dir", "{tmp}/bad.jpg"], 2,
+     "is a file: give a folder"),
 ]
 
 
@@ -87,8 +100,9 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, tiny_pngs, capsy
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     inputs = tmp_path / "inputs"
     inputs.mkdir()
+    save_image(np.zeros((1, 200, 3), np.uint8), inputs / "thin.png")
     names = {"tmp": tmp_path, "content": content, "style": style, "clip": DATA / "bunny_12f.mp4",
-             "audio": audio_only(inputs), "frameless": frameless(inputs)}
+             "audio": audio_only(inputs), "frameless": frameless(inputs), "thin": inputs / "thin.png"}
     argv = [a.format(**names) for a in argv]
     before = set(tmp_path.iterdir())
     extra = ["-q"] + ([] if "--weights" in argv else ["--weights", "random"])

@@ -104,3 +104,14 @@ def test_a_span_counts_only_the_chains_it_renders():
     assert FrameGraph(chains, [], 40, settings).chains_in_span == 2
     assert FrameGraph(chains, [], 40, settings, (10, 14)).chains_in_span == 1
     assert FrameGraph(chains, [], 40, settings, (18, 22)).chains_in_span == 2
+
+
+def test_a_plan_read_back_is_used_only_when_it_is_a_plan_of_the_video():
+    chains = plan.plan_chains(40, [17], 12, 2)
+    assert plan.is_plan_of(chains, 12, 40, [17], 2)
+    assert plan.is_plan_of(plan.plan_chains(12, [], 48, 4), 48, 12, [], 4)  # longer than the video: one chain
+    edited = [*chains[:-1], plan.Chain(chains[-1].index, chains[-1].start, 10 ** 12, chains[-1].lead_in)]
+    assert not plan.is_plan_of(edited, 12, 40, [17], 2)
+    assert not plan.is_plan_of([plan.Chain(0, -3, 40, 0)], 40, 40, [], 2)
+    assert not plan.is_plan_of(chains, 11, 40, [17], 2)  # not what that length makes
+    assert not plan.is_plan_of(chains, True, 40, [17], 2) and not plan.is_plan_of(chains, "12", 40, [17], 2)

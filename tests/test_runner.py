@@ -306,8 +306,11 @@ def test_a_users_precomputed_flow_folder_drives_the_job(tmp_path, monkeypatch):
     with pytest.raises(JobError, match=r"other settings \(input.flows: "):
         run(tmp_path, settings, report=False)
     (folder / "backward_6_5.flo").unlink()
-    with pytest.raises(InputError, match="no flow file"):
+    with pytest.raises(InputError, match="lacks 1 of the 11 flow files this job reads, e.g. backward_6_5.flo"):
         run(tmp_path, settings, name="missing", report=False)
+    assert not (tmp_path / "missing.job").exists()  # refused before anything was made
+    with pytest.raises(InputError, match="lacks 1 of the 22 flow files"):  # the report reads forward flows too
+        run(tmp_path, settings, name="missing")
 
 
 def test_a_damaged_chain_frame_a_refinement_pass_needs_is_rendered_again(tmp_path):
