@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 ARMIJO = 1e-4  # sufficient decrease constant c₁ (Nocedal & Wright's usual value)
+CURVATURE = 1e-6  # a pair is kept when cos∠(s, y) exceeds this: positive curvature, not rounding
 FIRST_STEP = 0.05  # the first step moves the most-changed pixel by this much (of [0, 1])
 ALGEBRAS = ("splitk", "bmm", "loop")  # how the history products run (benchmarks/gpu.py compares them)
 GPU_ALGEBRA = "splitk"  # the default on a GPU (chosen from first principles; benchmarks/gpu.py measures all)
@@ -300,8 +301,12 @@ def _update(state: LBFGSState, f_new: Tensor, g_new: Tensor, bounds) -> None:
     _free_gradient(x, g, bounds, out=free_g)
     pairs, own = _products(state)  # against the history before this step's pair is stored
 
-    sy_new, yy_new = own[:, 0, 1], own[:, 1, 1]
-    store = accept & (sy_new > 1e-10 * yy_new)
+    ss_new, sy_new, yy_new = own[:, 0, 0], own[:, 0, 1], own[:, 1, 1]
+    # Curvature along the step, judged without units: cos∠(s, y) > CURVATURE. (A threshold on
+    # sᵀy / yᵀy, which has the units of the inverse Hessian, dropped every pair once the loss's
+    # scale made the Hessian larger than its reciprocal: a large style weight meant steepest
+    # descent, and less style.)
+    store = accept & (sy_new > CURVATURE * ss_new.sqrt() * yy_new.sqrt())
     slot = state.slot
     here = torch.arange(m, device=slot.device) == slot[:, None]  # (B, m): the slot a kept pair takes
     kept = here & store[:, None]

@@ -26,6 +26,19 @@ def test_reaches_a_quadratics_minimum():
     torch.testing.assert_close(state.f, loss(solution[None]), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("bounds", [None, (-0.5, 0.5)])
+def test_the_loss_scale_changes_nothing(bounds):
+    """L-BFGS is invariant to the loss's units: a style weight 10⁸ times larger makes the same
+    steps. (Pairs were once kept only while sᵀy/yᵀy > 1e-10, an inverse-Hessian scale: past it
+    every pair was dropped, and a large β got steepest descent — and less style.)"""
+    loss, _ = _quadratic(conditioning=0.05)
+    runs = [lbfgs.minimize(lambda x, c=scale: c * loss(x), torch.zeros(1, 40), 40, memory=10, bounds=bounds)
+            for scale in (1.0, 1e12)]
+    assert (runs[1].age >= 0).sum() == (runs[0].age >= 0).sum() == 10  # pairs kept at both scales
+    torch.testing.assert_close(runs[1].f / 1e12, runs[0].f, atol=0, rtol=1e-5)
+    torch.testing.assert_close(runs[1].x, runs[0].x, atol=1e-2, rtol=0)  # float32 rounding differs, not the path
+
+
 def test_rosenbrock_from_a_hard_start():
     def rosenbrock(x):
         return ((1 - x[:, :-1]) ** 2).sum(1) + 100 * ((x[:, 1:] - x[:, :-1] ** 2) ** 2).sum(1)
