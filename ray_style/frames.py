@@ -73,7 +73,7 @@ class FrameGraph:
     def __init__(self, chains: list[plan.Chain], cuts: list[int], frame_count: int, settings: VideoSettings,
                  span: tuple[int, int] | None = None):
         self.chains, self.cuts, self.frame_count, self.settings = list(chains), list(cuts), frame_count, settings
-        self.sweeps = plan.refinement_passes(self.chains, self.cuts, frame_count, settings.passes)
+        self.sweeps = plan.refinement_passes(self.chains, self.cuts, frame_count, settings.refine_passes)
         self.span = span or (0, frame_count)
         self.seeded = settings.seeded
         self._sweep = {s.index: s for stage in self.sweeps for s in stage}

@@ -7,7 +7,10 @@ chain plan), the file's SHA-256 and its size, and how it was rendered (device, p
 Work nothing vouches for is never used: a file without a record, a record of other settings,
 a file whose size or checksum differs, is re-rendered (with an event saying so); frames of
 one job are never rendered two ways. What can be repaired is: source frames are decoded
-again, flows recomputed. Everything else that reads a job (the page, the server, ``status``)
+again, flows recomputed, a source index or plan that does not describe the probed video made
+again (the plan from the one the log's frames were made under). A local job folder holding a
+link (symlink or hard link) or a folder where a file belongs is refused before anything is
+touched (:func:`check_job_tree`). Everything else that reads a job (the page, the server, ``status``)
 finds its files by the keys :mod:`ray_style.job` names (:class:`Layout` for a local folder)::
 
     .ray-style-job         marker: only a directory with it is a ray_style job

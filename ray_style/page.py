@@ -137,6 +137,8 @@ class Snapshot:
     message: str | None = None  # why the job failed or stopped
     refresh_s: int = 5
     links: list[str] = field(default_factory=list)  # report files beside index.html
+    refining: int = 0  # of the renders, those of refinement passes (the seams' cost)
+    seams: int = 0  # seams between chains inside a shot
     sheet: str | None = None  # the finished report's contact sheet, a data: URI (the page stays whole alone)
     side_by_side: str | None = None  # its side-by-side video, a data: URI when small enough
     side_by_side_bytes: int = 0  # that video's size, inlined or not
@@ -148,9 +150,11 @@ class LivePage:
     ``total_renders``: renders the job needs (a seam frame counts once per chain).
     """
 
-    def __init__(self, job, total_renders: int, title: str | None = None, refresh_s: int = 5):
+    def __init__(self, job, total_renders: int, title: str | None = None, refresh_s: int = 5, refining: int = 0,
+                 seams: int = 0):
         self.store = job if isinstance(job, Store) else open_store(job)
         self.total = total_renders
+        self.refining, self.seams = refining, seams  # renders of refinement passes, seams inside shots
         self.title = title
         self.refresh_s = refresh_s
         self.frames, self.events = self.store.tail(FRAMES), self.store.tail(EVENTS)
@@ -255,7 +259,8 @@ class LivePage:
                 for name, count in sorted(self.worker_renders.items())],
             events=list(reversed(self.recent_events)), event_counts=dict(self.event_counts),
             fallbacks=self.fallbacks, evaluation=evaluation, message=message, refresh_s=self.refresh_s,
-            links=links, sheet=sheet, side_by_side=side_by_side, side_by_side_bytes=video_bytes)
+            links=links, refining=self.refining, seams=self.seams, sheet=sheet, side_by_side=side_by_side,
+            side_by_side_bytes=video_bytes)
 
     # writing
     def write(self, state: str = "running", evaluation: dict | None = None, message: str | None = None) -> Path:
@@ -419,9 +424,17 @@ def _progress(s: Snapshot) -> str:
             f'<div class="bar" title="{share:.1%}"><div style="width:{share * 100:.2f}%"></div></div>'
             '<div class="stats">'
             f'<div><b><span id="done">{s.done}</span> / <span id="total">{s.total}</span></b>renders done '
-            f"({share:.1%})</div>"
+            f"({share:.1%}){_refining(s)}</div>"
             f'<div><b id="rate">{_e(rate)}</b>{"recent rate" if s.state == "running" else "rate near the end"}</div>'
             f'<div><b id="eta">{_e(eta)}</b>time left</div></div>')
+
+
+def _refining(s: Snapshot) -> str:
+    if not s.refining:
+        return ""
+    return (f'<br><span class="meta" id="refining">{s.refining} of them refine (+'
+            f"{s.refining / max(s.total - s.refining, 1):.0%}: the {s.seams} seam{'s' if s.seams != 1 else ''} "
+            "between chains inside shots; --passes 0 skips them)</span>")
 
 
 def _thumbnails(s: Snapshot) -> str:

@@ -93,7 +93,7 @@ def resolve_settings(settings: VideoSettings, weights: Weights, info: video.Vide
     temporal = settings.temporal_weight
     if temporal is None:
         temporal = weights.temporal_weight if settings.init == "flow" else 0.0
-    return dataclasses.replace(settings, style=style, temporal_weight=temporal)
+    return dataclasses.replace(settings, style=style, temporal_weight=temporal, passes=settings.refine_passes)
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
         check_writable_output(target.text, [p.text for p in (source, *styles_at) if not p.remote])
     if not style_paths:
         raise InputError("give at least one style image")
-    if frames is not None and settings.passes > 1:
+    if frames is not None and settings.refine_passes > 1:
         raise InputError("--frames renders a range with --passes 0 or 1; passes over the whole video need it all")
     info = probe_video(source)
     video.plan_audio(info, target.text)  # an audio track no container can take fails now, not after rendering
@@ -185,7 +185,7 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
                          f"(0:{info.frames})")
     if settings.flow_dir is not None and settings.init == "flow":
         flow.check_flow_dir(settings.flow_dir, frames[1] if frames else info.frames, settings.offsets,
-                            forward=settings.passes > 0 or (report and frames is None))
+                            forward=settings.refine_passes > 0 or (report and frames is None))
     job_at = job_dir or default_job_dir(target)
     if job_at.text.rstrip("/") in {place.text.rstrip("/") for place in (target, source, *styles_at)}:
         raise InputError(f"--job-dir {job_at} is also the output or an input: give the job a folder of its own "
@@ -247,10 +247,10 @@ class Reporter:
         self.job.event(kind, detail=note)
         self.tell("note", 0, 0, note=note)
 
-    def open_page(self, renders: int) -> None:
+    def open_page(self, renders: int, refining: int = 0, seams: int = 0) -> None:
         from .page import LivePage
 
-        self.page = LivePage(self.job.store, renders)
+        self.page = LivePage(self.job.store, renders, refining=refining, seams=seams)
         self.write_page("running")
 
     def write_page(self, state: str, evaluation: dict | None = None, message: str | None = None,
@@ -355,7 +355,9 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         try:
             frame_count, cuts = decode(job, request, reporter)
             graph = plan_frames(job, request, frame_count, cuts, pool)
-            reporter.open_page(len(graph.renders()))
+            renders = graph.renders()
+            reporter.open_page(len(renders), sum(1 for r in renders if r.sequence >= len(graph.chains)),
+                               len(graph.seams))
             counts = render_and_encode(job, graph, request, pool, targets, reporter)
             pool.close()  # the workers are not needed for the report: give them back now
             evaluation = report_video(job, graph, request, targets(), reporter) if request.report else None
@@ -453,7 +455,7 @@ def _recorded_plan(job: Job, request: JobRequest, frame_count: int, cuts: list[i
         return None
     for length in range(settings.segment_length, 0, -1):
         chains = plan.plan_chains(frame_count, cuts, length, settings.overlap)
-        if job.key_for(chains, plan.refinement_passes(chains, cuts, frame_count, settings.passes)) in made:
+        if job.key_for(chains, plan.refinement_passes(chains, cuts, frame_count, settings.refine_passes)) in made:
             job.save_plan(chains, segment_length=length)
             return chains
     return None

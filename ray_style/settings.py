@@ -218,9 +218,10 @@ class VideoSettings:
                                             "its chain, e.g. 1,2,5 (Ruder et al.); default off", metavar="K1,K2",
                                         not_a_look=TEMPORAL)
     # Ruder et al. §4.3, made parallel.
-    passes: int = option(0, "refinement passes: 1 re-optimizes the frames around each seam between chains, N > 1 "
-                            "adds N-1 passes over the whole video in alternating directions (%(default)s)",
-                         not_a_look=TEMPORAL)
+    passes: int | None = option(None, "refinement passes: 1 re-optimizes the frames around each seam between chains "
+                                      "inside a shot, N > 1 adds N-1 passes over the whole video in alternating "
+                                      "directions; 0 = none (default: 1 with --init flow, else 0)",
+                                not_a_look=TEMPORAL)
     start_init: str = option("content", "how a chain's first frame starts (%(default)s)", choices=START_INITS)
     start_iters: int | None = option(None, "evaluations for a chain's first frame (default 2 × --iters: it starts "
                                            "further away)")
@@ -242,7 +243,7 @@ class VideoSettings:
         if self.long_term and any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100
                                   for k in self.long_term):
             raise _fail("long_term", f"{{option}} {','.join(map(str, self.long_term))}: give frame offsets 1…100")
-        if not 0 <= self.passes <= 10:
+        if self.passes is not None and not 0 <= self.passes <= 10:
             raise _fail("passes", f"{{option}} {self.passes}: use 0…10")
         for name in ("long_term", "passes", "flow_dir"):
             if getattr(self, name) and self.init != "flow":
@@ -263,6 +264,14 @@ class VideoSettings:
     def seeded(self) -> bool:
         """Whether each chain is sequential: a frame starts from its predecessor's result."""
         return self.init in ("prev", "flow")
+
+    @property
+    def refine_passes(self) -> int:
+        """``passes`` as given, else by default 1 with ``--init flow``: a seam between two chains
+        inside a shot is refined unless the user says ``--passes 0``."""
+        if self.passes is not None:
+            return self.passes
+        return 1 if self.init == "flow" else 0
 
     @property
     def offsets(self) -> tuple[int, ...]:

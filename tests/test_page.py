@@ -247,3 +247,11 @@ def test_workers_joining_are_news_not_failures(tmp_path):
         log.write(json.dumps({"time": 2.0, "kind": "lost", "worker": "a", "detail": "worker a lost"}) + "\n")
     text = LivePage(root, 6).write().read_text()
     assert '<p id="event-counts">1 lost</p>' in text
+
+
+def test_the_page_states_what_seam_refinement_costs(tmp_path):
+    root = make_job(tmp_path / "job")
+    text = LivePage(root, 16, refining=4, seams=2).write().read_text()
+    assert '<span class="meta" id="refining">4 of them refine (+33%: the 2 seams between chains inside shots; ' \
+           "--passes 0 skips them)</span>" in text
+    assert 'id="refining"' not in LivePage(root, 12).write().read_text()

@@ -21,7 +21,7 @@ from tests.conftest import DATA, SAMPLES
 # bookkeeping, resumes, bytes) does not depend on depth. The paper's layers: test_optimize.py.
 TINY = VideoSettings(style=StyleSettings(size=32, iters=6, content_weight=1.0, style_weight=1e3,
                                          content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1")),
-                     segment_length=5, overlap=2)
+                     segment_length=5, overlap=2, passes=0)  # seams as they are: counts stay simple to state
 CLIP = DATA / "bunny_12f.mp4"
 STYLE = SAMPLES / "starry_night.jpg"
 
@@ -51,6 +51,24 @@ def test_video_keeps_frame_count_rate_and_audio(tmp_path):
     assert (result.job_dir / "report" / "side_by_side.mp4").exists()
     status = job_status(result.job_dir)
     assert status["renders_done"] == status["renders_total"] == 16 and status["finished"] and not status["running"]
+
+
+def test_seams_are_refined_unless_the_user_opts_out(tmp_path):
+    """By default (--init flow) the frames around each seam inside a shot are optimized again
+    across it (--passes 1's windows); --passes 0 leaves the seams as the chains made them."""
+    import json
+
+    default = dataclasses.replace(TINY, passes=None)
+    result = run(tmp_path, default, name="refined", report=False)
+    records = [json.loads(line) for line in (result.job_dir / "frames.jsonl").read_text().splitlines()]
+    refined = sorted({r["frame"] for r in records if r["chain"] >= 10000})
+    assert refined and result.rendered == 16 + len([r for r in records if r["chain"] >= 10000])
+    assert json.loads((result.job_dir / "manifest.json").read_text())["settings"]["passes"] == 1
+    page = (result.job_dir / "report" / "index.html").read_text()
+    assert 'id="refining">' in page and "the 2 seams between chains inside shots" in page
+    plain = run(tmp_path, TINY, name="plain", report=False)
+    assert plain.rendered == 16
+    assert VideoSettings(init="prev").refine_passes == 0 and VideoSettings().refine_passes == 1
 
 
 def test_rerun_resumes_and_changed_settings_are_refused(tmp_path):
@@ -160,7 +178,7 @@ def test_sigkill_mid_job_then_resume_gives_identical_frames(tmp_path):
     subprocess.run([sys.executable, "-m", "ray_style.cli", *_cli(tmp_path, "killed")], check=True, env=env,
                    timeout=300)
     assert frames_of(tmp_path / "killed.job") == frames_of(tmp_path / "whole.job")
-    assert len(frames_of(tmp_path / "whole.job")) == 14  # 12 frames, one seam of 2
+    assert len(frames_of(tmp_path / "whole.job")) == 24  # 12 frames, one seam of 2, its refinement (the default)
     whole = video.probe(tmp_path / "whole.mp4")
     assert whole.frames == video.probe(tmp_path / "killed.mp4").frames == 12
 

@@ -126,7 +126,7 @@ def test_a_full_disk_while_rendering_stops_with_one_line_and_keeps_the_frames(tm
     assert main(argv) == 0  # space freed: the run resumes from the five kept frames
     assert len(json.loads((tmp_path / "out.job" / "manifest.json").read_text())) > 0
     resumed = [line for line in (tmp_path / "out.job" / "frames.jsonl").read_text().splitlines()]
-    assert len(resumed) == 16
+    assert len(resumed) == 16 + 12  # every frame once; and the two seams refined (the default), 6 renders each
 
 
 def test_a_real_enospc_from_the_file_system_is_one_line(tmp_path, monkeypatch, capsys):

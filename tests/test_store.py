@@ -184,7 +184,7 @@ def _cli(clip, style, output, *extra):
     return ["video", clip, style, "-o", output, "--size", "32", "--iters", "6", "--content-weight", "1",
             "--style-weight", "1e3", "--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1",
             "--segment-length", "5", "--overlap", "2", "--weights", "random", "--executor", "local", "--threads", "2",
-            "--no-report", "-q", *extra]  # TINY's settings
+            "--passes", "0", "--no-report", "-q", *extra]  # TINY's settings
 
 
 @pytest.mark.slow
