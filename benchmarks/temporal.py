@@ -45,7 +45,7 @@ MODES = [  # label, VideoSettings fields
     ("--init prev", {"init": "prev"}),
     ("--init flow (default)", {"init": "flow"}),
     ("--init flow --long-term 1,2,5", {"init": "flow", "long_term": (1, 2, 5)}),
-    ("--init flow, 12-frame chains", {"init": "flow", "segment_length": 12}),
+    ("--init flow, 12-frame chains, --passes 0", {"init": "flow", "segment_length": 12, "passes": 0}),
     ("--init flow, 12-frame chains, --passes 1", {"init": "flow", "segment_length": 12, "passes": 1}),
 ]
 

@@ -337,9 +337,11 @@ def check_flow_dir(folder, frames: int, offsets, forward: bool) -> None:
         pairs += [(t, t + 1) for t in range(frames - 1)]
     missing = [flow_file_names(a, b)[0] for a, b in pairs if flow_file_names(a, b)[0] not in names]
     if missing:
+        hint = "; seam refinement and the report read forward flows too (--passes 0 --no-report: backward only)" \
+            if forward else ""
         raise InputError(f"--flow-dir {folder} lacks {len(missing)} of the {len(pairs)} flow files this job reads, "
                          f"e.g. {missing[0]} (artistic-videos' names: forward_I_J.flo, backward_J_I.flo, 1-based "
-                         "frame numbers)")
+                         f"frame numbers){hint}")
 
 
 def flow_dir_identity(folder) -> str:
