@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.suite import _torch_lbfgs
 from ray_style import images, optimize
 from ray_style.settings import StyleSettings
 from ray_style.weights import load_weights
@@ -40,21 +41,6 @@ def _setup(weights, content, style, settings: StyleSettings):
     return optimize.Objective(model, settings, target, grams), init
 
 
-def torch_lbfgs(objective, init: torch.Tensor, evaluations: int) -> torch.Tensor:
-    image = init.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([image], lr=1, max_iter=evaluations, max_eval=evaluations, tolerance_grad=-1,
-                                  tolerance_change=-1, history_size=100, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective(image)[0].sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return image.detach().clamp(0, 1)
-
-
 def cell(weights, content, style, size: int, evaluations: int, init: str, beta: float) -> dict:
     row = {"size": size, "evaluations": evaluations, "init": init, "beta": beta}
     for name in ("ours", "adam"):
@@ -67,7 +53,7 @@ def cell(weights, content, style, size: int, evaluations: int, init: str, beta: 
     objective, start = _setup(weights, content, style, StyleSettings(size=size, iters=evaluations, style_weight=beta,
                                                                       init=init))
     started = time.perf_counter()
-    final = torch_lbfgs(objective, start, evaluations)
+    final = _torch_lbfgs(objective, start, evaluations, 100).clamp(0, 1)  # neural-style's way: clamped at the end
     seconds = time.perf_counter() - started
     with torch.no_grad():
         total, content_loss, style_loss = (float(v) for v in objective(final))
