@@ -335,7 +335,7 @@ def check_flow_dir(folder, frames: int, offsets, forward: bool) -> None:
     pairs = [(t, t - k) for k in offsets for t in range(k, frames)]
     if forward:
         pairs += [(t, t + 1) for t in range(frames - 1)]
-    missing = [flow_file_names(a, b)[0] for a, b in pairs if flow_file_names(a, b)[0] not in names]
+    missing = [name for name in (flow_file_names(a, b)[0] for a, b in pairs) if name not in names]
     if missing:
         hint = "; seam refinement and the report read forward flows too (--passes 0 --no-report: backward only)" \
             if forward else ""

@@ -15,6 +15,7 @@ import errno
 import ipaddress
 import os
 import socket
+import sys
 import threading
 import urllib.parse
 from http import HTTPStatus
@@ -204,8 +205,6 @@ def make_server(job_root, port: int = 8000, host: str = "127.0.0.1",
         daemon_threads = True
 
         def handle_error(self, request, client_address) -> None:
-            import sys
-
             if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # a client that left: no error
                 super().handle_error(request, client_address)
 
