@@ -25,6 +25,8 @@ that would start after ``--budget-s`` seconds is skipped and says so):
 - ``optimizer``: the optimizer alone per iteration (a cheap objective of the frame's shape), for
   every history-product algebra (``lbfgs.ALGEBRAS``), graph on and off, B = 1 and 4.
 - ``batch``: frames per second with B = 1, 2, 4, 8 frames per optimization at 256² and 512².
+- ``tiling``: one evaluation whole and in exact tiles (``ray_style.tiling``) at 512², 1080p and
+  2160p, bf16: ms, peak memory against the model ``--max-memory`` plans with.
 - ``job``: the sample clip end to end at 512 px, 200 evaluations, ``--init flow``, in process.
 """
 from __future__ import annotations
@@ -56,9 +58,9 @@ SAMPLE_VIDEO = ROOT / "samples" / "bigbuckbunny_2s.mp4"
 QUICK_VIDEO = ROOT / "tests" / "data" / "bunny_12f.mp4"
 SAMPLE_STYLE = ROOT / "samples" / "starry_night.jpg"
 SAMPLE_PHOTO = ROOT / "samples" / "chelsea.png"
-SECTIONS = ("ceilings", "kernels", "evals", "frame", "optimizer", "batch", "job")
+SECTIONS = ("ceilings", "kernels", "evals", "frame", "optimizer", "batch", "tiling", "job")
 # Seconds a section needs at least on an H100 (compilations included): it does not start with less left.
-NEEDS_S = {"frame": 25.0, "batch": 20.0, "job": 60.0}
+NEEDS_S = {"frame": 25.0, "batch": 20.0, "tiling": 15.0, "job": 60.0}
 BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 
 
@@ -84,12 +86,15 @@ class Plan:
     job_size: int = 512
     job_evals: int = 200
     job_video: Path = SAMPLE_VIDEO
+    tiling_sizes: tuple = ((512, 512), (1920, 1080), (3840, 2160))
+    tiling_grids: tuple = (None, (2, 2), (3, 3))
 
 
 QUICK = Plan(matmul_n=256, copy_mib=16, kernel_size=32, sizes=(32,),
              variants=(("fp32", False), ("bf16", False), ("fp32", True)), repeats=2, inner=2, frame_size=32,
              frame_evals=12, optimizer_iters=8, optimizer_batches=(1, 2), batch_sizes=(32,), batches=(1, 2),
-             batch_evals=5, job_size=32, job_evals=3, job_video=QUICK_VIDEO)
+             batch_evals=5, job_size=32, job_evals=3, job_video=QUICK_VIDEO, tiling_sizes=((96, 64),),
+             tiling_grids=(None, (2, 2)))
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -479,6 +484,27 @@ def section_batch(args, plan: Plan, device, models, weights, deadline: float) ->
     return {"rows": rows, "left_out": left_out}
 
 
+def section_tiling(args, plan: Plan, device, models, weights) -> dict:
+    from benchmarks import tiling as tiling_bench
+
+    precision = "fp32" if device.type == "cpu" else "bf16"
+    rows = []
+    for width, height in plan.tiling_sizes:
+        for grid in plan.tiling_grids:
+            try:
+                row = tiling_bench.measure(width, height, grid, device, repeats=1 if args.quick else 3,
+                                           precision=precision)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                row = {"size": f"{width}x{height}", "grid": grid, "tiles": 1 if grid is None else grid[0] * grid[1],
+                       "crop": "–", "ms_per_eval": None, "peak_mib": "out of memory", "model_mib": None}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return {"rows": rows, "precision": precision}
+
+
 def _run_job(video: Path, output: Path, settings: VideoSettings, weights: Weights, device: str):
     """The sample job in this process (no Ray): ``runner.stylize_video`` with the local executor."""
     import inspect
@@ -607,6 +633,22 @@ def _render_batch(r) -> list[str]:
     return lines
 
 
+def _render_tiling(r) -> list[str]:
+    lines = ["### Exact tiling (one evaluation, whole and in tiles)", "",
+             f"{r['precision']}; peak = `max_memory_allocated` above the evaluation's start; model = "
+             "`tiling.evaluation_bytes`, what `--max-memory` plans with.", "",
+             _table(["frame", "tiles", "largest crop", "ms", "× whole", "peak MiB", "model MiB"], [])]
+    whole = {}
+    for row in r["rows"]:
+        if row["tiles"] == 1 and row["ms_per_eval"]:
+            whole[row["size"]] = row["ms_per_eval"]
+        ratio = (f"{row['ms_per_eval'] / whole[row['size']]:.2f}" if row["ms_per_eval"] and row["size"] in whole
+                 else None)
+        lines.append("| " + " | ".join("–" if v is None else str(v) for v in [
+            row["size"], row["tiles"], row["crop"], row["ms_per_eval"], ratio, row["peak_mib"], row["model_mib"]]) + " |")
+    return lines
+
+
 def _render_job(r) -> list[str]:
     return ["### The sample job end to end", "",
             f"`{r['video']}` at {r['size']} px, {r['evaluations']} evaluations, `--init {r['init']}`, in process "
@@ -615,7 +657,7 @@ def _render_job(r) -> list[str]:
 
 
 RENDER = {"ceilings": _render_ceilings, "kernels": _render_kernels, "evals": _render_evals, "frame": _render_frame,
-          "optimizer": _render_optimizer, "batch": _render_batch, "job": _render_job}
+          "optimizer": _render_optimizer, "batch": _render_batch, "tiling": _render_tiling, "job": _render_job}
 
 
 def write_block(markdown: str, path: Path) -> None:

@@ -115,6 +115,8 @@ def cmd_image(args) -> int:
     optimize.check_image_sizes((content.shape[1], content.shape[0]), styles, settings, args.styles)
     weights = load_weights(settings.weights)
     check_layers(weights.arch, (*settings.content_layers, *settings.style_layers))
+    optimize.check_memory(images.fit_long_edge(content.shape[1], content.shape[0], settings.size), settings,
+                          weights.arch)
     bar = Bar(settings.iters * settings.scales, "eval", Path(out).name, not args.quiet)
     saved = []
 

@@ -57,6 +57,18 @@ def check_size(size_at, long_edge: int, layers, what: str) -> None:
                      f"(its poolings need {need} px on each side): {fix}")
 
 
+def forward_order(arch: str, layers) -> list[str]:
+    """The named outputs a network truncated after the deepest of ``layers`` computes."""
+    names = layer_names(arch)
+    return names[: max(names.index(name) for name in layers) + 1]
+
+
+def channels(name: str) -> int:
+    """Channels of a named output (``relu3_1`` → 256)."""
+    block = int(name[4] if name.startswith("pool") else name.split("_")[0][-1])
+    return BLOCK_CHANNELS[block - 1]
+
+
 def conv_shapes(arch: str) -> list[tuple[int, int]]:
     """``(out, in)`` channels of each 3x3 convolution of ``arch``, in order."""
     shapes, channels_in = [], 3
@@ -135,7 +147,7 @@ class VGGFeatures(nn.Module):
         check_layers(arch, layers)
         names = layer_names(arch)
         self.arch, self.pooling, self.preprocess, self.layers = arch, pooling, preprocess, layers
-        self._order = names[: max(names.index(name) for name in layers) + 1]
+        self._order = forward_order(arch, layers)
         needed = sum(name.startswith("conv") for name in self._order)
         self.convs = nn.ModuleList()
         for (weight, bias), (out_ch, in_ch) in zip(list(convs)[:needed], conv_shapes(arch)):
@@ -188,4 +200,4 @@ class VGGFeatures(nn.Module):
         return out
 
 
-__all__ = ["VGGFeatures", "avg_pool_2x2", "layer_names", "min_side", "check_size", "conv_shapes", "check_layers", "POOLINGS"]
+__all__ = ["VGGFeatures", "avg_pool_2x2", "layer_names", "forward_order", "channels", "min_side", "check_size", "conv_shapes", "check_layers", "POOLINGS"]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import images, lbfgs, losses
+from . import images, lbfgs, losses, tiling
 from .errors import FrameError, InputError
 from .settings import MIN_SIZE, StyleSettings
 from .features import VGGFeatures, check_size, min_side
@@ -106,11 +106,26 @@ def build_model(weights: Weights, settings: StyleSettings, device="cpu") -> VGGF
     return model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
 
 
+def memory_budget(settings: StyleSettings, device) -> int | None:
+    """Bytes one image's optimization may use here (``--max-memory``, else from the device)."""
+    return tiling.device_budget(torch.device(device), settings.max_memory)
+
+
+def choose_tiles(model: VGGFeatures, settings: StyleSettings, image: Tensor) -> tiling.Tiling | None:
+    """The tiling ``image`` ``(B, 3, H, W)`` needs to fit :func:`memory_budget` (None: whole)."""
+    dtype_bytes = 2 if resolve_precision(settings.precision, image.device) == "bf16" else 4
+    history = settings.lbfgs_history if settings.optimizer == "lbfgs" else 2  # Adam keeps two moments
+    return tiling.choose(model, image.shape[-2], image.shape[-1], memory_budget(settings, image.device),
+                         batch=image.shape[0], dtype_bytes=dtype_bytes, history=history)
+
+
 @torch.no_grad()
-def style_targets(model: VGGFeatures, styles: list[Tensor], layers, blend_weights=None) -> dict[str, Tensor]:
+def style_targets(model: VGGFeatures, styles: list[Tensor], layers, blend_weights=None,
+                  budget: int | None = None) -> dict[str, Tensor]:
     """Blended ``A^l / M_a`` per style layer, ``{layer: (1, N, N)}`` (see losses.style_loss).
 
     Several artworks blend by a weighted mean of their Gram statistics, as neural-style does.
+    An artwork too large for ``budget`` bytes is summed tile by tile (:mod:`ray_style.tiling`).
     """
     blend = list(blend_weights) if blend_weights else [1.0] * len(styles)
     if len(blend) != len(styles):
@@ -119,9 +134,13 @@ def style_targets(model: VGGFeatures, styles: list[Tensor], layers, blend_weight
         raise InputError("--style-blend-weights must be ≥ 0 and not all 0")
     targets: dict[str, Tensor] = {}
     for style, weight in zip(styles, blend):
-        features = model(style)
+        tiles = tiling.choose(model, style.shape[-2], style.shape[-1], budget)
+        if tiles is None:
+            statistics = {name: losses.gram_per_position(f) for name, f in model(style).items() if name in layers}
+        else:
+            statistics = {name: gram / tiles.positions(name) for name, gram in tiles.grams(model, style, layers).items()}
         for name in layers:
-            term = losses.gram_per_position(features[name]) * (weight / sum(blend))
+            term = statistics[name] * (weight / sum(blend))
             targets[name] = targets[name] + term if name in targets else term
     return targets
 
@@ -193,14 +212,17 @@ class Objective:
     Gram matrices and losses are computed in float32. On a GPU the image enters the network
     channels-last, the layout tensor cores want. ``static=True`` keeps the targets in tensors
     of this objective's own that :meth:`load` refills in place: what a captured CUDA graph reads.
+    With ``tiles`` (a :class:`tiling.Tiling` of the image's shape) the network runs tile by
+    tile, eagerly, with the whole frame's loss and gradient.
     """
 
     def __init__(self, model: VGGFeatures, settings: StyleSettings, content: Tensor | None,
-                 style_grams: dict[str, Tensor], temporal: Temporal | None = None, *, static: bool = False):
-        self.model, self.settings, self.static = model, settings, static
+                 style_grams: dict[str, Tensor], temporal: Temporal | None = None, *, static: bool = False,
+                 tiles: tiling.Tiling | None = None):
+        self.model, self.settings, self.static, self.tiles = model, settings, static, tiles
         device = model.mean.device
         self.precision = resolve_precision(settings.precision, device)
-        self.compiled = resolve_compile(settings.compile, device)
+        self.compiled = resolve_compile(settings.compile, device) and tiles is None
         _configure(self.precision, device)
         self.network = _network(model, self.precision)
         self.channels_last = device.type == "cuda"
@@ -223,8 +245,12 @@ class Objective:
 
     def _fill(self, content, style_grams, temporal, first: bool) -> None:
         with torch.no_grad():
-            targets = ({name: f for name, f in self.features(content).items() if name in self.settings.content_layers}
-                       if content is not None and self.settings.content_layers else {})
+            if content is None or not self.settings.content_layers:
+                targets = {}
+            elif self.tiles is not None:
+                targets = self.tiles.features(self.network, content, self.settings.content_layers)
+            else:
+                targets = {name: f for name, f in self.features(content).items() if name in self.settings.content_layers}
         temporal = _active_temporal(temporal)  # (target, mask, weight): what the objective function reads
         if not self.static:
             self.content_targets, self.style_grams, self.temporal = targets, style_grams, temporal
@@ -251,6 +277,8 @@ class Objective:
         return _features(self.network, image, self.channels_last)
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.tiles is not None:
+            return _tiled_terms(self, image)
         terms = _compiled_terms() if self.compiled else _terms
         return terms(self.network, image, self.content_targets, self.style_grams, self.layer_weights, self.alpha,
                      self.beta, self.settings.tv_weight, self.temporal, self.channels_last)
@@ -273,6 +301,20 @@ def _terms(network, image, content_targets, style_grams, layer_weights, alpha, b
     total = losses.total_loss(content, style, tv, alpha, beta, tv_weight)
     if temporal is not None:
         warped, mask, weight = temporal
+        total = total + weight * losses.temporal_loss(image, warped, mask)
+    return total, content, style
+
+
+def _tiled_terms(objective: Objective, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_terms` with the network's part summed over tiles; the pixel terms (TV, temporal)
+    are cheap and are computed on the whole image."""
+    total, content, style = objective.tiles.terms(objective.network, image, objective.content_targets,
+                                                  objective.style_grams, objective.layer_weights, objective.alpha,
+                                                  objective.beta)
+    if objective.settings.tv_weight:
+        total = total + objective.settings.tv_weight * losses.tv_loss(image)
+    if objective.temporal is not None:
+        warped, mask, weight = objective.temporal
         total = total + weight * losses.temporal_loss(image, warped, mask)
     return total, content, style
 
@@ -349,13 +391,14 @@ def _loss_of(objective: Objective) -> lbfgs.LossFn:
     return lambda image: objective(image)[0]
 
 
-def _engine(model: VGGFeatures, settings: StyleSettings, problem: Problem, graphs: bool) -> _Engine:
+def _engine(model: VGGFeatures, settings: StyleSettings, problem: Problem, graphs: bool,
+            tiles: tiling.Tiling | None = None) -> _Engine:
     """The objective and minimizer for this frame: new ones, or with ``graphs`` the cached
     pair for frames of this shape and kind, refilled with this frame's targets."""
     init, content, style_grams, temporal = problem.init, problem.content, problem.style_grams, problem.temporal
 
     def make(static: bool) -> _Engine:
-        objective = Objective(model, settings, content, style_grams, temporal, static=static)
+        objective = Objective(model, settings, content, style_grams, temporal, static=static, tiles=tiles)
         return _Engine(objective, lbfgs.Minimizer(_loss_of(objective), init.shape, memory=settings.lbfgs_history,
                                                   bounds=(0.0, 1.0), device=init.device, graphs=static))
 
@@ -403,6 +446,7 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, problem: Problem,
     started = time.perf_counter()
     init = problem.init
     budgets = _budgets(problem.iters, init.shape[0], settings.iters)
+    tiles = choose_tiles(model, settings, init)  # tiled steps run eagerly: no graph to capture
     total_evals = max(budgets)
 
     def report(evaluations: int, losses_now: Tensor, image=None) -> None:
@@ -418,13 +462,14 @@ def stylize_batch(model: VGGFeatures, settings: StyleSettings, problem: Problem,
             count[0] += 1
             report(count[0], state.f, lambda: state.x.view_as(init))
 
-        engine = _engine(model, settings, problem, resolve_graphs(graphs, settings, init.device))
+        engine = _engine(model, settings, problem, resolve_graphs(graphs, settings, init.device) and tiles is None,
+                         tiles)
         objective = engine.objective
         state = engine.minimizer.run(init, total_evals, budget=budgets, on_step=on_step if progress else None)
         final = state.x.view_as(init).clone()  # the buffers serve the next frame
         counted = state.evaluated.clone()
     else:
-        objective = Objective(model, settings, problem.content, problem.style_grams, problem.temporal)
+        objective = Objective(model, settings, problem.content, problem.style_grams, problem.temporal, tiles=tiles)
         budget = torch.tensor(budgets, device=init.device)
         final, counted = _adam(_loss_of(objective), init, total_evals, budget, settings.learning_rate, report)
 
@@ -587,6 +632,17 @@ def check_image_sizes(content_size: tuple[int, int], styles: list[np.ndarray], s
                              f"poolings need {need} px on each side): use a larger --style-scale or a wider artwork")
 
 
+def check_memory(size: tuple[int, int], settings: StyleSettings, arch: str) -> None:
+    """:class:`InputError` before any work when ``--max-memory`` cannot hold a ``(w, h)`` image
+    even in the smallest tiles (without it, a GPU worker decides from its own free memory)."""
+    if settings.max_memory is None:
+        return
+    dtype_bytes = 2 if settings.precision == "bf16" else 4
+    history = settings.lbfgs_history if settings.optimizer == "lbfgs" else 2
+    tiling.choose((arch, (*settings.content_layers, *settings.style_layers)), size[1], size[0],
+                  memory_budget(settings, "cpu"), dtype_bytes=dtype_bytes, history=history)
+
+
 def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: StyleSettings, weights: Weights,
                   *, init_image: np.ndarray | None = None, device="cpu",
                   progress: ProgressCallback | None = None,
@@ -602,7 +658,7 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
     model = build_model(weights, settings, device)
     content_tensor = images.to_tensor(content_small).to(device)
     grams = style_targets(model, prepare_styles(styles, settings.size, settings.style_scale, device),
-                          settings.style_layers, settings.style_blend_weights)
+                          settings.style_layers, settings.style_blend_weights, memory_budget(settings, device))
     if init_image is not None:
         init = images.to_tensor(images.resize(init_image, content_small.shape[1], content_small.shape[0])).to(device)
     else:
@@ -618,4 +674,4 @@ def stylize_image(content: np.ndarray, styles: list[np.ndarray], settings: Style
 __all__ = ["Progress", "FrameResult", "Temporal", "Problem", "render_facts", "Objective", "stylize", "stylize_batch", "stylize_coarse_to_fine", "scale_shapes",
            "resolve_precision", "resolve_compile", "resolve_graphs", "release_graphs", "inductor_cache_dir",
            "stylize_image", "style_targets", "initial_image", "build_model", "resolve_loss_weights", "resolve_device",
-           "prepare_styles", "check_image_sizes"]
+           "prepare_styles", "check_image_sizes", "check_memory", "memory_budget", "choose_tiles"]

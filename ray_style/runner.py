@@ -175,6 +175,7 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     size = video.frame_size(info, settings.style.size)
     settings = resolve_settings(settings, weights, info)
     optimize.check_image_sizes(size, styles, settings.style, [str(p) for p in style_paths])
+    optimize.check_memory(size, settings.style, weights.arch)
     if settings.flow_dir is not None and store.is_remote(settings.flow_dir):
         raise InputError(f"--flow-dir {settings.flow_dir}: .flo files are read from a folder on this machine; "
                          "copy them here (a bucket's are not read yet)")
@@ -316,7 +317,8 @@ class Targets:
             model = optimize.build_model(request.weights, style, device)
             grams = optimize.style_targets(model, optimize.prepare_styles(request.styles, style.size,
                                                                           style.style_scale, device),
-                                           style.style_layers, style.style_blend_weights)
+                                           style.style_layers, style.style_blend_weights,
+                                           optimize.memory_budget(style, device))
         return cls(model, {name: gram.cpu().numpy() for name, gram in grams.items()}, device)
 
 

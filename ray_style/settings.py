@@ -154,6 +154,12 @@ class StyleSettings:
                                                            metavar="W1,W2")
     original_colors: bool = option(False, "keep the content's colours (luminance-only transfer)")
     weights: str = option(DEFAULT_WEIGHTS_SOURCE, WEIGHTS_HELP + ". Default %(default)s", recorded=False)
+    # Tiles give the whole frame's loss and gradient (ray_style.tiling), so a frame's look does
+    # not depend on it: not recorded, and a resumed job may run with another limit.
+    max_memory: float | None = option(None, "GB one frame's optimization may use; a larger frame is optimized in "
+                                            "exact tiles (default: 90 %% of a GPU's free memory; no limit on a CPU)",
+                                      metavar="GB", recorded=False,
+                                      not_a_look="it splits a frame in memory without changing how it looks")
 
     def validate(self) -> "StyleSettings":
         """Raise :class:`OptionError` for values no run could use; return self."""
@@ -185,6 +191,8 @@ class StyleSettings:
                                   f"smallest is at least {MIN_SIZE} px")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise _fail("learning_rate", f"{{option}} must be a number > 0, got {self.learning_rate}")
+        if self.max_memory is not None and not (math.isfinite(self.max_memory) and self.max_memory > 0):
+            raise _fail("max_memory", f"{{option}} {self.max_memory}: give a number of GB > 0")
         if not self.weights:
             raise _fail("weights", f"{{option}}: name a weights source ({WEIGHTS_HELP})")
         return self

@@ -28,7 +28,8 @@ def test_fast_sections_run_and_render(capsys, tmp_path):
 def test_quick_run_covers_every_section_on_a_cpu(capsys):
     assert gpu.main(["--device", "cpu", "--quick", "--no-write"]) == 0
     out = capsys.readouterr().out
-    for title in ("Ceilings", "One evaluation", "A whole frame", "The optimizer alone", "Frames per optimization"):
+    for title in ("Ceilings", "One evaluation", "A whole frame", "The optimizer alone", "Frames per optimization",
+                  "Exact tiling (one evaluation, whole and in tiles)"):
         assert f"### {title}" in out
     assert "failed:" not in out and "time budget" not in out
     assert "torch.optim.LBFGS" in out and "First compiled call in a new process" in out

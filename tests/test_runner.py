@@ -7,6 +7,7 @@ import sys
 import threading
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from ray_style import video
@@ -400,3 +401,27 @@ def test_a_damaged_input_a_worker_finds_is_made_again(tmp_path, monkeypatch):
     damaged = run(tmp_path, name="damaged", report=False)
     assert spoiled and frames_of(damaged.job_dir) == frames_of(reference.job_dir)
     assert damaged.rendered == reference.rendered + 1  # frame 2 of chain 0 twice
+
+
+@pytest.mark.slow
+def test_max_memory_renders_frames_in_exact_tiles(tmp_path, monkeypatch):
+    """A video job under --max-memory too small for a whole frame: workers optimize in tiles,
+    and the frames are the whole-frame ones up to float rounding."""
+    from ray_style import codec, tiling
+
+    settings = dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, size=64))
+    whole = run(tmp_path, settings, name="whole")
+    layers = (*settings.style.content_layers, *settings.style.style_layers)
+    width, height = video.frame_size(video.probe(CLIP), 64)
+    budget = (tiling.optimizer_bytes(height, width, 1, settings.style.lbfgs_history)
+              + tiling.evaluation_bytes(("vgg19", layers), height, width) * 6 // 10)
+    tiled_calls = []
+    terms = tiling.Tiling.terms
+    monkeypatch.setattr(tiling.Tiling, "terms", lambda self, *a: tiled_calls.append(len(self)) or terms(self, *a))
+    tiled = run(tmp_path, dataclasses.replace(settings, style=dataclasses.replace(
+        settings.style, max_memory=budget / tiling.GIB)), name="tiled")
+    assert tiled_calls and min(tiled_calls) >= 2 and tiled.frames == whole.frames == 12
+    a, b = frames_of(whole.job_dir), frames_of(tiled.job_dir)
+    assert a.keys() == b.keys()
+    worst = max(np.abs(codec.decode_png(a[k]).astype(int) - codec.decode_png(b[k])).max() for k in a)
+    assert worst <= 2
