@@ -34,6 +34,7 @@ class Output:
     span: tuple[int, int]
     frame_count: int  # the whole video's (a span's timing is cut from it)
     crf: int
+    codec: str = "auto"
 
 
 def ordered(function, items, threads: int):
@@ -72,7 +73,8 @@ def _encode(output: Output, final_image: FinalImage, path: Path) -> Path:
         stop = times[end] if end < len(times) else times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0)
         window = (float(times[first]), float(stop - times[first]))
         timestamps = [t - times[first] for t in timestamps[first:end]] if timestamps else None
-    return video.encode(frames, path, *output.size, info.fps, info, output.crf, timestamps, audio_window=window)
+    return video.encode(frames, path, *output.size, info.fps, info, output.crf, timestamps, audio_window=window,
+                        codec=output.codec)
 
 
 class _Cancelled(Exception):

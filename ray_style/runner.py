@@ -157,7 +157,7 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     source, target = store.resolved(input_path), _where_written(output, "output")
     styles_at = [store.resolved(path) for path in style_paths]
     job_dir = _where_written(job_dir, "--job-dir") if job_dir else None
-    video.check_output_suffix(target.text)
+    video.check_output_suffix(target.text, settings.codec)
     if target.remote:
         if target in (source, *styles_at):
             raise InputError(f"output {target} is also an input: choose another output name")
@@ -209,8 +209,8 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     span = frames or (0, info.frames)
     written = target if frames is None else range_output(target, frames)
     return JobRequest(info, styles, weights, settings, size,
-                      Output(written.text, info, size, span, info.frames, settings.crf), job_at, manifest,
-                      report and frames is None)
+                      Output(written.text, info, size, span, info.frames, settings.crf, settings.codec), job_at,
+                      manifest, report and frames is None)
 
 
 def _identity(place: store.Location) -> dict:

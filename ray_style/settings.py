@@ -26,6 +26,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 POOLINGS = ("avg", "max")
 INITS_VIDEO = ("prev", "flow", "content", "noise")
+CODECS = ("auto", "h264", "vp9", "prores", "ffv1")  # video codecs of the output (video.CODEC_SUFFIXES)
 START_INITS = ("content", "noise")
 FLOW_METHODS = ("dis", "farneback")
 EXECUTORS = ("ray", "local")
@@ -241,6 +242,12 @@ class VideoSettings:
                                    "(%(default)s)", not_a_look=TEMPORAL)
     crf: int = option(18, "x264 quality of the reassembled video, lower is better (%(default)s)",
                       not_a_look="it sets the encoder's quality, and a preview encodes nothing")
+    # Only the final encode depends on it, and every run encodes again from the stored frames:
+    # not recorded, so a finished job can be delivered again in another codec.
+    codec: str = option("auto", "video codec of the output: h264 (.mp4/.mov/.mkv), vp9 (.webm), prores (ProRes 422 "
+                                "HQ, 10-bit; .mov/.mkv) or ffv1 (lossless; .mkv); auto: vp9 for .webm, else h264",
+                        choices=CODECS, recorded=False,
+                        not_a_look="it sets the output's codec, and a preview encodes nothing")
 
     def validate(self) -> "VideoSettings":
         self.style.validate()
@@ -264,6 +271,7 @@ class VideoSettings:
             raise _fail("start_iters", "{option} must be ≥ 1")
         if not (math.isfinite(self.cut_ratio) and self.cut_ratio >= 0):
             raise _fail("cut_ratio", f"{{option}} must be ≥ 0 (0 disables shot detection), got {self.cut_ratio}")
+        _choice("codec", self.codec, CODECS)
         if not 0 <= self.crf <= 51:
             raise _fail("crf", f"{{option}} {self.crf}: use 0…51")
         return self

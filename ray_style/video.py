@@ -26,12 +26,20 @@ import numpy as np
 
 from .errors import InputError, StorageError
 from .files import atomic_path, check_writable_output, storage_message
+from .settings import CODECS
 
 MAX_PIXELS = 8192 * 8192  # decoded frame size we accept (inputs are untrusted)
 
 # Output containers by extension, as ffmpeg's muxer names them (.m4v is an MP4 file).
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 OUTPUT_SUFFIXES = tuple(MUXERS)
+# Video codecs we write, and the containers that carry each (auto: VP9 for WebM, else H.264).
+# ProRes 422 HQ (10-bit 4:2:2) and FFV1 (lossless, every frame a keyframe with slice
+# checksums) are what a studio pipeline exchanges masters in.
+CODEC_SUFFIXES = {"h264": (".mp4", ".m4v", ".mov", ".mkv"), "vp9": (".webm", ".mkv", ".mp4"),
+                  "prores": (".mov", ".mkv"), "ffv1": (".mkv",)}
+ENCODERS = {"h264": "libx264", "vp9": "libvpx-vp9", "prores": "prores_ks", "ffv1": "ffv1"}
+_STREAM_NAMES = {"h264": "h264", "vp9": "vp9", "prores": "prores", "ffv1": "ffv1"}  # as ffmpeg lists the stream
 VFR_TIMEBASE = 90000  # ticks per second for variable-rate output timestamps (MPEG's clock)
 # ffmpeg's words (strerror) for the storage failures files.STORAGE_ERRNOS explains to the user.
 _STORAGE_FAILURES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
@@ -345,14 +353,30 @@ def suffix_of(path) -> str:
     return name[name.rfind("."):].lower() if "." in name else ""
 
 
-def check_output_suffix(path):
-    """``path`` if we can write its container, else :class:`InputError` (call before any work)."""
+def resolve_codec(path, codec: str = "auto") -> str:
+    """The video codec ``--codec`` means for an output ``path``: ``auto`` is VP9 in WebM, else H.264."""
+    if codec == "auto":
+        return "vp9" if suffix_of(path) == ".webm" else "h264"
+    return codec
+
+
+def check_output_suffix(path, codec: str = "auto"):
+    """``path`` if we can write its container with ``codec``, else :class:`InputError` (call
+    before any work)."""
     suffix = suffix_of(path)
     if suffix not in MUXERS:
         raise InputError(f"output {path} must end in {', '.join(OUTPUT_SUFFIXES)}")
-    if suffix == ".webm" and not ({"libvpx-vp9"} <= encoders() and encoders() & {"libopus", "libvorbis"}):
-        raise InputError(f"cannot write {path}: this ffmpeg has no VP9 or Opus/Vorbis encoder for WebM; "
+    if codec not in CODECS:
+        raise InputError(f"unknown --codec {codec!r}: use {', '.join(CODECS)}")
+    chosen = resolve_codec(path, codec)
+    if suffix not in CODEC_SUFFIXES[chosen]:
+        raise InputError(f"--codec {chosen} is not written into {suffix} files: name the output "
+                         f"{' or '.join(CODEC_SUFFIXES[chosen])}")
+    if suffix == ".webm" and not (encoders() & {"libopus", "libvorbis"}):
+        raise InputError(f"cannot write {path}: this ffmpeg has no Opus/Vorbis encoder for WebM; "
                          "use .mp4, .mov or .mkv")
+    if ENCODERS[chosen] not in encoders():
+        raise InputError(f"cannot write {path}: this ffmpeg has no {ENCODERS[chosen]} encoder for --codec {chosen}")
     return path
 
 
@@ -403,11 +427,15 @@ def plan_audio(source, path) -> tuple[str, ...]:
     return tuple(plan)
 
 
-def _video_args(muxer: str, crf: int) -> list[str]:
-    if muxer == "webm":
+def _video_args(codec: str, crf: int) -> list[str]:
+    if codec == "vp9":
         # VP9's quality scale is not x264's: its suggested 31 for HD matches x264's default 23.
         return ["-c:v", "libvpx-vp9", "-crf", str(min(63, round(crf * 31 / 23))), "-b:v", "0",
                 "-row-mt", "1", "-deadline", "good", "-cpu-used", "2", "-pix_fmt", "yuv420p"]
+    if codec == "prores":  # profile 3 = 422 HQ; "apl0" is the vendor tag Apple's own decoders expect
+        return ["-c:v", "prores_ks", "-profile:v", "3", "-vendor", "apl0", "-pix_fmt", "yuv422p10le"]
+    if codec == "ffv1":  # lossless RGB, intra-only, CRC-checked slices (FFV1 version 3)
+        return ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt", "gbrp"]
     return ["-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p"]
 
 
@@ -455,23 +483,27 @@ def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: in
     return given, sent
 
 
-def _written(path: Path) -> tuple[int, int, str]:
-    """``(video packets, audio streams, ffmpeg's complaint)`` of a written file, by reading its
-    packets without decoding them."""
+def _written(path: Path) -> tuple[int, int, str, str]:
+    """``(video packets, audio streams, video codec, ffmpeg's complaint)`` of a written file, by
+    reading its packets without decoding them."""
     args = ["-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-",
             "-progress", "pipe:1"]
     result = subprocess.run([_ffmpeg(), "-hide_banner", *args], capture_output=True, text=True, errors="replace",
                             stdin=subprocess.DEVNULL)
     counts = re.findall(r"^frame=(\d+)", result.stdout, re.MULTILINE)
-    audio = sum(1 for kind, _, _ in _streams(result.stderr) if kind == "Audio")
+    streams = _streams(result.stderr)
+    audio = sum(1 for kind, _, _ in streams if kind == "Audio")
+    codec = next((re.search(r"Video: (\w+)", line).group(1) for kind, line, _ in streams if kind == "Video"), "none")
     lines = [x.strip() for x in result.stderr.splitlines() if x.strip()]
-    return (int(counts[-1]) if counts and result.returncode == 0 else 0), audio, (lines[-1] if lines else "no message")
+    return ((int(counts[-1]) if counts and result.returncode == 0 else 0), audio, codec,
+            (lines[-1] if lines else "no message"))
 
 
 def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fraction, audio_from=None,
            crf: int = 18, timestamps: Sequence[float] | None = None,
-           audio_window: tuple[float, float] | None = None) -> Path:
-    """Write ``frames`` to ``path`` in the container its extension names (H.264; VP9 for WebM) with
+           audio_window: tuple[float, float] | None = None, codec: str = "auto") -> Path:
+    """Write ``frames`` to ``path`` in the container its extension names, in ``codec`` (H.264 by
+    default, VP9 for WebM; ProRes 422 HQ or lossless FFV1: :data:`CODECS`) with
     every audio track of ``audio_from`` (a VideoInfo or a path), each copied where the container
     holds its codec, else re-encoded; atomic, and verified before it replaces anything.
 
@@ -481,7 +513,8 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
     :class:`StorageError` for a full disk, :class:`InputError` for any other ffmpeg failure; an
     old ``path`` is then untouched.
     """
-    path = check_output_suffix(check_writable_output(path))
+    path = check_output_suffix(check_writable_output(path), codec)
+    codec = resolve_codec(path, codec)
     fps = Fraction(fps) if isinstance(fps, (int, Fraction)) else exact_rate(float(fps))
     if fps <= 0 or fps.numerator >= 1 << 32 or fps.denominator >= 1 << 32:
         raise ValueError(f"encode needs a positive frame rate that fits a 32-bit fraction, not {fps}")
@@ -496,9 +529,9 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
         if audio_window is not None:
             args += ["-ss", f"{audio_window[0]:.6f}", "-t", f"{audio_window[1]:.6f}"]
         args += ["-i", source, "-map", "0:v:0", "-map", "1:a"]
-        for track, codec in enumerate(audio):
-            args += [f"-c:a:{track}", codec]
-    args += ["-fps_mode", "passthrough", "-enc_time_base", "demux", *_video_args(muxer, crf)]
+        for track, audio_codec in enumerate(audio):
+            args += [f"-c:a:{track}", audio_codec]
+    args += ["-fps_mode", "passthrough", "-enc_time_base", "demux", *_video_args(codec, crf)]
     if muxer in ("mp4", "mov"):
         args += ["-movflags", "+faststart"]
     with atomic_path(path) as temp:
@@ -509,10 +542,10 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
         if given == 0:
             raise InputError(f"nothing to write to {path}: no frames were given")
         if failure is None:
-            packets, tracks, complaint = _written(temp)
-            if (packets, tracks) != (sent, len(audio)):
-                failure = (f"the written file holds {packets} frames and {tracks} audio tracks, "
-                           f"not {sent} and {len(audio)} ({complaint})")
+            packets, tracks, written, complaint = _written(temp)
+            if (packets, tracks, written) != (sent, len(audio), _STREAM_NAMES[codec]):
+                failure = (f"the written file holds {packets} {written} frames and {tracks} audio tracks, "
+                           f"not {sent} {_STREAM_NAMES[codec]} and {len(audio)} ({complaint})")
         if failure is not None:
             for line in ffmpeg.tail:
                 for words, number in _STORAGE_FAILURES.items():
@@ -523,4 +556,4 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
 
 
 __all__ = ["VideoInfo", "probe", "frame_size", "decode", "decode_at", "encode", "exact_rate", "check_output_suffix",
-           "plan_audio", "encoders", "OUTPUT_SUFFIXES", "MAX_PIXELS"]
+           "plan_audio", "encoders", "resolve_codec", "OUTPUT_SUFFIXES", "CODECS", "MAX_PIXELS"]

@@ -425,3 +425,14 @@ def test_max_memory_renders_frames_in_exact_tiles(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     worst = max(np.abs(codec.decode_png(a[k]).astype(int) - codec.decode_png(b[k])).max() for k in a)
     assert worst <= 2
+
+
+def test_a_finished_job_is_delivered_again_in_another_codec_without_rendering(tmp_path):
+    """--codec decides only the encode: ProRes first, then the same job as lossless FFV1."""
+    first = stylize_video(CLIP, [STYLE], tmp_path / "out.mov", dataclasses.replace(TINY, codec="prores"),
+                          weights="random", executor=LOCAL)
+    assert first.rendered > 0 and "Video: prores (HQ)" in video._header(str(first.output))
+    again = stylize_video(CLIP, [STYLE], tmp_path / "out.mkv", dataclasses.replace(TINY, codec="ffv1"),
+                          weights="random", executor=LOCAL, job_dir=first.job_dir, report=False)
+    assert again.rendered == 0 and again.resumed > 0
+    assert video.probe(again.output).frames == 12 and "Video: ffv1" in video._header(str(again.output))

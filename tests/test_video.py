@@ -354,3 +354,39 @@ def test_a_frame_can_be_decoded_alone_by_seeking(clip):
     frames = list(video.decode(info, 32, 18))
     for number in (0, 5, 11):
         assert np.array_equal(video.decode_at(info, number, 32, 18), frames[number])
+
+
+@pytest.mark.parametrize("codec,suffix,expected", [
+    ("prores", ".mov", "Video: prores (HQ)"),
+    ("prores", ".mkv", "Video: prores (HQ)"),
+    ("ffv1", ".mkv", "Video: ffv1"),
+])
+def test_studio_codecs_keep_timing_audio_and_frame_count(tmp_path, codec, suffix, expected):
+    """ProRes 422 HQ (10-bit 4:2:2) and lossless FFV1, from a variable-rate input with audio:
+    every timestamp, the audio packets, the frame count; FFV1 gives back the exact pixels."""
+    info = video.probe(DATA / "vfr_12f.mp4")
+    frames = list(video.decode(info, 32, 18))
+    out = video.encode(iter(frames), tmp_path / f"out{suffix}", 32, 18, info.fps, info,
+                       timestamps=info.timestamps, codec=codec)
+    header = _ffmpeg("-i", str(out)).stderr
+    assert expected in header and ("yuv422p10le" in header if codec == "prores" else "gbr" in header)
+    again = video.probe(out)
+    assert again.frames == 12 and again.audio_codecs == info.audio_codecs
+    assert np.abs(np.array(again.timestamps) - np.array(VFR_TIMES)).max() < 0.002
+    assert _packet_times(out, "0:a:0") == pytest.approx(_packet_times(info.path, "0:a:0"), abs=0.002)
+    back = list(video.decode(again, 32, 18))
+    if codec == "ffv1":
+        assert all((a == b).all() for a, b in zip(frames, back))
+    else:  # 10-bit 4:2:2 is closer to the frames than the default H.264 (CRF 18, 4:2:0)
+        h264 = list(video.decode(video.probe(video.encode(iter(frames), tmp_path / "h264.mkv", 32, 18, info.fps)),
+                                 32, 18))
+        error = [np.abs(a.astype(int) - b).mean() for a, b in zip(frames, back)]
+        assert np.mean(error) < np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, h264)])
+
+
+@pytest.mark.parametrize("name,codec", [("out.mp4", "prores"), ("out.mov", "ffv1"), ("out.webm", "h264"),
+                                        ("out.mp4", "dnxhd")])
+def test_a_codec_its_container_cannot_carry_is_refused_up_front(tmp_path, name, codec):
+    with pytest.raises(InputError) as refused:
+        video.check_output_suffix(str(tmp_path / name), codec)
+    assert "\n" not in str(refused.value) and "--codec" in str(refused.value)
