@@ -27,8 +27,17 @@ def fingerprint(value) -> str:
 
 def png_bytes(image: np.ndarray) -> bytes:
     """The PNG a job stores for ``image`` ``(H, W, 3)`` uint8 (compression 1: fast;
-    deterministic for a Pillow version)."""
+    deterministic for a Pillow version), or uint16: a 16-bit PNG (OpenCV's; Pillow has no
+    16-bit RGB)."""
     from PIL import Image
+
+    if image.dtype == np.uint16:
+        import cv2
+
+        ok, data = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise ValueError("OpenCV could not encode a 16-bit PNG")
+        return data.tobytes()
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
@@ -36,8 +45,16 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """``(H, W, 3)`` uint8 from PNG bytes."""
+    """``(H, W, 3)`` uint8 from PNG bytes; uint16 from a 16-bit PNG (its IHDR says so)."""
     from PIL import Image
+
+    if len(data) > 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[24] == 16:
+        import cv2
+
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError("not a 16-bit RGB PNG this job wrote")
+        return np.ascontiguousarray(pixels[:, :, ::-1])
 
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
@@ -89,17 +106,32 @@ def load_flow(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def blend(images: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """A seam's cross-fade: ``Σ wᵢ imageᵢ`` in float32, rounded to uint8 (one image: itself)."""
+    """A seam's cross-fade: ``Σ wᵢ imageᵢ`` in float32, rounded to the images' depth (one image: itself)."""
     if len(images) == 1:
         return images[0]
     mixed = sum(weight * image.astype(np.float32) for image, weight in zip(images, weights))
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return quantize(mixed, images[0].dtype)
 
 
 FLOW_DAMAGE = (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile)  # what load_flow raises on damage
 
 _NPY_HEADER = re.compile(r"\{'descr': '([<>|]?[a-z]\d+)', 'fortran_order': False, "
                          r"'shape': \((\d+(?:, \d+)*),?\), \} *\n")
+
+
+def quantize(values: np.ndarray, dtype) -> np.ndarray:
+    """Float pixel values rounded and clipped into an integer image type (uint8 or uint16)."""
+    return np.clip(np.rint(values), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def to_depth(image: np.ndarray, dtype) -> np.ndarray:
+    """``image`` as uint8 or uint16 pixels (8 → 16 bits is exact: × 257)."""
+    dtype = np.dtype(dtype)
+    if image.dtype == dtype:
+        return image
+    if dtype == np.uint16:
+        return image.astype(np.uint16) * 257
+    return quantize(image.astype(np.float32) / 257, np.uint8)
 
 
 def _npy_array(data: bytes) -> np.ndarray:
@@ -118,5 +150,5 @@ def _npy_array(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.dtype(match.group(1)), int(np.prod(shape)), start + length).reshape(shape)
 
 
-__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "flow_bytes", "load_flow", "blend", "thumbnail",
+__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "quantize", "to_depth", "flow_bytes", "load_flow", "blend", "thumbnail",
            "jpeg_bytes", "THUMB_WIDTH", "FLOW_DAMAGE"]

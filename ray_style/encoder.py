@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import store, video
+from . import sequence, store, video
 
 FinalImage = Callable[[int], np.ndarray]  # output frame number → its (H, W, 3) uint8 image
 
@@ -35,6 +35,17 @@ class Output:
     frame_count: int  # the whole video's (a span's timing is cut from it)
     crf: int
     codec: str = "auto"
+    bits: int = 8  # per channel of the frames (16: a 16-bit master, sequence or ProRes/FFV1)
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether the output is numbered image files (``shot_%04d.exr``) rather than a video."""
+        return sequence.is_pattern(self.path)
+
+    def number(self, frame: int) -> int:
+        """The file number of output frame ``frame``: the source's own number for a sequence
+        input, the frame index for a video."""
+        return self.info.numbers[frame] if self.info.numbers is not None else frame
 
 
 def ordered(function, items, threads: int):
@@ -53,6 +64,8 @@ def encode(output: Output, final_image: FinalImage) -> str:
     """Encode ``output.span`` from ``final_image``: verified, atomic (video.encode); an
     object-store output is encoded into a temp file here and put whole once verified."""
     place = store.location(output.path)
+    if output.is_sequence:
+        return _write_sequence(output, final_image)
     if not place.remote:
         _encode(output, final_image, Path(place.text))
         return place.text
@@ -74,7 +87,17 @@ def _encode(output: Output, final_image: FinalImage, path: Path) -> Path:
         window = (float(times[first]), float(stop - times[first]))
         timestamps = [t - times[first] for t in timestamps[first:end]] if timestamps else None
     return video.encode(frames, path, *output.size, info.fps, info, output.crf, timestamps, audio_window=window,
-                        codec=output.codec)
+                        codec=output.codec, bits=output.bits)
+
+
+def _write_sequence(output: Output, final_image: FinalImage) -> str:
+    """Each frame of the span as its own file, named by its number, written atomically and read
+    back before it replaces anything (sequence.write). A sequence has no audio track."""
+    first, end = output.span
+    frames = ordered(final_image, range(first, end), os.cpu_count() or 1)
+    for frame, image in zip(range(first, end), frames):
+        sequence.write(output.path % output.number(frame), sequence.to_depth(image, output.bits))
+    return output.path
 
 
 class _Cancelled(Exception):

@@ -34,6 +34,10 @@ FlowProvider = Callable[[int], "FlowPair | None"]
 def _grey(frame: np.ndarray) -> np.ndarray:
     import cv2
 
+    if frame.dtype != np.uint8:  # DIS and Farnebäck take 8-bit grey; motion does not need more
+        from .codec import to_depth
+
+        frame = to_depth(frame, np.uint8)
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
@@ -195,17 +199,20 @@ def anchored_long_term_masks(masks_by_offset: dict[int, np.ndarray], anchor: flo
 def flow_init(previous_stylized: np.ndarray, content: np.ndarray, flow_back: np.ndarray,
               mask: np.ndarray) -> np.ndarray:
     """A frame's start: the previous stylized frame warped along the flow, with the regions
-    the mask distrusts (disocclusions) filled from the content frame. uint8 in and out."""
+    the mask distrusts (disocclusions) filled from the content frame. uint8 (or uint16) in and out."""
+    from .codec import quantize
+
     warped = warp(previous_stylized, flow_back).astype(np.float32)
     mixed = mask[..., None] * warped + (1 - mask[..., None]) * content.astype(np.float32)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return quantize(mixed, previous_stylized.dtype)
 
 
 def warping_error(frame: np.ndarray, next_frame: np.ndarray, flow_forward: np.ndarray, mask: np.ndarray) -> float:
     """Lai et al. 2018: masked mean squared difference between ``frame`` and ``next_frame``
     warped back into it along the source's flow, pixel values in [0, 1]."""
-    warped = warp(next_frame.astype(np.float32) / 255, flow_forward)
-    diff = ((frame.astype(np.float32) / 255 - warped) ** 2).sum(-1)
+    top = float(np.iinfo(frame.dtype).max) if np.issubdtype(frame.dtype, np.integer) else 255.0
+    warped = warp(next_frame.astype(np.float32) / top, flow_forward)
+    diff = ((frame.astype(np.float32) / top - warped) ** 2).sum(-1)
     return float((mask * diff).sum() / max(mask.sum(), 1.0))
 
 

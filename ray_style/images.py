@@ -125,10 +125,12 @@ def resize_long_edge(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def to_tensor(image: np.ndarray) -> "torch.Tensor":
-    """``(H, W, 3)`` uint8 → ``(1, 3, H, W)`` float32 in [0, 1]."""
+    """``(H, W, 3)`` uint8 (or uint16: 16-bit frames) → ``(1, 3, H, W)`` float32 in [0, 1]."""
     import torch
 
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255).contiguous()
+    top = 65535 if image.dtype == np.uint16 else 255
+    pixels = np.array(image, dtype=np.int32 if image.dtype == np.uint16 else None)  # torch has no uint16 math
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(top).contiguous()
 
 
 def to_uint8(image: "torch.Tensor") -> np.ndarray:
@@ -137,13 +139,44 @@ def to_uint8(image: "torch.Tensor") -> np.ndarray:
     return pixels.permute(1, 2, 0).cpu().numpy()
 
 
+def to_pixels(image: "torch.Tensor", bits: int = 8) -> np.ndarray:
+    """``(1, 3, H, W)`` in [0, 1] → ``(H, W, 3)`` uint8, or uint16 with ``bits=16``, rounded."""
+    if bits == 8:
+        return to_uint8(image)
+    pixels = image.detach()[0].float().clamp(0, 1).mul(65535).round().to(torch_int32())
+    return pixels.permute(1, 2, 0).cpu().numpy().astype(np.uint16)
+
+
+def torch_int32():
+    import torch
+
+    return torch.int32
+
+
 def transfer_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     """Keep ``content``'s colours: luminance from ``stylized``, chroma from ``content``
-    (Gatys et al. 2016, "Preserving color in neural artistic style transfer")."""
+    (Gatys et al. 2016, "Preserving color in neural artistic style transfer"). 16-bit images
+    go through the same (JPEG, BT.601 full-range) YCbCr in float."""
+    if stylized.dtype == np.uint16:
+        return _transfer_colors_float(stylized, content)
     styled_y = np.asarray(Image.fromarray(stylized).convert("YCbCr"))[..., :1]
     content_ycc = np.asarray(Image.fromarray(resize(content, stylized.shape[1], stylized.shape[0])).convert("YCbCr"))
     merged = np.concatenate([styled_y, content_ycc[..., 1:]], axis=2)
     return np.asarray(Image.fromarray(merged, "YCbCr").convert("RGB"))
+
+
+_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float64)
+
+
+def _transfer_colors_float(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    from .codec import quantize, to_depth
+    from .sequence import resize as resize_any
+
+    content = to_depth(resize_any(content, stylized.shape[1], stylized.shape[0]), np.uint16)
+    styled_y = stylized.astype(np.float64) @ _YCBCR[0]
+    content_ycc = content.astype(np.float64) @ _YCBCR.T
+    merged = np.concatenate([styled_y[..., None], content_ycc[..., 1:]], axis=2)
+    return quantize(merged @ np.linalg.inv(_YCBCR).T, np.uint16)
 
 
 def check_image_output(path, inputs=()) -> Path:
@@ -174,5 +207,5 @@ def image_bytes(image: np.ndarray, suffix: str, compress_level: int = 6) -> byte
     return buffer.getvalue()
 
 
-__all__ = ["load_image", "to_rgb", "fit_long_edge", "resize", "resize_long_edge", "to_tensor", "to_uint8",
+__all__ = ["load_image", "to_rgb", "fit_long_edge", "resize", "resize_long_edge", "to_tensor", "to_uint8", "to_pixels",
            "transfer_colors", "save_image", "image_bytes", "check_image_output"]

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from . import video
-from .codec import THUMB_WIDTH, jpeg_bytes, png_bytes, thumbnail
+from .codec import THUMB_WIDTH, decode_png, jpeg_bytes, png_bytes, thumbnail, to_depth
 from .figures import CHART_CSS, chart_file, chart_svg, contact_sheet
 from .job import EVENTS, FRAMES, MANIFEST, NEWS_EVENTS, PAGE, REPORT, frame_key, source_key, thumb_key
 from .store import LocalStore, Store, open_store
@@ -282,8 +282,12 @@ class LivePage:
         """A stored image as a ``data:`` URI (a thumbnail by default), or None when it is
         missing or unreadable: the page says so instead of failing the job."""
         try:
-            with Image.open(io.BytesIO(self.store.read(key))) as image:
-                pixels = np.asarray(image.convert("RGB"))
+            data = self.store.read(key)
+            if data[:8] == b"\x89PNG\r\n\x1a\n":  # a frame: 8 or 16 bits (the page shows 8)
+                pixels = to_depth(decode_png(data), np.uint8)
+            else:
+                with Image.open(io.BytesIO(data)) as image:
+                    pixels = np.asarray(image.convert("RGB"))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None
         return data_uri(thumbnail(pixels, thumbnail_width) if thumbnail_width else pixels,

@@ -59,7 +59,8 @@ def preview(input_path, looks: list[Look], output, *, frames: int = 4,
     is checked (its styles, weights and settings) before the first still renders."""
     started = time.perf_counter()
     output = _sheet_output(output, [input_path, *(s for look in looks for s in look.styles)])
-    info = probe_video(input_path)
+    first = looks[0].settings if looks else None
+    info = probe_video(input_path, first and first.fps, first and first.audio)
     numbers = pick_frames(frames, info.frames)
     weights: dict[str, Weights] = {}
     resolved = []

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from . import images, optimize
-from .codec import FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, jpeg_bytes, load_flow, png_bytes, thumbnail
+from .codec import (FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, jpeg_bytes, load_flow, png_bytes, quantize,
+                    thumbnail, to_depth)
 from .errors import FrameError
 from .settings import StyleSettings
 from .weights import Weights
@@ -105,6 +106,7 @@ class FrameTask:
     flow_method: str = "dis"  # how the worker computes flows it is not given
     return_flow: bool = False  # send back the flow previous → this frame (the report's, cached)
     delivery: Delivery | None = None  # where the worker stores its frame itself (None: send it back)
+    bits: int = 8  # per channel of the frame it stores (16: every image here is taken to 16 bits)
 
     @property
     def seeded(self) -> bool:
@@ -156,7 +158,7 @@ def frame_seed(job_seed: int, frame: int) -> int:
 
 def _warping_error(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
     """Mean squared difference to the warped previous frame where the flow is reliable, [0, 1]²."""
-    diff = ((image.astype(np.float32) - target.astype(np.float32)) / 255) ** 2
+    diff = ((image.astype(np.float32) - target.astype(np.float32)) / np.iinfo(image.dtype).max) ** 2
     weight = mask.astype(np.float32)
     return float((weight * diff.sum(-1)).sum() / max(weight.sum(), 1.0))
 
@@ -251,11 +253,16 @@ def prepare(task: FrameTask) -> _Prepared:
     """
     if task.delivery is not None:
         check_reach(task.delivery)
-    content = fetch_image(task.content, task)
-    own = fetch_image(task.start, task) if task.start is not None else None
+    depth = np.uint16 if task.bits == 16 else np.uint8
+
+    def image_of(payload: Payload) -> np.ndarray:  # one depth for every image the frame mixes
+        return to_depth(fetch_image(payload, task), depth)
+
+    content = image_of(task.content)
+    own = image_of(task.start) if task.start is not None else None
     if not task.references:
         return _Prepared(content, own)
-    previous = fetch_image(task.references[0].image, task)
+    previous = image_of(task.references[0].image)
     if task.init_kind == "prev":
         return _Prepared(content, previous)
     from . import flow
@@ -268,13 +275,13 @@ def prepare(task: FrameTask) -> _Prepared:
             # Computed here, on the worker, from the source frames the task carries: the driver
             # would otherwise spend two dense flows per frame for every GPU (DIS is deterministic,
             # so a resume computes the same flow).
-            other = fetch_image(reference.source, task)
+            other = image_of(reference.source)
             back, reverse = flow.optical_flow(content, other, task.flow_method), \
                 flow.optical_flow(other, content, task.flow_method)
             mask = flow.reliability(back, reverse)
             if reference.offset == 1 and task.return_flow:
                 forward = flow_bytes(reverse, flow.reliability(reverse, back))
-        image = previous if reference is task.references[0] else fetch_image(reference.image, task)
+        image = previous if reference is task.references[0] else image_of(reference.image)
         warped[reference.offset], masks[reference.offset] = flow.warp(image, back), mask
         if reference is task.references[0]:
             reliable = mask > 0
@@ -282,7 +289,7 @@ def prepare(task: FrameTask) -> _Prepared:
                 init = flow.flow_init(previous, content, back, mask)
             else:
                 weight = BLEND * mask[..., None]
-                init = np.clip(np.rint(weight * warped[reference.offset] + (1 - weight) * own), 0, 255).astype(np.uint8)
+                init = quantize(weight * warped[reference.offset] + (1 - weight) * own, depth)
     first = task.references[0].offset
     earlier = {k: m for k, m in masks.items() if k > 0}
     long_term = len(earlier) > 1
@@ -290,7 +297,7 @@ def prepare(task: FrameTask) -> _Prepared:
         masks = {**masks, **flow.anchored_long_term_masks(earlier, LONG_TERM_ANCHOR)}
     total = sum(masks.values())
     combined = sum(masks[k][..., None] * warped[k].astype(np.float32) for k in warped)
-    target = np.clip(np.rint(combined / np.maximum(total, 1e-6)[..., None]), 0, 255).astype(np.uint8)
+    target = quantize(combined / np.maximum(total, 1e-6)[..., None], depth)
     # the anchored share moves the target, not its weight: one frame's at most
     strength = np.minimum(total, 1.0) if long_term else total
     return _Prepared(content, init, target, strength.astype(np.float32), warped[first], reliable, forward)
@@ -321,7 +328,7 @@ class FrameRenderer:
 
     def _output(self, task: FrameTask, prepared: _Prepared, result: optimize.FrameResult, settings,
                 started: float, fallback=None) -> FrameOutput:
-        image = images.to_uint8(result.image)
+        image = images.to_pixels(result.image, task.bits)
         if settings.original_colors:
             image = images.transfer_colors(image, prepared.content)
         error = (None if prepared.warped_previous is None else
@@ -340,7 +347,7 @@ class FrameRenderer:
             store.write(task.delivery.flow, prepared.forward, durable=False)
         if task.delivery.thumbs:  # so the page never decodes a full frame on the driver
             for key, picture in zip(task.delivery.thumbs, (prepared.content, image)):
-                store.write(key, jpeg_bytes(thumbnail(picture)), durable=False)
+                store.write(key, jpeg_bytes(thumbnail(to_depth(picture, np.uint8))), durable=False)
         return FrameOutput(task.job, task.chain, task.frame, None, record, sha256=digest(data), size=len(data))
 
     def render(self, task: FrameTask) -> FrameOutput:

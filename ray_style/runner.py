@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, flow, images, optimize, plan, store, video
+from . import __version__, flow, images, optimize, plan, sequence, store, video
 from .encoder import EncodeBesideRender, Output, encode, ordered
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
 from .executor import Executor, Note, Reopen, drive, make_executor
@@ -64,8 +64,11 @@ class VideoResult:
 
 # ---------------------------------------------------------------- prepare
 def default_job_dir(output) -> store.Location:
-    """``OUT.job`` beside ``OUT.mp4`` (in the same bucket, for an object-store output)."""
+    """``OUT.job`` beside ``OUT.mp4`` (in the same bucket, for an object-store output); ``shot.job``
+    beside a sequence ``shot_%04d.exr``."""
     place = store.location(output)
+    if sequence.is_pattern(place.text):
+        return place.sibling((sequence.stem(place.text) or "frames") + ".job")
     return place.sibling(place.stem + ".job")
 
 
@@ -93,7 +96,8 @@ def resolve_settings(settings: VideoSettings, weights: Weights, info: video.Vide
     temporal = settings.temporal_weight
     if temporal is None:
         temporal = weights.temporal_weight if settings.init == "flow" else 0.0
-    return dataclasses.replace(settings, style=style, temporal_weight=temporal, passes=settings.refine_passes)
+    return dataclasses.replace(settings, style=style, temporal_weight=temporal, passes=settings.refine_passes,
+                               bit_depth=settings.bit_depth or info.bits)
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,17 @@ def _where_written(place, what: str) -> store.Location:
     return store.resolved(place)
 
 
-def probe_video(place) -> video.VideoInfo:
-    """A video at a local path or a URL, probed where it is (a URL through ffmpeg's own reads)."""
+def probe_video(place, fps=None, audio=None) -> video.VideoInfo:
+    """A video at a local path or a URL, probed where it is (a URL through ffmpeg's own reads),
+    or an image sequence (a pattern or a folder on this machine) at ``fps`` with ``audio``."""
     place = store.location(place)
+    if sequence.is_sequence(place.text):
+        if place.remote:
+            raise InputError(f"{place}: an image sequence is read from a folder on this machine or a shared volume")
+        return video.probe_sequence(place.text, fps, audio)
+    if fps is not None or audio is not None:
+        raise InputError(f"--{'fps' if fps is not None else 'audio'} is for image sequences: {place} is a video and "
+                         "carries its own")
     try:
         return video.probe(store.ffmpeg_input(place), label=place.text)
     except FileNotFoundError:
@@ -157,7 +169,11 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
     source, target = store.resolved(input_path), _where_written(output, "output")
     styles_at = [store.resolved(path) for path in style_paths]
     job_dir = _where_written(job_dir, "--job-dir") if job_dir else None
-    video.check_output_suffix(target.text, settings.codec)
+    if sequence.is_pattern(target.text):
+        target = store.location(sequence.check_output_pattern(target.text))  # #### spelled %04d from here on
+        check_writable_output(target.text)
+    else:
+        video.check_output_suffix(target.text, settings.codec)
     if target.remote:
         if target in (source, *styles_at):
             raise InputError(f"output {target} is also an input: choose another output name")
@@ -168,8 +184,9 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
         raise InputError("give at least one style image")
     if frames is not None and settings.refine_passes > 1:
         raise InputError("--frames renders a range with --passes 0 or 1; passes over the whole video need it all")
-    info = probe_video(source)
-    video.plan_audio(info, target.text)  # an audio track no container can take fails now, not after rendering
+    info = probe_video(source, settings.fps, settings.audio)
+    if not sequence.is_pattern(target.text):
+        video.plan_audio(info, target.text)  # an audio track no container can take fails now, not after rendering
     styles = [images.load_image(place.text) for place in styles_at]
     weights = weights if isinstance(weights, Weights) else load_weights(weights or settings.style.weights)
     size = video.frame_size(info, settings.style.size)
@@ -181,6 +198,12 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
                          "copy them here (a bucket's are not read yet)")
     if settings.flow_dir is not None and not Path(settings.flow_dir).is_dir():
         raise InputError(f"--flow-dir {settings.flow_dir} is not a folder of .flo files")
+    if frames is not None and info.numbers is not None:  # a sequence's frames go by its own numbers
+        first, end = info.numbers[0], info.numbers[-1] + 1
+        if not first <= frames[0] < frames[1] <= end:
+            raise InputError(f"--frames {frames[0]}:{frames[1]} is outside the sequence's frames {first}:{end} "
+                             f"(numbers {first}…{end - 1})")
+        frames = (frames[0] - first, frames[1] - first)
     if frames is not None and not 0 <= frames[0] < frames[1] <= info.frames:
         raise InputError(f"--frames {frames[0]}:{frames[1]} is outside the video's {info.frames} frames "
                          f"(0:{info.frames})")
@@ -197,7 +220,8 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
         store.check_writable(job_at.text.rstrip("/") + "/", "--job-dir")
     manifest = {
         "version": __version__,
-        "input": {**_identity(source), "frames": info.frames, "fps": str(info.fps), "audio": info.audio_codec,
+        "input": {**(sequence.identity(sequence.find(source.text)) if info.numbers is not None else _identity(source)),
+                  "frames": info.frames, "fps": str(info.fps), "audio": info.audio_codec,
                   "variable_rate": info.timestamps is not None,
                   **({"flows": flow.flow_dir_identity(settings.flow_dir)} if settings.flow_dir else {})},
         "styles": [_style_identity(place) for place in styles_at],
@@ -207,10 +231,10 @@ def prepare(input_path, style_paths, output, settings: VideoSettings, *, weights
         "run": {"input": source.text, "styles": [p.text for p in styles_at], "output": target.text},
     }
     span = frames or (0, info.frames)
-    written = target if frames is None else range_output(target, frames)
+    written = target if frames is None or sequence.is_pattern(target.text) else range_output(target, frames)
     return JobRequest(info, styles, weights, settings, size,
-                      Output(written.text, info, size, span, info.frames, settings.crf, settings.codec), job_at,
-                      manifest, report and frames is None)
+                      Output(written.text, info, size, span, info.frames, settings.crf, settings.codec,
+                             settings.bit_depth), job_at, manifest, report and frames is None)
 
 
 def _identity(place: store.Location) -> dict:
@@ -403,7 +427,7 @@ def decode(job: Job, request: JobRequest, reporter: Reporter) -> tuple[int, list
     # PNG compression releases the GIL: frames are written by a thread per core while
     # ffmpeg decodes the next ones (a film's decode is otherwise one core's work).
     hashes, signatures = [], []
-    with contextlib.closing(video.decode(info, *request.size)) as decoded:  # its ffmpeg ends with any error
+    with contextlib.closing(video.decode(info, *request.size, info.bits)) as decoded:  # its ffmpeg ends with any error
         for number, (digest, signature) in enumerate(ordered(store, enumerate(decoded), os.cpu_count() or 1)):
             hashes.append(digest)
             signatures.append(signature)
@@ -423,9 +447,9 @@ def repair_sources(job: Job, request: JobRequest, frames) -> None:
     wanted = set(frames)
     if len(wanted) <= 50:  # a few: seek to each (a film is not decoded again for one frame)
         for number in sorted(wanted):
-            job.rewrite_source(number, video.decode_at(request.info, number, *request.size))
+            job.rewrite_source(number, video.decode_at(request.info, number, *request.size, request.info.bits))
         return
-    with contextlib.closing(video.decode(request.info, *request.size)) as decoded:
+    with contextlib.closing(video.decode(request.info, *request.size, request.info.bits)) as decoded:
         for number, frame in enumerate(decoded):
             if number in wanted:
                 job.rewrite_source(number, frame)
@@ -648,8 +672,12 @@ def report_video(job: Job, graph: FrameGraph, request: JobRequest, targets: Targ
     from .page import write_report
 
     # What we just wrote needs no probing (a probe decodes the whole video to count frames).
-    written = dataclasses.replace(request.info, path=store.ffmpeg_input(request.output.path),
-                                  frames=graph.frame_count, width=request.size[0], height=request.size[1], rotate=0)
+    output = request.output
+    written = dataclasses.replace(request.info, path=output.path if output.is_sequence else
+                                  store.ffmpeg_input(output.path), frames=graph.frame_count, width=request.size[0],
+                                  height=request.size[1], rotate=0, bits=output.bits,
+                                  numbers=tuple(map(output.number, range(graph.frame_count)))
+                                  if output.is_sequence else None)
     settings = request.settings
     if settings.flow_dir is not None:
         flows = flow.flow_dir_provider(settings.flow_dir, *request.size)

@@ -205,6 +205,19 @@ class StyleSettings:
 
 
 TEMPORAL = "it shapes how frames follow each other, which a preview's stills do not show"
+WHERE_FROM = "it describes the input, not how frames look"
+
+
+def check_rate(text) -> float:
+    """A frame rate as given to --fps: a number or a fraction (24000/1001), > 0."""
+    try:
+        numerator, _, denominator = str(text).partition("/")
+        rate = float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise _fail("fps", f"{{option}} {text}: give a rate > 0 such as 24, 29.97 or 24000/1001")
+    return rate
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,16 @@ class VideoSettings:
                                    "(%(default)s)", not_a_look=TEMPORAL)
     crf: int = option(18, "x264 quality of the reassembled video, lower is better (%(default)s)",
                       not_a_look="it sets the encoder's quality, and a preview encodes nothing")
+    # An image sequence's rate and sound: what a video file would carry itself. The manifest
+    # records the input's rate and audio, so they are not recorded twice as settings.
+    fps: str | None = option(None, "frame rate of an image sequence input, e.g. 24 or 24000/1001 (a video's own "
+                                   "rate is used otherwise)", recorded=False, not_a_look=WHERE_FROM)
+    audio: str | None = option(None, "audio for an image sequence input: any media file ffmpeg reads (its audio "
+                                     "tracks go into a video output)", metavar="FILE", recorded=False,
+                               not_a_look=WHERE_FROM)
+    bit_depth: int | None = option(None, "bits per channel of the stored and written frames: 8 or 16 (default: the "
+                                         "input's; 16 for a 16-bit or float image sequence)", choices=(8, 16),
+                                   not_a_look="a preview's stills are 8-bit")
     # Only the final encode depends on it, and every run encodes again from the stored frames:
     # not recorded, so a finished job can be delivered again in another codec.
     codec: str = option("auto", "video codec of the output: h264 (.mp4/.mov/.mkv), vp9 (.webm), prores (ProRes 422 "
@@ -272,6 +295,10 @@ class VideoSettings:
         if not (math.isfinite(self.cut_ratio) and self.cut_ratio >= 0):
             raise _fail("cut_ratio", f"{{option}} must be ≥ 0 (0 disables shot detection), got {self.cut_ratio}")
         _choice("codec", self.codec, CODECS)
+        if self.bit_depth is not None:
+            _choice("bit_depth", self.bit_depth, (8, 16))
+        if self.fps is not None:
+            check_rate(self.fps)
         if not 0 <= self.crf <= 51:
             raise _fail("crf", f"{{option}} {self.crf}: use 0…51")
         return self

@@ -87,7 +87,8 @@ class TaskMaker:
                          init_kind=task.init, iters=task.iters, seed=frame_seed(style.seed, task.frame),
                          references=references, temporal_weight=(settings.temporal_weight or 0.0) if seeded else 0.0,
                          start=self._image(task.start) if task.start is not None else None,
-                         flow_method=settings.flow, return_flow=return_flow, delivery=delivery)
+                         flow_method=settings.flow, return_flow=return_flow, delivery=delivery,
+                         bits=settings.bit_depth or 8)
 
     def _source(self, frame: int) -> Payload:
         if not self.direct:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import InputError, StorageError
 from .files import atomic_path, check_writable_output, storage_message
+from . import sequence
 from .settings import CODECS
 
 MAX_PIXELS = 8192 * 8192  # decoded frame size we accept (inputs are untrusted)
@@ -63,6 +64,11 @@ class VideoInfo:
     timestamps: tuple[float, ...] | None = None
     expected_frames: int | None = None  # what the container promises (duration × rate); None: unknown
     warnings: tuple[str, ...] = ()  # one line each, for the user (a truncated file …)
+    # An image sequence (path is its printf pattern): frame i is the file numbered numbers[i].
+    numbers: tuple[int, ...] | None = None
+    bits: int = 8  # per channel: 16 for a sequence of 16-bit or float frames
+    audio_path: str | None = None  # where a sequence's audio is (--audio)
+    color: str | None = None  # the source's YUV matrix as ffmpeg names it (bt709, smpte170m…); None: untagged
 
     @property
     def has_audio(self) -> bool:
@@ -295,8 +301,36 @@ def probe(path, label: str | None = None) -> VideoInfo:
         warnings.append(f"{name}: decoded {len(times)} frames but the container promises {expected}; "
                         "the file looks truncated or damaged, so the output will be shorter")
     codecs = _audio_codecs(header)
+    tags = re.search(r"\w+\((?:tv|pc)?(?:, )?(bt709|bt470bg|smpte170m|bt2020nc|bt2020c|smpte240m|fcc)", line)
     return VideoInfo(str(path), len(times), fps, int(width), int(height), rotate, codecs[0] if codecs else None,
-                     codecs, timestamps, expected, tuple(warnings))
+                     codecs, timestamps, expected, tuple(warnings), color=tags.group(1) if tags else None)
+
+
+def probe_sequence(text, fps, audio=None) -> VideoInfo:
+    """An image sequence (a pattern or a folder, :mod:`ray_style.sequence`) as a constant-rate
+    video of ``fps`` frames per second, with the audio of ``audio`` (a media file) if given."""
+    if fps is None:
+        raise InputError(f"{text} is an image sequence: give its rate with --fps (e.g. 24 or 24000/1001)")
+    if isinstance(fps, (int, Fraction)) or "/" in str(fps):
+        rate = Fraction(fps)
+    else:
+        rate = exact_rate(float(fps))  # 29.97 means 30000/1001
+    if rate <= 0:
+        raise InputError(f"--fps {fps}: give a rate > 0")
+    frames = sequence.find(text)
+    width, height, bits = sequence.header(frames.path(frames.numbers[0]))
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{frames.path(frames.numbers[0])} is {width}x{height}: larger than we read ({MAX_PIXELS} "
+                         "pixels)")
+    codecs: tuple[str, ...] = ()
+    if audio is not None:
+        if not Path(audio).is_file():
+            raise InputError(f"--audio {audio}: no such file")
+        codecs = _audio_codecs(_header(Path(audio)))
+        if not codecs:
+            raise InputError(f"--audio {audio} has no audio track ffmpeg can read")
+    return VideoInfo(frames.pattern, len(frames.numbers), rate, width, height, 0, codecs[0] if codecs else None,
+                     codecs, numbers=frames.numbers, bits=bits, audio_path=None if audio is None else str(audio))
 
 
 def frame_size(info: VideoInfo, size: int | None) -> tuple[int, int]:
@@ -313,9 +347,13 @@ def _rgb_frames(width: int, height: int) -> list[str]:
     return ["-vf", f"scale={width}:{height}:flags=lanczos", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
 
 
-def decode(info: VideoInfo, width: int, height: int) -> Iterator[np.ndarray]:
+def decode(info: VideoInfo, width: int, height: int, bits: int = 8) -> Iterator[np.ndarray]:
     """Stream every source frame, exactly once each, scaled to ``width × height`` RGB
-    (ffmpeg applies the rotation)."""
+    (ffmpeg applies the rotation), uint8 or (``bits=16``, for a sequence) uint16."""
+    if info.numbers is not None:
+        for index in range(info.frames):
+            yield decode_at(info, index, width, height, bits)
+        return
     args = ["-nostdin", "-v", "error", "-i", info.path, "-map", "0:v:0", "-an", "-sn", "-dn",
             "-fps_mode", "passthrough", *_rgb_frames(width, height)]
     size, count = width * height * 3, 0
@@ -331,9 +369,15 @@ def decode(info: VideoInfo, width: int, height: int) -> Iterator[np.ndarray]:
                              f"({ffmpeg.complaint()}): the file changed or is damaged")
 
 
-def decode_at(info: VideoInfo, frame: int, width: int, height: int) -> np.ndarray:
+def decode_at(info: VideoInfo, frame: int, width: int, height: int, bits: int = 8) -> np.ndarray:
     """One frame, by its number, without decoding what comes before it: ffmpeg seeks to the
     keyframe before its timestamp and decodes from there (a preview of a film in seconds)."""
+    if info.numbers is not None:
+        image = sequence.read(info.path % info.numbers[frame])
+        if image.shape[:2] != (info.height, info.width):
+            raise InputError(f"{info.path % info.numbers[frame]} is {image.shape[1]}x{image.shape[0]}, not "
+                             f"{info.width}x{info.height} like the sequence's first frame")
+        return sequence.to_depth(sequence.resize(image, width, height), bits)
     seconds = info.timestamps[frame] if info.timestamps else frame / float(info.fps)
     args = ["-nostdin", "-v", "error", "-ss", f"{max(0.0, seconds):.6f}", "-i", info.path, "-map", "0:v:0",
             "-frames:v", "1", *_rgb_frames(width, height)]
@@ -385,7 +429,8 @@ def _audio_source(source) -> tuple[str | None, tuple[str, ...]]:
     if source is None:
         return None, ()
     if isinstance(source, VideoInfo):
-        return source.path, source.audio_codecs or ((source.audio_codec,) if source.audio_codec else ())
+        return (source.audio_path if source.numbers is not None else source.path,
+                source.audio_codecs or ((source.audio_codec,) if source.audio_codec else ()))
     return str(source), _audio_codecs(_header(str(source)))
 
 
@@ -427,7 +472,27 @@ def plan_audio(source, path) -> tuple[str, ...]:
     return tuple(plan)
 
 
-def _video_args(codec: str, crf: int) -> list[str]:
+def output_color(source: "VideoInfo | None") -> str:
+    """The YUV matrix an output is converted with and tagged as: the source's standard-definition
+    one (BT.601) where it says so, else BT.709 (HD video, and RGB image sequences, whose sRGB
+    primaries are Rec.709's)."""
+    return "smpte170m" if source is not None and source.color in ("smpte170m", "bt470bg") else "bt709"
+
+
+def _color_args(color: str) -> list[str]:
+    """Convert RGB → YUV with ``color``'s matrix, limited range, and tag the stream so players
+    decode it with the same one (untagged, swscale would use BT.601 and players guess)."""
+    return ["-vf", f"scale=out_color_matrix={color}:out_range=tv,"
+                   f"setparams=colorspace={color}:color_primaries={color}:color_trc={color}:range=tv"]
+
+
+def _video_args(codec: str, crf: int, bits: int = 8, color: str = "bt709") -> list[str]:
+    if codec != "ffv1":
+        return _color_args(color) + _codec_args(codec, crf, bits)
+    return _codec_args(codec, crf, bits)
+
+
+def _codec_args(codec: str, crf: int, bits: int) -> list[str]:
     if codec == "vp9":
         # VP9's quality scale is not x264's: its suggested 31 for HD matches x264's default 23.
         return ["-c:v", "libvpx-vp9", "-crf", str(min(63, round(crf * 31 / 23))), "-b:v", "0",
@@ -435,14 +500,16 @@ def _video_args(codec: str, crf: int) -> list[str]:
     if codec == "prores":  # profile 3 = 422 HQ; "apl0" is the vendor tag Apple's own decoders expect
         return ["-c:v", "prores_ks", "-profile:v", "3", "-vendor", "apl0", "-pix_fmt", "yuv422p10le"]
     if codec == "ffv1":  # lossless RGB, intra-only, CRC-checked slices (FFV1 version 3)
-        return ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt", "gbrp"]
+        return ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt",
+                "gbrp16le" if bits == 16 else "gbrp"]
     return ["-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p"]
 
 
-def _ivf_header(width: int, height: int, timebase: Fraction) -> bytes:
-    """An IVF stream header for raw RGB24 frames: the simplest container that carries each frame's
-    timestamp through a pipe (rawvideo has none; a variable rate needs them)."""
-    return (b"DKIF" + struct.pack("<HH", 0, 32) + b"RGB\x18"
+def _ivf_header(width: int, height: int, timebase: Fraction, bits: int = 8) -> bytes:
+    """An IVF stream header for raw RGB frames (24 bits, or 48 little-endian: FourCC ``RGB0``,
+    i.e. RGB and 48): the simplest container that carries each frame's timestamp through a
+    pipe (rawvideo has none; a variable rate needs them)."""
+    return (b"DKIF" + struct.pack("<HH", 0, 32) + (b"RGB\x18" if bits == 8 else b"RGB0")
             + struct.pack("<HHII", width, height, timebase.denominator, timebase.numerator) + bytes(8))
 
 
@@ -456,7 +523,7 @@ def _ticks(count: int, fps: Fraction, timestamps: Sequence[float] | None, first:
 
 
 def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: int, fps: Fraction,
-          timestamps: Sequence[float] | None) -> tuple[int, int]:
+          timestamps: Sequence[float] | None, bits: int = 8) -> tuple[int, int]:
     """Send every frame to ffmpeg's stdin: ``(frames given, frames sent)`` (fewer sent if ffmpeg died).
 
     ``frames`` is consumed: a generator is closed however this ends, so one that decodes with its
@@ -465,11 +532,12 @@ def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: in
     first = timestamps[0] if timestamps else 0.0
     given, sent, last_tick = 0, 0, -1
     try:
-        ffmpeg.process.stdin.write(_ivf_header(width, height, timebase))
+        ffmpeg.process.stdin.write(_ivf_header(width, height, timebase, bits))
         for frame in frames:
             given += 1
-            if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+            if frame.shape != (height, width, 3) or frame.dtype not in (np.uint8, np.uint16):
                 raise ValueError(f"encode expects ({height}, {width}, 3) uint8 frames, got {frame.shape} {frame.dtype}")
+            frame = sequence.to_depth(frame, bits).astype("<u2" if bits == 16 else np.uint8, copy=False)
             tick = max(_ticks(sent, fps, timestamps, first), last_tick + 1)  # strictly increasing for the muxer
             ffmpeg.process.stdin.write(struct.pack("<IQ", frame.nbytes, tick))
             ffmpeg.process.stdin.write(np.ascontiguousarray(frame).data)
@@ -501,7 +569,7 @@ def _written(path: Path) -> tuple[int, int, str, str]:
 
 def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fraction, audio_from=None,
            crf: int = 18, timestamps: Sequence[float] | None = None,
-           audio_window: tuple[float, float] | None = None, codec: str = "auto") -> Path:
+           audio_window: tuple[float, float] | None = None, codec: str = "auto", bits: int = 8) -> Path:
     """Write ``frames`` to ``path`` in the container its extension names, in ``codec`` (H.264 by
     default, VP9 for WebM; ProRes 422 HQ or lossless FFV1: :data:`CODECS`) with
     every audio track of ``audio_from`` (a VideoInfo or a path), each copied where the container
@@ -509,7 +577,9 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
 
     ``timestamps`` (seconds from the file's start, one per frame; a VideoInfo's): a variable-rate
     output with exactly that timing; None: frame i at i / ``fps``. ``audio_window``: ``(start,
-    duration)`` seconds of the source's audio to keep (a range of the video). Raises
+    duration)`` seconds of the source's audio to keep (a range of the video). ``bits``: 16 sends
+    the frames (uint8 or uint16) to ffmpeg at 16 bits per channel, for FFV1's 16-bit RGB and
+    ProRes's 10 bits; 8 at 8. Raises
     :class:`StorageError` for a full disk, :class:`InputError` for any other ffmpeg failure; an
     old ``path`` is then untouched.
     """
@@ -531,12 +601,13 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
         args += ["-i", source, "-map", "0:v:0", "-map", "1:a"]
         for track, audio_codec in enumerate(audio):
             args += [f"-c:a:{track}", audio_codec]
-    args += ["-fps_mode", "passthrough", "-enc_time_base", "demux", *_video_args(codec, crf)]
+    args += ["-fps_mode", "passthrough", "-enc_time_base", "demux", *_video_args(codec, crf, bits, output_color(audio_from if isinstance(audio_from, VideoInfo)
+                                                                   else None))]
     if muxer in ("mp4", "mov"):
         args += ["-movflags", "+faststart"]
     with atomic_path(path) as temp:
         with _Process([*args, "-f", muxer, str(temp)], stdin=subprocess.PIPE) as ffmpeg:
-            given, sent = _feed(ffmpeg, frames, width, height, fps, timestamps)
+            given, sent = _feed(ffmpeg, frames, width, height, fps, timestamps, bits)
             code = ffmpeg.wait()
             failure = ffmpeg.complaint() if code != 0 else None
         if given == 0:
@@ -556,4 +627,4 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
 
 
 __all__ = ["VideoInfo", "probe", "frame_size", "decode", "decode_at", "encode", "exact_rate", "check_output_suffix",
-           "plan_audio", "encoders", "resolve_codec", "OUTPUT_SUFFIXES", "CODECS", "MAX_PIXELS"]
+           "plan_audio", "encoders", "resolve_codec", "probe_sequence", "OUTPUT_SUFFIXES", "CODECS", "MAX_PIXELS"]
