@@ -364,7 +364,11 @@ def cmd_evaluate(args) -> int:
         style, job_styles, identity = _job_look(args.job)
         style_paths = style_paths or job_styles
     device = optimize.resolve_device(args.device)
-    out_info, src_info = probe_video(args.output), probe_video(args.source)
+    from .sequence import is_sequence
+
+    rate = args.fps  # an image sequence's (output or source): a video carries its own
+    out_info = probe_video(args.output, rate if is_sequence(args.output) else None)
+    src_info = probe_video(args.source, rate if is_sequence(args.source) else None)
     styles = [images.load_image(path) for path in style_paths] if style_paths else None
     weights = load_weights(args.weights) if styles else None
     if weights is not None and identity is not None and weights.identity != identity:
@@ -538,7 +542,7 @@ def _evaluate_parser(commands) -> None:
                     help="frames s where the pair (s-1, s) joins two chains (default: from --job)")
     ev.add_argument("--json", action="store_true", help="print the numbers as JSON")
     add_arguments(ev, STYLE, only={"weights"})
-    add_arguments(ev, VIDEO, only={"flow", "flow_dir"})
+    add_arguments(ev, VIDEO, only={"flow", "flow_dir", "fps"})
     add_arguments(ev, EXECUTION, only={"device"})
     ev.set_defaults(run=cmd_evaluate)
 

@@ -416,8 +416,8 @@ def check_output_suffix(path, codec: str = "auto"):
     if suffix not in CODEC_SUFFIXES[chosen]:
         raise InputError(f"--codec {chosen} is not written into {suffix} files: name the output "
                          f"{' or '.join(CODEC_SUFFIXES[chosen])}")
-    if suffix == ".webm" and not (encoders() & {"libopus", "libvorbis"}):
-        raise InputError(f"cannot write {path}: this ffmpeg has no Opus/Vorbis encoder for WebM; "
+    if suffix == ".webm" and not ({"libvpx-vp9"} <= encoders() and encoders() & {"libopus", "libvorbis"}):
+        raise InputError(f"cannot write {path}: this ffmpeg has no VP9 or Opus/Vorbis encoder for WebM; "
                          "use .mp4, .mov or .mkv")
     if ENCODERS[chosen] not in encoders():
         raise InputError(f"cannot write {path}: this ffmpeg has no {ENCODERS[chosen]} encoder for --codec {chosen}")
@@ -615,8 +615,8 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
         if failure is None:
             packets, tracks, written, complaint = _written(temp)
             if (packets, tracks, written) != (sent, len(audio), _STREAM_NAMES[codec]):
-                failure = (f"the written file holds {packets} {written} frames and {tracks} audio tracks, "
-                           f"not {sent} {_STREAM_NAMES[codec]} and {len(audio)} ({complaint})")
+                failure = (f"the written file holds {packets} frames ({written}) and {tracks} audio tracks, "
+                           f"not {sent} ({_STREAM_NAMES[codec]}) and {len(audio)} ({complaint})")
         if failure is not None:
             for line in ffmpeg.tail:
                 for words, number in _STORAGE_FAILURES.items():

@@ -262,7 +262,7 @@ def test_disk_full_on_a_real_small_tmpfs_keeps_the_previous_output(small_tmpfs):
 def test_ffmpeg_failure_is_one_line_and_keeps_the_previous_output(tmp_path, monkeypatch):
     out, before = _good_output(tmp_path)
     info = video.probe(DATA / "bunny_12f.mp4")
-    monkeypatch.setattr(video, "_video_args", lambda muxer, crf: ["-c:v", "no_such_encoder"])
+    monkeypatch.setattr(video, "_video_args", lambda *args: ["-c:v", "no_such_encoder"])
     with pytest.raises(InputError, match="ffmpeg could not write") as error:
         video.encode(video.decode(info, 32, 18), out, 32, 18, info.fps, info)
     assert "\n" not in str(error.value)
@@ -275,7 +275,7 @@ def test_a_failed_encode_closes_the_decoder_it_was_fed(tmp_path, monkeypatch):
     are far more than a pipe holds) and the caller keeps the traceback, which holds the generator:
     encode itself must close it, or that ffmpeg lives on (a CI run caught it doing so)."""
     info = video.probe(SAMPLES / "bigbuckbunny_2s.mp4")
-    monkeypatch.setattr(video, "_video_args", lambda muxer, crf: ["-c:v", "no_such_encoder"])
+    monkeypatch.setattr(video, "_video_args", lambda *args: ["-c:v", "no_such_encoder"])
     frames = video.decode(info, 320, 180)
     with pytest.raises(InputError, match="ffmpeg could not write") as error:
         video.encode(frames, tmp_path / "out.mp4", 320, 180, info.fps, info)
