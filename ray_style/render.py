@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -414,6 +415,17 @@ class FrameRenderer:
                 for task, p, result in zip(tasks, prepared, results)]
 
 
+def nvidia_driver() -> str:
+    """The NVIDIA kernel driver this machine runs, in words, for a message about a GPU torch cannot use."""
+    try:
+        with open("/proc/driver/nvidia/version") as version:
+            line = version.readline()
+    except OSError:
+        return "no NVIDIA driver loaded"
+    found = re.search(r"Kernel Module\s+([\d.]+)", line)
+    return f"NVIDIA driver {found.group(1)}" if found else "an NVIDIA driver of unknown version"
+
+
 class RendererCache:
     """Makes the :class:`FrameRenderer` for a job, keeping the model while the weights, layers
     and pooling stay the same (a batch of jobs with one weights source builds it once).
@@ -433,8 +445,10 @@ class RendererCache:
         torch.set_flush_denormal(True)
         self.device = optimize.resolve_device(device, where=where, holds_gpu=holds_gpu)
         self.warning = None
-        if self.device.type == "cpu" and (holds_gpu or device.startswith("cuda")):
-            self.warning = (f"this worker was given a GPU but torch {torch.__version__} sees no CUDA device here; "
+        self.no_cuda = self.device.type == "cpu" and (holds_gpu or device.startswith("cuda"))
+        if self.no_cuda:
+            self.warning = (f"this worker was given a GPU but torch {torch.__version__} (CUDA build "
+                            f"{torch.version.cuda or 'none'}) sees no CUDA device here ({nvidia_driver()}); "
                             "it can only render on the CPU")
         self.threads = threads
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"

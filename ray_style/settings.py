@@ -350,6 +350,9 @@ class ExecutorOptions:
     device: str = option("auto", "auto, cpu or cuda[:N] (%(default)s)", not_a_look=WHERE)
     frames_per_worker: int = option(1, "frames of different chains a worker optimizes as one batch; >1 can fill a "
                                        "GPU at small sizes (%(default)s)", not_a_look=WHERE)
+    allow_cpu_fallback: bool = option(False, "let a worker that was given a GPU its torch cannot use render on the "
+                                             "CPU, one thread, slowly (default: the job stops with one line naming "
+                                             "the node, torch build and driver)", not_a_look=WHERE)
     placement_timeout: float = option(DEFAULT_PLACEMENT_TIMEOUT, "seconds to wait for a first worker to be placed "
                                                                  "before giving up (%(default)s)", not_a_look=WHERE)
 

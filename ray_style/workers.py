@@ -57,7 +57,7 @@ class FrameActor:
 
     def ready(self) -> dict:
         return {"worker": self.cache.worker, "node": self.node, "device": str(self.cache.device),
-                "warning": self.cache.warning}
+                "warning": self.cache.warning, "no_cuda": self.cache.no_cuda}
 
     def render(self, context: tuple, tasks: list[FrameTask]):
         # The job's context, one object put once per job (Ray resolves it here, a local read
@@ -385,6 +385,11 @@ class RayExecutor:
             self._recover(worker, first_line(error))
             return
         first = worker.name == "pending"
+        if info.get("no_cuda") and not self.options.allow_cpu_fallback:
+            # 64 GPUs rendering as 64 one-thread CPUs would take weeks: stop now, say where.
+            raise ClusterError(f"worker {info['worker']}: {info['warning'].replace('; it can only render on the CPU', '')}"
+                               "; fix that node's CUDA (a torch build for its driver), or pass --allow-cpu-fallback "
+                               "to render there on the CPU")
         worker.name = info["worker"]
         self.state.idle.append(worker)
         self._joined = True

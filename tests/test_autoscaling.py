@@ -15,6 +15,7 @@ import ray
 import yaml
 
 from ray_style import video
+from ray_style.errors import ClusterError
 from ray_style.runner import stylize_video
 from ray_style.settings import ExecutorOptions, StyleSettings
 from tests.conftest import kill_when_sent, redone_frames, worker_pid
@@ -115,6 +116,13 @@ def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames
                                                                                    monkeypatch):
     reference = local_reference(tmp_path)
     options = ExecutorOptions(address=autoscaling_cluster.address, placement_timeout=240)
+    # GPU or nothing: a fake GPU node's torch sees no CUDA, so by default the job stops at once.
+    with pytest.raises(ClusterError) as refused:
+        stylize_video(CLIP, [STYLE], tmp_path / "refused.mp4", JOB, weights="random", executor=options, report=False)
+    message = str(refused.value)
+    assert "\n" not in message and "sees no CUDA device" in message and "--allow-cpu-fallback" in message
+    assert "CUDA build" in message and "driver" in message and not (tmp_path / "refused.mp4").exists()
+    options = dataclasses.replace(options, allow_cpu_fallback=True)
     notes = []
     started = time.monotonic()
     first_frame = []

@@ -116,7 +116,23 @@ def test_a_gpu_worker_without_cuda_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert RendererCache("auto", where="worker").warning is None
     cache = RendererCache("auto", holds_gpu=True, where="worker")
-    assert cache.device == torch.device("cpu") and "no CUDA device" in cache.warning
+    assert cache.device == torch.device("cpu") and "no CUDA device" in cache.warning and cache.no_cuda
+    # what the job's one line names: the torch build and the driver (none on this machine)
+    assert torch.__version__ in cache.warning and "CUDA build" in cache.warning
+    assert "NVIDIA driver" in cache.warning or "no NVIDIA driver loaded" in cache.warning
+
+
+def test_the_driver_of_a_gpu_is_read_from_the_kernel_module(monkeypatch, tmp_path):
+    import builtins
+
+    from ray_style import render
+
+    version = tmp_path / "version"
+    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+        version if path == "/proc/driver/nvidia/version" else path, *a, **k))
+    assert render.nvidia_driver() == "NVIDIA driver 535.104.05"
 
 
 def test_render_many_batches_seeded_frames_like_single_renders(random_vgg, monkeypatch):
