@@ -33,9 +33,10 @@ from .errors import InputError
 from .features import VGGFeatures, channels, forward_order
 
 GIB = 1 << 30
-# Measured peak / modelled bytes of one evaluation (benchmarks/tiling.py): what autograd keeps
-# beyond the activations the model counts (conv workspaces, gradient transients).
-SAFETY = 1.5
+# Measured peak / modelled bytes of one evaluation on a CPU (benchmarks/tiling.py): 1.25-1.3
+# whole, up to 1.65 for a tile (its two passes, the whole frame's gradient and targets beside
+# it): what autograd and the allocator keep beyond the activations the model counts.
+SAFETY = 1.75
 DEVICE_SHARE = 0.9  # of a GPU's free memory, when no --max-memory is given
 
 
