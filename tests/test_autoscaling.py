@@ -115,14 +115,8 @@ def local_reference(tmp_path):
 def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames(tmp_path, autoscaling_cluster,
                                                                                    monkeypatch):
     reference = local_reference(tmp_path)
-    options = ExecutorOptions(address=autoscaling_cluster.address, placement_timeout=240)
-    # GPU or nothing: a fake GPU node's torch sees no CUDA, so by default the job stops at once.
-    with pytest.raises(ClusterError) as refused:
-        stylize_video(CLIP, [STYLE], tmp_path / "refused.mp4", JOB, weights="random", executor=options, report=False)
-    message = str(refused.value)
-    assert "\n" not in message and "sees no CUDA device" in message and "--allow-cpu-fallback" in message
-    assert "CUDA build" in message and "driver" in message and not (tmp_path / "refused.mp4").exists()
-    options = dataclasses.replace(options, allow_cpu_fallback=True)
+    # A fake GPU node's torch sees no CUDA: these runs let its workers render on the CPU.
+    options = ExecutorOptions(address=autoscaling_cluster.address, placement_timeout=240, allow_cpu_fallback=True)
     notes = []
     started = time.monotonic()
     first_frame = []
@@ -164,6 +158,15 @@ def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames
     assert len(rendered) == len(set(rendered)) == len(frames_of(reference.job_dir))  # every frame exactly once
     assert frames_of(lost.job_dir) == frames_of(reference.job_dir)
     assert video.probe(lost.output).frames == 12
+
+    # GPU or nothing, the default: the same job without --allow-cpu-fallback stops at its first
+    # worker, with one line naming it, its torch build and its driver, and writes no output.
+    with pytest.raises(ClusterError) as refused:
+        stylize_video(CLIP, [STYLE], tmp_path / "refused.mp4", JOB, weights="random", report=False,
+                      executor=dataclasses.replace(options, allow_cpu_fallback=False))
+    message = str(refused.value)
+    assert "\n" not in message and "sees no CUDA device" in message and "--allow-cpu-fallback" in message
+    assert "CUDA build" in message and "driver" in message and not (tmp_path / "refused.mp4").exists()
 
 
 @pytest.fixture()
