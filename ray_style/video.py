@@ -472,21 +472,36 @@ def plan_audio(source, path) -> tuple[str, ...]:
     return tuple(plan)
 
 
-def output_color(source: "VideoInfo | None") -> str:
-    """The YUV matrix an output is converted with and tagged as: the source's standard-definition
-    one (BT.601) where it says so, else BT.709 (HD video, and RGB image sequences, whose sRGB
-    primaries are Rec.709's)."""
-    return "smpte170m" if source is not None and source.color in ("smpte170m", "bt470bg") else "bt709"
+# A source's YUV matrix → (swscale's name for it, primaries, transfer) of the output's tags.
+_COLORS = {"bt709": ("bt709", "bt709", "bt709"), "smpte170m": ("smpte170m", "smpte170m", "smpte170m"),
+           "bt470bg": ("bt470", "bt470bg", "smpte170m"), "bt2020nc": ("bt2020", "bt2020", "bt2020-10"),
+           "bt2020c": ("bt2020", "bt2020", "bt2020-10"), "smpte240m": ("smpte240m", "smpte240m", "smpte240m"),
+           "fcc": ("fcc", "bt470m", "gamma22")}
 
 
-def _color_args(color: str) -> list[str]:
+def output_color(source: "VideoInfo | None") -> str | None:
+    """The YUV matrix an output is converted with and tagged as, carried from the source: a
+    tagged video's own; BT.709 for an image sequence (sRGB shares Rec.709's primaries); None for
+    an untagged video (its frames were decoded with swscale's default, and are encoded back with
+    it, untagged, as the source was)."""
+    if source is None:
+        return None
+    if source.numbers is not None:
+        return "bt709"
+    return source.color if source.color in _COLORS else None
+
+
+def _color_args(color: str | None) -> list[str]:
     """Convert RGB → YUV with ``color``'s matrix, limited range, and tag the stream so players
-    decode it with the same one (untagged, swscale would use BT.601 and players guess)."""
-    return ["-vf", f"scale=out_color_matrix={color}:out_range=tv,"
-                   f"setparams=colorspace={color}:color_primaries={color}:color_trc={color}:range=tv"]
+    decode it with the same one."""
+    if color is None:
+        return []
+    matrix, primaries, transfer = _COLORS[color]
+    return ["-vf", f"scale=out_color_matrix={matrix}:out_range=tv,"
+                   f"setparams=colorspace={color}:color_primaries={primaries}:color_trc={transfer}:range=tv"]
 
 
-def _video_args(codec: str, crf: int, bits: int = 8, color: str = "bt709") -> list[str]:
+def _video_args(codec: str, crf: int, bits: int = 8, color: str | None = None) -> list[str]:
     if codec != "ffv1":
         return _color_args(color) + _codec_args(codec, crf, bits)
     return _codec_args(codec, crf, bits)

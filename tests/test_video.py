@@ -390,3 +390,17 @@ def test_a_codec_its_container_cannot_carry_is_refused_up_front(tmp_path, name, 
     with pytest.raises(InputError) as refused:
         video.check_output_suffix(str(tmp_path / name), codec)
     assert "\n" not in str(refused.value) and "--codec" in str(refused.value)
+
+
+@pytest.mark.parametrize("color", [None, "bt709", "smpte170m", "bt470bg"])
+def test_the_sources_colour_matrix_is_carried_to_the_output(tmp_path, color):
+    """A tagged source's YUV matrix converts and tags the output (players decode it as the source
+    was decoded); an untagged source gives an untagged output, encoded as it was decoded."""
+    import dataclasses
+
+    info = dataclasses.replace(video.probe(DATA / "bunny_12f.mp4"), color=color)
+    frames = list(video.decode(info, 32, 18))
+    out = video.encode(iter(frames), tmp_path / "out.mkv", 32, 18, info.fps, info)
+    again = video.probe(out)
+    assert again.color == color
+    assert ("-vf" in video._color_args(color)) == (color is not None)
