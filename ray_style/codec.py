@@ -150,5 +150,5 @@ def _npy_array(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.dtype(match.group(1)), int(np.prod(shape)), start + length).reshape(shape)
 
 
-__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "quantize", "to_depth", "flow_bytes", "load_flow", "blend", "thumbnail",
-           "jpeg_bytes", "THUMB_WIDTH", "FLOW_DAMAGE"]
+__all__ = ["digest", "fingerprint", "png_bytes", "decode_png", "quantize", "to_depth", "flow_bytes", "load_flow",
+           "blend", "thumbnail", "jpeg_bytes", "THUMB_WIDTH", "FLOW_DAMAGE"]

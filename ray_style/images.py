@@ -143,14 +143,8 @@ def to_pixels(image: "torch.Tensor", bits: int = 8) -> np.ndarray:
     """``(1, 3, H, W)`` in [0, 1] → ``(H, W, 3)`` uint8, or uint16 with ``bits=16``, rounded."""
     if bits == 8:
         return to_uint8(image)
-    pixels = image.detach()[0].float().clamp(0, 1).mul(65535).round().to(torch_int32())
+    pixels = image.detach()[0].float().clamp(0, 1).mul(65535).round()  # exact integers in float32
     return pixels.permute(1, 2, 0).cpu().numpy().astype(np.uint16)
-
-
-def torch_int32():
-    import torch
-
-    return torch.int32
 
 
 def transfer_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:

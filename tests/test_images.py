@@ -113,3 +113,17 @@ def test_save_image_is_atomic_and_follows_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "y.png"]  # no temp left
+
+
+def test_16_bit_pixels_in_and_out_and_their_colour_transfer():
+    import torch
+
+    rng = np.random.default_rng(3)
+    deep = rng.integers(0, 65536, (6, 8, 3)).astype(np.uint16)
+    tensor = images.to_tensor(deep)
+    assert tensor.dtype == torch.float32 and float(tensor.max()) <= 1.0
+    assert np.array_equal(images.to_pixels(tensor, 16), deep)  # 65535 levels survive the round trip
+    eight = (deep // 257).astype(np.uint8)
+    both = images.transfer_colors(deep, deep[::-1].copy()), images.transfer_colors(eight, eight[::-1].copy())
+    assert both[0].dtype == np.uint16
+    assert np.abs(both[0] / 257 - both[1]).max() <= 5  # the 8-bit path rounds YCbCr twice to 8 bits
