@@ -40,7 +40,6 @@ OUTPUT_SUFFIXES = tuple(MUXERS)
 CODEC_SUFFIXES = {"h264": (".mp4", ".m4v", ".mov", ".mkv"), "vp9": (".webm", ".mkv", ".mp4"),
                   "prores": (".mov", ".mkv"), "ffv1": (".mkv",)}
 ENCODERS = {"h264": "libx264", "vp9": "libvpx-vp9", "prores": "prores_ks", "ffv1": "ffv1"}
-_STREAM_NAMES = {"h264": "h264", "vp9": "vp9", "prores": "prores", "ffv1": "ffv1"}  # as ffmpeg lists the stream
 VFR_TIMEBASE = 90000  # ticks per second for variable-rate output timestamps (MPEG's clock)
 # ffmpeg's words (strerror) for the storage failures files.STORAGE_ERRNOS explains to the user.
 _STORAGE_FAILURES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
@@ -629,9 +628,9 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
             raise InputError(f"nothing to write to {path}: no frames were given")
         if failure is None:
             packets, tracks, written, complaint = _written(temp)
-            if (packets, tracks, written) != (sent, len(audio), _STREAM_NAMES[codec]):
+            if (packets, tracks, written) != (sent, len(audio), codec):  # our codec names are ffmpeg's stream names
                 failure = (f"the written file holds {packets} frames ({written}) and {tracks} audio tracks, "
-                           f"not {sent} ({_STREAM_NAMES[codec]}) and {len(audio)} ({complaint})")
+                           f"not {sent} ({codec}) and {len(audio)} ({complaint})")
         if failure is not None:
             for line in ffmpeg.tail:
                 for words, number in _STORAGE_FAILURES.items():
