@@ -37,8 +37,9 @@ def frame_signature(frame: np.ndarray) -> np.ndarray:
     """A 16x8 grey thumbnail in [0, 1]: enough to see a cut, cheap to keep for every frame."""
     from PIL import Image
 
-    if frame.dtype != np.uint8:  # a 16-bit frame: 8 bits see a cut as well
-        frame = np.rint(frame.astype(np.float32) / 257).astype(np.uint8)
+    from .codec import to_depth
+
+    frame = to_depth(frame, np.uint8)  # a 16-bit frame: 8 bits see a cut as well
     grey = Image.fromarray(frame).convert("L").resize((16, 8), Image.Resampling.BILINEAR)
     return np.asarray(grey, np.float32) / 255
 

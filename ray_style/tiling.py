@@ -148,7 +148,7 @@ class Tiling:
     """A ``height × width`` frame cut into ``grid = (rows, cols)`` tiles for ``model``'s layers."""
 
     def __init__(self, model: VGGFeatures, height: int, width: int, grid: tuple[int, int]):
-        self.model, self.height, self.width = model, height, width
+        self.height, self.width = height, width
         self.reaches = reaches(model)
         stride, before, after = halos(model)
         rows = spans(height, grid[0], stride, before, after)
