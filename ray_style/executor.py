@@ -18,6 +18,7 @@ from .render import FrameOutput, FrameTask, Redo, RendererCache, WorkerLost, gra
 from .settings import ExecutorOptions
 
 FRAME_ATTEMPTS = 3  # a frame that raises this often (NaN, out of memory) stops the job
+FOLLOW_LOOKAHEAD = 4096  # waiting frames counted when asking for workers (more ask for no more)
 
 
 class Reopen(Exception):
@@ -33,8 +34,8 @@ Result = tuple[FrameJob, FrameOutput | BaseException]
 
 class Note(NamedTuple):
     """Something worth telling the user about the pool, logged as a job event of its ``kind``:
-    ``joined`` (a worker is ready: news, not a failure), ``warning``, ``lost``, ``replaced`` or
-    ``dropped``."""
+    ``joined`` (a worker is ready: news, not a failure), ``released`` (given back at a job's
+    tail), ``warning``, ``lost`` (a replacement is asked for) or ``dropped``."""
 
     kind: str
     text: str
@@ -63,6 +64,11 @@ class Executor(Protocol):
     def limit(self, workers: int) -> None:
         """Give back workers beyond ``workers`` (a job with fewer chains cannot use them)."""
 
+    def follow(self, waiting: int, active: int, release: bool = True) -> None:
+        """``waiting`` frames are ready with no worker to take them; ``active`` could run at
+        once until the stage ends: ask for workers for the first, and (``release``) give back
+        those the second cannot use."""
+
     def begin(self, job_id: str, weights, settings, grams) -> None:
         """Render the frames submitted from now on for ``job_id`` with these targets."""
 
@@ -79,6 +85,9 @@ class Executor(Protocol):
 
     def notes(self) -> list[Note]:
         """New things worth telling the user (workers joined or lost, warnings)."""
+
+    def stats(self) -> list[dict]:
+        """Per worker: seconds optimizing, seconds at work, frames (render.DeviceLane.stats)."""
 
     def close(self) -> None: ...
 
@@ -108,6 +117,9 @@ class LocalExecutor:
     def limit(self, workers: int) -> None:
         pass
 
+    def follow(self, waiting: int, active: int, release: bool = True) -> None:
+        pass  # one worker: this process
+
     def begin(self, job_id: str, weights, settings, grams) -> None:
         self._job = job_id
         self.queue.clear()
@@ -122,7 +134,8 @@ class LocalExecutor:
 
     def results(self) -> list[Result]:
         queue, self.queue = self.queue, []
-        outputs = self.renderer.render_many([task for _, task in queue])
+        with self.cache.lane:
+            outputs = self.renderer.render_many([task for _, task in queue])
         return [(item, out) for (item, task), out in zip(queue, outputs) if task.job == self._job]
 
     def drain(self) -> list[Result]:
@@ -134,6 +147,9 @@ class LocalExecutor:
             self._told = True
             return [Note("warning", self.cache.warning)]
         return []
+
+    def stats(self) -> list[dict]:
+        return [{"worker": self.cache.worker, **self.cache.lane.stats()}]
 
     def close(self) -> None:
         self.queue.clear()
@@ -154,7 +170,7 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
           store: Callable[[FrameJob, FrameOutput], None], *, is_done: Callable[[int, int], bool],
           on_stored: Callable[[int], None] | None = None, on_note: Callable[[Note], None] | None = None,
           on_failure: Callable[[FrameJob, BaseException, int], None] | None = None,
-          on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None) -> int:
+          on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None, release: bool = False) -> int:
     """The driver loop, one for every job and preview: hand the frames of ``sequences``
     (plan.Chain or plan.Sweep) to ``executor`` as it has room (each sequence one frame after
     the other when ``sequential``), ``store(item, output)`` each result as it finishes (not in
@@ -163,7 +179,9 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
     (:class:`FrameError`). ``is_done(sequence, frame)``: what needs no render. ``make_task``
     may return None (try again: an input was made again) or raise :class:`Reopen` (earlier
     renders it needs were damaged: they go back in line). ``on_failure(item, error,
-    attempt)``: a frame failed (``attempt`` 0 when its worker died). If the loop stops on an
+    attempt)``: a frame failed (``attempt`` 0 when its worker died). The pool follows the work
+    (:meth:`Executor.follow`): workers are asked for while frames wait, and with ``release``
+    (a pool of this job's own) given back once the work left cannot use them. If the loop stops on an
     error, the calls in flight are settled and their frames stored. Returns how many frames
     were stored."""
     scheduler = ChainScheduler(sequences, is_done, sequential=sequential)
@@ -183,6 +201,7 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
                     continue
                 executor.submit(item, task)
                 scheduler.started(item)
+            executor.follow(len(scheduler.ready(FOLLOW_LOOKAHEAD)), scheduler.active(), release)
             for item, out in executor.results():
                 if isinstance(out, FrameOutput):
                     store(item, out)

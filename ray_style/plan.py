@@ -204,6 +204,13 @@ class ChainScheduler:
     def finished(self) -> bool:
         return self.remaining == 0
 
+    def active(self) -> int:
+        """How many frames could render at once from here to the end: the sequences with frames
+        left when frames are seeded (one after the other), else the frames left."""
+        if self.sequential:
+            return sum(1 for frames in self.pending.values() if frames)
+        return self.remaining
+
     def ready(self, limit: int | None = None) -> list[FrameJob]:
         """Up to ``limit`` startable frames, earliest chain first (a film has 10⁵ frames: the
         driver asks only for as many as it has idle workers)."""

@@ -6,6 +6,11 @@ task carries keys and checksums (:class:`Stored`) and the worker reads its input
 frame itself, handing the driver only a record; elsewhere the task carries the PNG bytes and the
 worker sends the PNG back. Either way frames travel compressed, never as raw pixels. The worker
 decodes them, warps the previous frame along the flow and optimizes.
+
+A frame's work is three parts: its inputs (fetch, PNG decode, the flows and their check), the
+optimization, its output (PNG encode, store). Only the optimization uses the device, and it
+runs on the worker's :class:`DeviceLane`, one thread: a worker with two calls in flight
+prepares one frame while the other optimizes, so the GPU does not wait for the CPU's parts.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import os
 import re
 import socket
 import time
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -304,13 +311,65 @@ def prepare(task: FrameTask) -> _Prepared:
     return _Prepared(content, init, target, strength.astype(np.float32), warped[first], reliable, forward)
 
 
+class DeviceLane:
+    """Where a worker's optimizations run, one at a time, and how much of the worker's time
+    they fill. ``threaded``: on one thread of their own (every CUDA graph, compiled kernel and
+    RNG draw on the same thread, whichever call asked), so that calls can prepare and finish
+    frames on their own threads meanwhile; else inline (one caller: the local executor).
+
+    :meth:`stats`: seconds inside optimizations, and seconds with at least one call at work
+    (the wall time there was work for this worker): their ratio is the share of the worker's
+    working time its device spent optimizing."""
+
+    def __init__(self, threaded: bool):
+        # Subnormal flushing is a per-thread CPU flag: the lane's thread sets it as every
+        # renderer's thread does, so a frame's bytes do not depend on the thread it ran on.
+        self._pool = ThreadPoolExecutor(1, "device-lane", initializer=torch.set_flush_denormal,
+                                        initargs=(True,)) if threaded else None
+        self._lock = threading.Lock()
+        self.optimizing = self.working = 0.0
+        self.frames = 0
+        self._calls, self._since = 0, 0.0
+
+    def run(self, work: Callable, frames: int = 1):
+        def timed():
+            started = time.perf_counter()
+            try:
+                return work()
+            finally:
+                with self._lock:
+                    self.optimizing += time.perf_counter() - started
+                    self.frames += frames
+
+        return self._pool.submit(timed).result() if self._pool else timed()
+
+    def __enter__(self) -> "DeviceLane":
+        """A call at work (for :meth:`stats`)."""
+        with self._lock:
+            if self._calls == 0:
+                self._since = time.perf_counter()
+            self._calls += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._calls == 0:
+                self.working += time.perf_counter() - self._since
+
+    def stats(self) -> dict:
+        with self._lock:
+            working = self.working + (time.perf_counter() - self._since if self._calls else 0.0)
+            return {"optimizing": self.optimizing, "working": working, "frames": self.frames}
+
+
 class FrameRenderer:
     """A model and one job's style targets on a device; :meth:`render` optimizes one frame."""
 
     def __init__(self, model, settings: StyleSettings, style_grams: dict[str, np.ndarray], device, worker: str,
-                 warning: str | None = None):
+                 warning: str | None = None, lane: DeviceLane | None = None):
         self.model, self.settings, self.device, self.worker = model, settings, torch.device(device), worker
-        self.warning = warning
+        self.warning, self.lane = warning, lane or DeviceLane(threaded=False)
         self.grams = {name: torch.from_numpy(np.array(g)).to(self.device) for name, g in style_grams.items()}
         threads = torch.get_num_threads() if self.device.type == "cpu" else None
         self.facts = optimize.render_facts(settings, self.device, threads)
@@ -353,7 +412,12 @@ class FrameRenderer:
 
     def render(self, task: FrameTask) -> FrameOutput:
         started = time.perf_counter()
-        prepared = prepare(task)
+        prepared = prepare(task)  # this call's thread: the device may be optimizing another frame
+        result, settings, fallback = self.lane.run(lambda: self._optimize(task, prepared))
+        return self._output(task, prepared, result, settings, started, fallback)
+
+    def _optimize(self, task: FrameTask, prepared: _Prepared):
+        """On the lane: ``(result, settings used, fallback)``."""
         problem = self._problem(task, prepared)
         torch.manual_seed(task.seed)
         settings, fallback = self.settings, None
@@ -371,7 +435,7 @@ class FrameRenderer:
                 torch.cuda.empty_cache()
             settings, fallback = dataclasses.replace(settings, optimizer="adam"), "adam after out of memory"
             result = optimizer(self.model, settings, problem)
-        return self._output(task, prepared, result, settings, started, fallback)
+        return result, settings, fallback
 
     def render_many(self, tasks: list[FrameTask]) -> list[FrameOutput | Exception]:
         """Several frames (of different chains) in one batched optimization where they can
@@ -385,8 +449,7 @@ class FrameRenderer:
             outputs = dict(zip(map(id, batchable), self._batch(batchable)))
         except (FrameError, Redo, torch.OutOfMemoryError):
             if self.device.type == "cuda":
-                optimize.release_graphs()
-                torch.cuda.empty_cache()
+                self.lane.run(lambda: (optimize.release_graphs(), torch.cuda.empty_cache()), frames=0)
             outputs = {}
         return [outputs[id(task)] if id(task) in outputs else self._one(task) for task in tasks]
 
@@ -399,6 +462,11 @@ class FrameRenderer:
     def _batch(self, tasks: list[FrameTask]) -> list[FrameOutput]:
         started = time.perf_counter()
         prepared = [prepare(task) for task in tasks]
+        results = self.lane.run(lambda: self._optimize_batch(tasks, prepared), frames=len(tasks))
+        return [self._output(task, p, result, self.settings, started)
+                for task, p, result in zip(tasks, prepared, results)]
+
+    def _optimize_batch(self, tasks: list[FrameTask], prepared: list[_Prepared]) -> list:
         parts = [self._problem(task, p) for task, p in zip(tasks, prepared)]
         temporal = None
         if any(part.temporal is not None for part in parts):
@@ -410,9 +478,7 @@ class FrameRenderer:
         problem = optimize.Problem(torch.cat([p.init for p in parts]), torch.cat([p.content for p in parts]),
                                    self.grams, temporal, tasks[0].iters)
         torch.manual_seed(tasks[0].seed)
-        results = optimize.stylize_batch(self.model, self.settings, problem)
-        return [self._output(task, p, result, self.settings, started)
-                for task, p, result in zip(tasks, prepared, results)]
+        return optimize.stylize_batch(self.model, self.settings, problem)
 
 
 def nvidia_driver() -> str:
@@ -436,7 +502,7 @@ class RendererCache:
     """
 
     def __init__(self, device: str = "auto", threads: int | None = None, worker: str | None = None,
-                 holds_gpu: bool = False, where: str = "here"):
+                 holds_gpu: bool = False, where: str = "here", threaded: bool = False):
         if threads:
             torch.set_num_threads(threads)
         # Subnormal floats (activations of tiny magnitude) cost ~10x on some CPUs and change
@@ -454,18 +520,25 @@ class RendererCache:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self._model_key = self._job_key = None
         self._model = self._renderer = None
+        self.lane = DeviceLane(threaded)
+        self._building = threading.Lock()  # two calls of a new job: one builds, the other waits
 
     def get(self, weights_key: str, load_weights: Callable[[], Weights], settings: StyleSettings,
             job_key: str, load_grams: Callable[[], dict]) -> FrameRenderer:
         key = (weights_key, job_key, settings)
+        with self._building:
+            return self._get(key, weights_key, load_weights, settings, load_grams)
+
+    def _get(self, key, weights_key, load_weights, settings, load_grams) -> FrameRenderer:
         if key != self._job_key:
             model_key = (weights_key, settings.pooling, settings.content_layers, settings.style_layers)
             if model_key != self._model_key:
                 self._model = None  # free the old one first
-                self._model = optimize.build_model(load_weights(), settings, self.device)
+                weights = load_weights()
+                self._model = self.lane.run(lambda: optimize.build_model(weights, settings, self.device), frames=0)
                 self._model_key = model_key
             self._renderer = FrameRenderer(self._model, settings, load_grams(), self.device, self.worker,
-                                           self.warning)
+                                           self.warning, self.lane)
             self._job_key = key
         return self._renderer
 
@@ -477,4 +550,4 @@ def grams_digest(grams: dict[str, np.ndarray]) -> str:
 
 
 __all__ = ["FrameTask", "FrameOutput", "FrameRecord", "Reference", "Stored", "Delivery", "Redo", "InputDamaged",
-           "StoreUnreachable", "FrameRenderer", "RendererCache", "WorkerLost", "frame_seed", "prepare", "grams_digest"]
+           "StoreUnreachable", "FrameRenderer", "RendererCache", "DeviceLane", "WorkerLost", "frame_seed", "prepare", "grams_digest"]

@@ -60,6 +60,7 @@ class VideoResult:
     workers: int
     evaluation: "object | None" = None  # evaluate.Evaluation of the finished video (None with report=False)
     warnings: tuple[str, ...] = ()
+    optimizing: float | None = None  # the workers' share of their working time spent optimizing (this run)
 
 
 # ---------------------------------------------------------------- prepare
@@ -400,7 +401,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
     return VideoResult(_local_or_url(path), _local_or_url(request.job_dir), span[1] - span[0], graph.chains_in_span,
                        counts.rendered, counts.resumed,
                        counts.redone, time.perf_counter() - started, counts.workers, evaluation,
-                       tuple(request.info.warnings) + tuple(reporter.notes))
+                       tuple(request.info.warnings) + tuple(reporter.notes), counts.optimizing)
 
 
 def _local_or_url(place: store.Location) -> Path | str:
@@ -494,6 +495,7 @@ class RenderCounts:
     resumed: int = 0
     redone: int = 0
     workers: int = 0
+    optimizing: float | None = None  # share of the workers' working time inside optimizations
 
 
 def render_and_encode(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool,
@@ -605,6 +607,7 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
     make_task = TaskMaker(job, graph, request.settings, keep_flows=request.report)
     store = FrameStore(job, pinned, counts, reporter, stream)
     executor.begin(make_task.job_id, request.weights, request.settings.style, targets().grams)
+    before = {s["worker"]: s for s in executor.stats()}  # a lent pool's workers may have worked before
     job.remember(threads=executor.threads, frames_per_worker=executor.frames_per_worker)
     redone_before = executor.redone
     reporter.tell("render", done, len(renders), workers=executor.workers)
@@ -640,11 +643,30 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
 
             done += drive(executor, stage, graph.sequential(stage), make, store,
                           is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored,
-                          on_note=told, on_failure=store.failed, on_redo=redo)
+                          on_note=told, on_failure=store.failed, on_redo=redo, release=pool.own)
+        counts.optimizing = _optimizing_share(job, executor, before)
     finally:
         make_task.close()
         counts.redone += executor.redone - redone_before
         counts.workers = max(counts.workers, executor.workers)
+
+
+def _optimizing_share(job: Job, executor: Executor, before: dict) -> float | None:
+    """The share of the workers' working time (a call of theirs at work) spent inside
+    optimizations during this render, logged as a job event: what is left is the time a
+    device waited for transfers, PNG coding and flows that did not overlap it."""
+    optimizing = working = 0.0
+    frames = 0
+    for stat in executor.stats():
+        earlier = before.get(stat["worker"], {})
+        optimizing += stat["optimizing"] - earlier.get("optimizing", 0.0)
+        working += stat["working"] - earlier.get("working", 0.0)
+        frames += stat["frames"] - earlier.get("frames", 0)
+    if working <= 0 or frames <= 0:
+        return None
+    share = min(1.0, optimizing / working)
+    job.event("workers", detail=f"{frames} frames; the workers spent {share:.1%} of their working time optimizing")
+    return share
 
 
 def _repair(job: Job, request: JobRequest, damage: DamagedFile, sequences: set[int]) -> None:

@@ -340,8 +340,9 @@ class ExecutorOptions:
                        choices=EXECUTORS, not_a_look=WHERE)
     address: str | None = option(None, "Ray cluster to join (default $RAY_ADDRESS, else an embedded local Ray)",
                                  not_a_look=WHERE)
-    max_workers: int | None = option(None, "frame workers at most (default: one per GPU the cluster has or its "
-                                           "autoscaler can add, else per CPU)", aliases=("--workers",),
+    max_workers: int | None = option(None, "frame workers at most (default: no cap but the work; the pool starts "
+                                           "with one per GPU the cluster has or its autoscaler can add, else per "
+                                           "CPU, and grows as nodes join while frames wait)", aliases=("--workers",),
                                      not_a_look=WHERE)
     gpus_per_worker: float | None = option(None, "GPUs per worker: 1 by default where GPUs are or can come; 0.5 puts "
                                                  "two workers on a GPU; 0 renders on CPUs. Give it to ask an "

@@ -4,11 +4,19 @@ The pool asks for what the cluster has *or can get*: GPU actors when GPUs are th
 autoscaler node type offers them (or the user says so), never more CPUs per actor than the
 largest node has. Actors that cannot be placed yet are pending, not failures: each answers a
 ``ready`` call once placed, and only then gets frames, so rendering starts with the first
-node and speeds up as nodes join. A node that leaves costs only its frames in flight: its
-actors restart (bounded) and are pending again until placed. If no actor can be placed
-within the placement timeout, the job stops with one line naming what was asked for and
-what the cluster offers. Each actor loads the model and the style targets once (both
-``ray.put`` once by the driver) and renders one call's frames.
+node and speeds up as nodes join. The pool follows the cluster (:meth:`RayExecutor.follow`):
+while frames wait for a worker it keeps actors pending for them (an autoscaler sees them as
+demand; a node started by hand places them), up to ``--max-workers`` or the work; at a job's
+tail it gives back idle actors so an autoscaler can remove their nodes. A lost node costs its
+frames in flight and one replacement actor (Ray does not restart ours: a restart loop on a
+dead node would spend a budget in seconds); only deaths with no frame finished between them
+are bounded. If no actor can be placed within the placement timeout, the job stops with one
+line naming what was asked for and what the cluster offers. Each actor loads the model and
+the style targets once (both ``ray.put`` once by the driver) and renders one call's frames.
+A GPU worker has two calls in flight (:data:`GPU_CALLS`): while one frame optimizes, the next
+one's inputs are fetched, decoded and its flows computed on the actor's other thread, and the
+finished one is encoded and stored, so the GPU does not wait for them (render.DeviceLane
+keeps the optimizations one at a time, on one thread).
 """
 from __future__ import annotations
 
@@ -34,13 +42,15 @@ from .plan import FrameJob
 from .render import FrameTask, RendererCache, WorkerLost, grams_digest
 from .settings import ExecutorOptions
 
-ACTOR_RESTARTS = 3  # per actor: its process dies (killed, node lost) → Ray restarts it
-REPLACEMENTS_PER_WORKER = 2  # actors out of restarts are replaced this many times per worker
+# Actor deaths in a row (no frame finished between them) per worker the pool holds, beyond which
+# a dead actor is no longer replaced: a crash loop stops; node losses between frames never do.
+DEATHS_IN_A_ROW_PER_WORKER = 2
+GPU_CALLS = 2  # calls in flight per GPU worker: one optimizing, one preparing (a CPU worker: 1)
 CONNECT_TIMEOUT = 10.0  # s to reach an --address before saying it is unreachable
 POLL = 2.0  # s between checks of pending actors while frames render
 
 
-@ray.remote
+@ray.remote(max_concurrency=GPU_CALLS)
 class FrameActor:
     """Renders frames; builds its model on the first frame of a job from the shared references.
 
@@ -53,7 +63,7 @@ class FrameActor:
         context = ray.get_runtime_context()
         self.node = context.get_node_id()[-8:]  # the end: fake test nodes share their ids' start
         self.cache = RendererCache(device, threads, worker=f"{socket.gethostname()}/{self.node}:{os.getpid()}",
-                                   holds_gpu=bool(ray.get_gpu_ids()), where="worker")
+                                   holds_gpu=bool(ray.get_gpu_ids()), where="worker", threaded=True)
 
     def ready(self) -> dict:
         return {"worker": self.cache.worker, "node": self.node, "device": str(self.cache.device),
@@ -63,9 +73,14 @@ class FrameActor:
         # The job's context, one object put once per job (Ray resolves it here, a local read
         # after the first call on a node); the references nested in it stay references.
         weights_ref, grams_ref, settings, job_key = context
-        renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings, job_key,
-                                  lambda: ray.get(grams_ref))
-        return renderer.render_many(tasks)
+        with self.cache.lane:
+            renderer = self.cache.get(weights_ref.hex(), lambda: ray.get(weights_ref), settings, job_key,
+                                      lambda: ray.get(grams_ref))
+            return renderer.render_many(tasks)
+
+    def stats(self) -> dict:
+        """Seconds optimizing and seconds at work (render.DeviceLane.stats), frames rendered."""
+        return {"worker": self.cache.worker, **self.cache.lane.stats()}
 
 
 # -- joining a cluster ----------------------------------------------------------------------
@@ -201,8 +216,8 @@ def _monitor_node_types() -> tuple[NodeType, ...] | None:
 class _Worker:
     actor: "ray.actor.ActorHandle"
     name: str = "pending"
-    deaths: int = 0
     ping: object = None  # the outstanding ready() call while pending
+    dead: bool = False
 
 
 @dataclass
@@ -214,8 +229,8 @@ class _Call:
 
 @dataclass
 class _State:
-    pending: dict = field(default_factory=dict)  # ping ref → worker not placed (or restarting)
-    idle: list = field(default_factory=list)
+    pending: dict = field(default_factory=dict)  # ping ref → worker not placed yet
+    idle: list = field(default_factory=list)  # free call slots: a worker once per call it can take
     in_flight: dict = field(default_factory=dict)  # call ref → _Call
 
 
@@ -229,8 +244,12 @@ class RayExecutor:
     def __init__(self, request: Request, options: ExecutorOptions, offer: Offer, started_ray: bool = False):
         self.request, self.options, self.offer, self.started_ray = request, options, offer, started_ray
         self.threads, self.frames_per_worker = request.threads, options.frames_per_worker
+        # A CPU worker's optimization already fills its cores: a second call would only wait.
+        self.calls = GPU_CALLS if request.num_gpus > 0 else 1
         self.device_kind = None  # what each worker renders on is its own node's to say: the first frame pins it
-        self.replacements_left = REPLACEMENTS_PER_WORKER * request.count
+        self.cap = options.max_workers  # None: no cap but the work (limit, follow)
+        self.deaths_in_a_row = 0  # actor deaths since a frame last finished
+        self._gone: list[dict] = []  # stats of released workers
         self.state = _State()
         self.queue: list = []  # (job, task) submitted, not yet sent
         self.redone = 0
@@ -257,7 +276,7 @@ class RayExecutor:
     def _launch(self) -> None:
         request = self.request
         # SPREAD: one worker per node before doubling up, so a lost node costs the fewest frames.
-        actor = FrameActor.options(max_restarts=ACTOR_RESTARTS, max_task_retries=0, num_cpus=request.num_cpus,
+        actor = FrameActor.options(max_restarts=0, max_task_retries=0, num_cpus=request.num_cpus,
                                    num_gpus=request.num_gpus, scheduling_strategy="SPREAD").remote(
             request.device, request.threads)
         self._await_ready(_Worker(actor))
@@ -269,7 +288,7 @@ class RayExecutor:
     @property
     def workers(self) -> int:
         """Workers placed and answering (busy or idle)."""
-        return len(self.state.idle) + len({id(c.worker) for c in self.state.in_flight.values()})
+        return len({id(w) for w in self.state.idle} | {id(c.worker) for c in self.state.in_flight.values()})
 
     @property
     def pending_workers(self) -> int:
@@ -280,16 +299,48 @@ class RayExecutor:
         return self.request.count
 
     def limit(self, workers: int) -> None:
-        """Give back actors beyond ``workers``: pending ones first, then idle ones."""
-        surplus = self.workers + self.pending_workers - max(1, workers)
-        while surplus > 0 and (self.state.pending or self.state.idle):
+        """This job can use ``workers`` at most (its chains): actors beyond are given back,
+        pending ones first, then idle ones, and the pool never grows past it."""
+        workers = max(1, workers)
+        self.cap = min(self.cap or workers, workers)
+        self._release(self.workers + self.pending_workers - workers)
+        self.request = dataclasses.replace(self.request, count=min(self.request.count, workers))
+
+    def follow(self, waiting: int, active: int, release: bool = True) -> None:
+        """Follow the work and the cluster: ``waiting`` frames are ready with no worker free to
+        take them, ``active`` frames could run at once until the stage ends (its sequences with
+        frames left, or its frames when they are independent). Frames that wait get actors
+        asked for (pending until the cluster places them: an autoscaler adds nodes for them, a
+        node started by hand takes them), up to the cap; with ``release``, actors beyond what
+        ``active`` can use are given back (pending first, then idle), so the tail of a job
+        holds no idle GPU and an autoscaler can remove its nodes."""
+        per = self.frames_per_worker
+        if waiting > 0:
+            wanted = self.workers + -(-waiting // (per * self.calls))
+            if self.cap is not None:
+                wanted = min(wanted, self.cap)
+            for _ in range(wanted - self.workers - self.pending_workers):
+                self._launch()
+        if release:
+            keep = max(1, -(-active // per))
+            self._release(self.workers + self.pending_workers - keep)
+
+    def _release(self, surplus: int) -> None:
+        """Give back up to ``surplus`` actors: pending ones, then idle ones (no call in flight)."""
+        busy = {id(c.worker) for c in self.state.in_flight.values()}
+        while surplus > 0:
             if self.state.pending:
                 worker = self.state.pending.pop(next(iter(self.state.pending)))
             else:
-                worker = self.state.idle.pop()
+                worker = next((w for w in reversed(self.state.idle) if id(w) not in busy), None)
+                if worker is None:
+                    return
+                self.state.idle = [w for w in self.state.idle if w is not worker]
+                self._gone += self._ask_stats([worker])  # its time counts in the job's share
+                self._notes.append(Note("released", f"worker {worker.name} released: no frames left for it",
+                                        worker.name))
             ray.kill(worker.actor, no_restart=True)
             surplus -= 1
-        self.request = dataclasses.replace(self.request, count=min(self.request.count, max(1, workers)))
 
     def notes(self) -> list[Note]:
         notes, self._notes = self._notes, []
@@ -322,9 +373,44 @@ class RayExecutor:
         groups = [self.queue[i::calls] for i in range(calls)]
         self.queue = []
         for group in groups:
-            worker = self.state.idle.pop()
+            worker = self._free_slot()
             ref = worker.actor.render.remote(self._context, [t for _, t in group])
             self.state.in_flight[ref] = _Call(worker, [job for job, _ in group], self._job)
+
+    def _free_slot(self) -> _Worker:
+        """The free call slot of the worker with the most free slots (an idle worker before a
+        second call to a busy one), most recently freed first."""
+        free: dict[int, int] = {}
+        for worker in self.state.idle:
+            free[id(worker)] = free.get(id(worker), 0) + 1
+        index = max(range(len(self.state.idle)), key=lambda i: (free[id(self.state.idle[i])], i))
+        return self.state.idle.pop(index)
+
+    def _free(self, worker: _Worker) -> None:
+        """A call of ``worker`` is over: its slot takes another (unless the worker died meanwhile)."""
+        if not worker.dead:
+            self.state.idle.append(worker)
+
+    def stats(self) -> list[dict]:
+        """Each worker's time optimizing and at work (FrameActor.stats): those placed now, and
+        those released earlier (asked as they left); one that does not answer is left out."""
+        workers = {id(w): w for w in self.state.idle}
+        workers.update({id(c.worker): c.worker for c in self.state.in_flight.values()})
+        return self._gone + self._ask_stats(list(workers.values()))
+
+    @staticmethod
+    def _ask_stats(workers: list) -> list[dict]:
+        refs = [w.actor.stats.remote() for w in workers]
+        if not refs:
+            return []
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)
+        found = []
+        for ref in ready:
+            try:
+                found.append(ray.get(ref))
+            except Exception:  # noqa: BLE001 — a worker lost meanwhile: nothing to say about it
+                pass
+        return found
 
     def results(self) -> list:
         """At least one finished (job, output or error) of the current job; a dead worker's
@@ -381,7 +467,6 @@ class RayExecutor:
         try:
             info = ray.get(ref)
         except Exception as error:  # noqa: BLE001 — a ping that fails for any reason: as a death
-            worker.deaths += 1
             self._recover(worker, first_line(error))
             return
         first = worker.name == "pending"
@@ -391,7 +476,7 @@ class RayExecutor:
                                "; fix that node's CUDA (a torch build for its driver), or pass --allow-cpu-fallback "
                                "to render there on the CPU")
         worker.name = info["worker"]
-        self.state.idle.append(worker)
+        self.state.idle += [worker] * self.calls
         self._joined = True
         self._since = time.monotonic()
         if first:
@@ -404,16 +489,17 @@ class RayExecutor:
         worker, jobs = call.worker, call.jobs
         try:
             outputs = list(zip(jobs, ray.get(ref)))
-            self.state.idle.append(worker)
+            self._free(worker)
+            self.deaths_in_a_row = 0
         except RayTaskError as error:  # the call itself raised
-            self.state.idle.append(worker)
+            self._free(worker)
             cause = error.cause if isinstance(error.cause, BaseException) else error
             outputs = [(job, cause) for job in jobs]
         except (ActorUnavailableError, ObjectLostError, RayActorError, GetTimeoutError) as error:
-            # The actor died or is restarting, or its node lost the result: redo the frames.
+            # The actor died, or its node lost the result: redo the frames.
             reason = first_line(error)
-            worker.deaths += 1
-            self._recover(worker, reason)
+            if not worker.dead:  # its other call in flight fails too: one death, one replacement
+                self._recover(worker, reason)
             outputs = [(job, WorkerLost(reason)) for job in jobs]
             if call.job_id == self._job:
                 self.redone += len(jobs)
@@ -422,36 +508,35 @@ class RayExecutor:
             # like any failed frame) and never escapes into the job. Seen in CI: CPython
             # 3.11's "AST constructor recursion depth mismatch" SystemError while Ray built a
             # failed call's error on the driver, as its own threads formatted tracebacks too.
-            self.state.idle.append(worker)
+            self._free(worker)
             outputs = [(job, error) for job in jobs]
         if call.job_id != self._job:
             return []  # a call of a job that has ended: never stored in another job
         return outputs
 
     def _recover(self, worker: _Worker, reason: str) -> None:
-        """A worker that died waits to be placed again (Ray restarts it, bounded); one out of
-        restarts is replaced (bounded) or dropped."""
+        """A worker died (its process, or its node): a new actor is asked for in its place,
+        pending until placed. Only deaths with no frame finished between them are bounded
+        (:data:`DEATHS_IN_A_ROW_PER_WORKER` per worker held): beyond that the dead one is not
+        replaced, and with none left the job stops (:meth:`results`)."""
         self._last_death = reason
-        if worker.deaths <= ACTOR_RESTARTS:
-            self._await_ready(worker)
-            self._notes.append(Note("lost", f"worker {worker.name} lost ({reason}); waiting for it to restart",
-                                    worker.name))
-        elif self.replacements_left > 0:
-            self.replacements_left -= 1
-            ray.kill(worker.actor, no_restart=True)
+        worker.dead = True
+        self.state.idle = [w for w in self.state.idle if w is not worker]
+        ray.kill(worker.actor, no_restart=True)
+        self.deaths_in_a_row += 1
+        held = self.workers + self.pending_workers + 1
+        if self.deaths_in_a_row <= DEATHS_IN_A_ROW_PER_WORKER * held:
             self._launch()
-            self._notes.append(Note("replaced", f"worker {worker.name} replaced after {worker.deaths} deaths",
+            self._notes.append(Note("lost", f"worker {worker.name} lost ({reason}); a replacement is asked for",
                                     worker.name))
         else:
-            ray.kill(worker.actor, no_restart=True)
-            self._notes.append(Note("dropped", f"worker {worker.name} dropped after {worker.deaths} deaths",
-                                    worker.name))
+            self._notes.append(Note("dropped", f"worker {worker.name} dropped: {self.deaths_in_a_row} workers died "
+                                               "with no frame finished in between", worker.name))
 
     def close(self) -> None:
-        actors = [w.actor for w in self.state.idle] + [w.actor for w in self.state.pending.values()]
-        actors += [call.worker.actor for call in self.state.in_flight.values()]
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+        workers = [*self.state.idle, *self.state.pending.values(), *(c.worker for c in self.state.in_flight.values())]
+        for worker in {id(w): w for w in workers}.values():
+            ray.kill(worker.actor, no_restart=True)
         self.state = _State()
         shutdown(self.started_ray)
 

@@ -16,6 +16,7 @@ import yaml
 
 from ray_style import video
 from ray_style.errors import ClusterError
+from ray_style.job import read_events
 from ray_style.runner import stylize_video
 from ray_style.settings import ExecutorOptions, StyleSettings
 from tests.conftest import kill_when_sent, redone_frames, worker_pid
@@ -107,14 +108,16 @@ def node_of(record) -> str:
     return record["worker"].split("/")[1].split(":")[0]
 
 
-def local_reference(tmp_path):
-    return stylize_video(CLIP, [STYLE], tmp_path / "local.mp4", JOB, weights="random",
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The job rendered locally, without Ray: what every cluster run here must equal."""
+    folder = tmp_path_factory.mktemp("local")
+    return stylize_video(CLIP, [STYLE], folder / "local.mp4", JOB, weights="random",
                          executor=ExecutorOptions(kind="local", threads=1), report=False)
 
 
 def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames(tmp_path, autoscaling_cluster,
-                                                                                   monkeypatch):
-    reference = local_reference(tmp_path)
+                                                                                   monkeypatch, reference):
     # A fake GPU node's torch sees no CUDA: these runs let its workers render on the CPU.
     options = ExecutorOptions(address=autoscaling_cluster.address, placement_timeout=240, allow_cpu_fallback=True)
     notes = []
@@ -158,6 +161,11 @@ def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames
     assert len(rendered) == len(set(rendered)) == len(frames_of(reference.job_dir))  # every frame exactly once
     assert frames_of(lost.job_dir) == frames_of(reference.job_dir)
     assert video.probe(lost.output).frames == 12
+    # The lost worker cost one replacement, and the tail gave idle workers back (their nodes
+    # can then be removed by the autoscaler): asserted from the job's events, not assumed.
+    events = [e for run in (grown, lost) for e in read_events(run.job_dir)]
+    assert any(e["kind"] == "lost" and "replacement" in e["detail"] for e in events)
+    assert any(e["kind"] == "released" for e in events)
 
     # GPU or nothing, the default: the same job without --allow-cpu-fallback stops at its first
     # worker, with one line naming it, its torch build and its driver, and writes no output.
@@ -167,6 +175,80 @@ def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames
     message = str(refused.value)
     assert "\n" not in message and "sees no CUDA device" in message and "--allow-cpu-fallback" in message
     assert "CUDA build" in message and "driver" in message and not (tmp_path / "refused.mp4").exists()
+
+
+@pytest.fixture()
+def one_cpu_node():
+    """A head with no CPUs and one 1-CPU node: no autoscaler, nodes come and go by hand."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 1024**2,
+                                                           "include_dashboard": False})
+    cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2)
+    cluster.wait_for_nodes()
+    yield cluster
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
+def test_nodes_started_by_hand_mid_job_get_frames(tmp_path, one_cpu_node, monkeypatch, reference):
+    """No autoscaler config, no --max-workers: the pool sized for one node asks for more while
+    chains wait, a node started by hand takes a worker, and after that node is killed and
+    another started, the new one takes the replacement. The first node's worker is paused
+    (SIGSTOP, by PID) while nodes come and go, so that the others' part does not depend on how
+    fast this machine renders; it is resumed once the last node has stored a frame."""
+    import signal
+    import threading
+
+    cluster = one_cpu_node
+    job_dir = tmp_path / "hand.job"
+    added, paused = [], []
+    timer = threading.Timer(120, lambda: paused and os.kill(paused[0], signal.SIGCONT))
+    timer.daemon = True
+
+    def stored_on(node) -> int:
+        path = job_dir / "frames.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return sum(node_of(r) == node.node_id[-8:] for r in rows)
+
+    def progress(p):
+        if p.stage != "render" or not p.done:
+            return
+        if not added:  # the first frame is stored: pause its worker, start a node by hand
+            first = records(job_dir)[0]["worker"]
+            paused.append(worker_pid(first))
+            os.kill(paused[0], signal.SIGSTOP)
+            # Should no other node ever take frames, the test fails on its asserts, not by hanging.
+            timer.start()
+            added.append(cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2))
+        elif len(added) == 2 and paused and stored_on(added[1]):
+            os.kill(paused.pop(), signal.SIGCONT)
+
+    def lose_and_start_another(name: str) -> None:
+        cluster.remove_node(added[0], allow_graceful=False)
+        added.append(cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2))
+
+    killed = kill_when_sent(monkeypatch, lose_and_start_another, after=0,
+                            target=lambda name: bool(added) and added[0].node_id[-8:] in name and
+                            stored_on(added[0]) > 0)
+    try:
+        result = stylize_video(CLIP, [STYLE], tmp_path / "hand.mp4", JOB, weights="random", report=False,
+                               job_dir=job_dir, progress=progress,
+                               executor=ExecutorOptions(address=cluster.address, placement_timeout=120))
+    finally:
+        timer.cancel()
+        if paused:
+            os.kill(paused[0], signal.SIGCONT)
+    assert killed, "the node started by hand was never handed a second frame"
+    assert len(added) == 2 and stored_on(added[1]) > 0, "the node started after the loss got no frames"
+    assert redone_frames(job_dir)  # the frame in flight on the lost node was rendered again
+    rendered = [(r["chain"], r["frame"]) for r in records(job_dir)]
+    assert len(rendered) == len(set(rendered)) == len(frames_of(reference.job_dir))
+    assert frames_of(job_dir) == frames_of(reference.job_dir)  # identical to a local run
+    assert video.probe(result.output).frames == 12
 
 
 @pytest.fixture()

@@ -101,3 +101,36 @@ def test_an_error_raised_while_fetching_a_result_fails_only_that_frame(tmp_path,
     assert raised and video.probe(result.output).frames == 12
     failed = [e for e in read_events(result.job_dir) if e.get("kind") == "failed"]
     assert len(failed) == 1 and "AST constructor" in failed[0]["detail"]
+
+
+def test_a_worker_with_two_calls_in_flight_prepares_one_while_the_other_optimizes(tmp_path, local_ray, monkeypatch):
+    """A GPU worker's two calls (forced here on a CPU worker): one worker, three chains; a second
+    call is sent while the first renders, the optimizations still run one at a time on one
+    thread (the frames equal a run with one call at a time, bit for bit), and the job reports
+    the share of the worker's working time spent optimizing."""
+    from ray_style import workers
+    from ray_style.job import read_events
+
+    single = ray_run(tmp_path, "single", max_workers=1)
+    real_send, most = workers.RayExecutor._send, []
+
+    def send(self):
+        self.calls = 2
+        for worker in list(self.state.idle):  # placed before the switch: give it its second slot
+            if self.state.idle.count(worker) + sum(c.worker is worker for c in self.state.in_flight.values()) < 2:
+                self.state.idle.append(worker)
+        real_send(self)
+        per_worker = {}
+        for call in self.state.in_flight.values():
+            per_worker[id(call.worker)] = per_worker.get(id(call.worker), 0) + 1
+        most.append(max(per_worker.values(), default=0))
+
+    monkeypatch.setattr(workers.RayExecutor, "_send", send)
+    double = ray_run(tmp_path, "double", max_workers=1)
+    assert max(most) == 2, "no worker ever had two calls in flight"
+    assert frames_of(double.job_dir) == frames_of(single.job_dir)
+    assert double.workers == 1 and video.probe(double.output).frames == 12
+    for result in (single, double):
+        assert 0.2 < result.optimizing <= 1.0
+        shares = [e["detail"] for e in read_events(result.job_dir) if e["kind"] == "workers"]
+        assert len(shares) == 1 and shares[0].startswith(f"{result.rendered} frames;")
