@@ -332,14 +332,17 @@ class DeviceLane:
         self._calls, self._since = 0, 0.0
 
     def run(self, work: Callable, frames: int = 1):
+        """``work()`` on the lane; counted as optimizing ``frames`` frames unless ``frames`` is 0
+        (building a model, freeing memory)."""
         def timed():
             started = time.perf_counter()
             try:
                 return work()
             finally:
-                with self._lock:
-                    self.optimizing += time.perf_counter() - started
-                    self.frames += frames
+                if frames:
+                    with self._lock:
+                        self.optimizing += time.perf_counter() - started
+                        self.frames += frames
 
         return self._pool.submit(timed).result() if self._pool else timed()
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,7 +47,8 @@ from .settings import ExecutorOptions
 # Actor deaths in a row (no frame finished between them) per worker the pool holds, beyond which
 # a dead actor is no longer replaced: a crash loop stops; node losses between frames never do.
 DEATHS_IN_A_ROW_PER_WORKER = 2
-GPU_CALLS = 2  # calls in flight per GPU worker: one optimizing, one preparing (a CPU worker: 1)
+GPU_CALLS = 2  # calls in flight per GPU worker: one optimizing, one preparing
+CPU_CALLS = 1  # a CPU worker's optimization already fills its cores: a second call would only wait
 CONNECT_TIMEOUT = 10.0  # s to reach an --address before saying it is unreachable
 POLL = 2.0  # s between checks of pending actors while frames render
 
@@ -159,6 +162,78 @@ def shutdown(started: bool) -> None:
         ray.shutdown()
 
 
+# -- the node this driver runs on --------------------------------------------------------------
+
+NODE_CHECK = 1.0  # s between checks that this driver's raylet answers
+NODE_MISSES = 3  # checks missed in a row: the node is gone
+NODE_GRACE = 30.0  # s the driver's own thread then has to stop the job before the watch ends the process
+
+
+class NodeWatch:
+    """Whether the Ray node this driver is attached to still answers: its raylet's port, tried
+    every :data:`NODE_CHECK` s by a thread. When that node dies (its raylet killed, or taken
+    down with its dashboard agent, which Ray fate-shares with it), Ray's calls fail in ways
+    that look like lost workers, or never return; the pool asks :meth:`check` and stops the
+    job with one line (:class:`ClusterError`, exit 7). Should the driver's thread be stuck in
+    a Ray call that never returns, the watch itself says that line and ends the process with
+    exit 7 after :data:`NODE_GRACE` s: a job never hangs on a dead node. A Ray Client driver
+    (``ray://``) has no raylet of its own: nothing is watched."""
+
+    def __init__(self):
+        self.address = _own_raylet()
+        self.gone: str | None = None
+        self.said = False  # the job has raised the error: the process is on its way out
+        self._stop = threading.Event()
+        if self.address is not None:
+            threading.Thread(target=self._watch, name="ray-style-node-watch", daemon=True).start()
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(self.address, timeout=NODE_CHECK):
+                return True
+        except OSError:
+            return False
+
+    def _watch(self) -> None:
+        missed = 0
+        while not self._stop.wait(NODE_CHECK):
+            missed = 0 if self._answers() else missed + 1
+            if missed >= NODE_MISSES:
+                self.gone = self.message()
+                break
+        if self.gone is None or self._stop.wait(NODE_GRACE):
+            return
+        if not self.said:
+            print(f"ray-style: error: {self.gone}", file=sys.stderr, flush=True)
+        os._exit(ClusterError.exit_code)  # the driver's thread is stuck in Ray: nothing else can end it
+
+    def message(self) -> str:
+        host, port = self.address
+        return (f"the Ray node this driver was attached to is gone (its raylet at {host}:{port} stopped "
+                "answering); finished frames are kept: re-run the same command to resume")
+
+    def check(self, now: bool = False) -> None:
+        """Raise :class:`ClusterError` if the node is gone (``now``: ask it at once, for an error
+        Ray raised that a dead node explains)."""
+        if self.address is not None and self.gone is None and now and not self._answers():
+            self.gone = self.message()
+        if self.gone is not None:
+            self.said = True
+            raise ClusterError(self.gone)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _own_raylet() -> tuple[str, int] | None:
+    try:
+        node = ray.get_runtime_context().get_node_id()
+        entry = next(n for n in ray.nodes() if n["NodeID"] == node)
+        return entry["NodeManagerAddress"], int(entry["NodeManagerPort"])
+    except Exception:  # noqa: BLE001 — a Ray Client driver, or a runtime that does not say: no watch
+        return None
+
+
 # -- what the cluster offers -----------------------------------------------------------------
 
 def read_offer() -> Offer:
@@ -212,6 +287,22 @@ def _monitor_node_types() -> tuple[NodeType, ...] | None:
 
 # -- the pool ----------------------------------------------------------------------------------
 
+def _on_our_node(method):
+    """A pool method whose Ray calls fail, or raise anything, when this driver's own node is
+    gone: then the job stops with that one line (NodeWatch), not with what Ray raised."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ClusterError:
+            raise
+        except Exception:
+            self.watch.check(now=True)
+            raise
+
+    return guarded
+
+
 @dataclass
 class _Worker:
     actor: "ray.actor.ActorHandle"
@@ -244,8 +335,7 @@ class RayExecutor:
     def __init__(self, request: Request, options: ExecutorOptions, offer: Offer, started_ray: bool = False):
         self.request, self.options, self.offer, self.started_ray = request, options, offer, started_ray
         self.threads, self.frames_per_worker = request.threads, options.frames_per_worker
-        # A CPU worker's optimization already fills its cores: a second call would only wait.
-        self.calls = GPU_CALLS if request.num_gpus > 0 else 1
+        self.calls = GPU_CALLS if request.num_gpus > 0 else CPU_CALLS
         self.device_kind = None  # what each worker renders on is its own node's to say: the first frame pins it
         self.cap = options.max_workers  # None: no cap but the work (limit, follow)
         self.deaths_in_a_row = 0  # actor deaths since a frame last finished
@@ -259,6 +349,7 @@ class RayExecutor:
         self._since = time.monotonic()  # since when no worker has been ready
         self._job = None
         self._weights_identity = self._weights_ref = self._context = None
+        self.watch = NodeWatch()
         for _ in range(request.count):
             self._launch()
 
@@ -306,6 +397,7 @@ class RayExecutor:
         self._release(self.workers + self.pending_workers - workers)
         self.request = dataclasses.replace(self.request, count=min(self.request.count, workers))
 
+    @_on_our_node
     def follow(self, waiting: int, active: int, release: bool = True) -> None:
         """Follow the work and the cluster: ``waiting`` frames are ready with no worker free to
         take them, ``active`` frames could run at once until the stage ends (its sequences with
@@ -347,6 +439,7 @@ class RayExecutor:
         return notes
 
     # -- jobs ------------------------------------------------------------------------------
+    @_on_our_node
     def begin(self, job_id: str, weights, settings, grams) -> None:
         """Use these weights, settings and style targets for the frames submitted from now on."""
         if weights.identity != self._weights_identity:
@@ -412,6 +505,7 @@ class RayExecutor:
                 pass
         return found
 
+    @_on_our_node
     def results(self) -> list:
         """At least one finished (job, output or error) of the current job; a dead worker's
         frames come back as :class:`WorkerLost` so the driver re-queues them."""
@@ -430,6 +524,7 @@ class RayExecutor:
                 return results
             self._check_placement()
 
+    @_on_our_node
     def drain(self) -> list:
         """Wait for the current job's calls in flight; their results are returned."""
         self.queue.clear()
@@ -449,6 +544,7 @@ class RayExecutor:
                 f"{self.request.describe()}; the cluster offers {read_offer().describe()}")
 
     def _wait(self, refs: list) -> list:
+        self.watch.check()
         ready, _ = ray.wait(refs, num_returns=1, timeout=POLL)
         # Take whatever else is already done too, without waiting.
         if ready:
@@ -497,6 +593,7 @@ class RayExecutor:
             outputs = [(job, cause) for job in jobs]
         except (ActorUnavailableError, ObjectLostError, RayActorError, GetTimeoutError) as error:
             # The actor died, or its node lost the result: redo the frames.
+            self.watch.check(now=True)  # unless it is this driver's own node that is gone
             reason = first_line(error)
             if not worker.dead:  # its other call in flight fails too: one death, one replacement
                 self._recover(worker, reason)
@@ -534,6 +631,10 @@ class RayExecutor:
                                                "with no frame finished in between", worker.name))
 
     def close(self) -> None:
+        self.watch.stop()
+        if self.watch.gone is not None:  # a dead raylet answers no kill: the cluster reaps the actors
+            self.state = _State()
+            return
         workers = [*self.state.idle, *self.state.pending.values(), *(c.worker for c in self.state.in_flight.values())]
         for worker in {id(w): w for w in workers}.values():
             ray.kill(worker.actor, no_restart=True)

@@ -119,3 +119,56 @@ def test_ray_job_submit_with_a_working_dir(tmp_path):
         assert video.probe(kept).frames == 12 and (tmp_path / "kept" / "out.job" / "manifest.json").exists()
     finally:
         end_processes_of(port)
+
+
+def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path):
+    """Two 1-CPU nodes; the driver (the CLI, in a process of its own) runs on the head. The
+    head's raylet is killed (by PID) once a frame is stored: the driver says one line and
+    exits 7 within a minute, never a hang or a bare exit 1; the same command, re-run, attaches
+    to the node still up and resumes to the frames and output a local run makes."""
+    import signal
+    import subprocess
+    import sys
+
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    job = ["--weights", "random", "--size", "32", "--iters", "40", "--segment-length", "4", "--overlap", "1",
+           "--threads", "1", "-q"]
+    local = tmp_path / "local.mp4"
+    reference = subprocess.run([sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o",
+                                str(local), "--executor", "local", *job], capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
+        "num_cpus": 1, "object_store_memory": 80 * 1024**2, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2)
+        out = tmp_path / "out.mp4"
+        argv = [sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o", str(out),
+                "--address", cluster.address, *job]
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        log = tmp_path / "out.job" / "frames.jsonl"
+        deadline = time.monotonic() + 180
+        while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.poll() is None, process.stderr.read()
+        raylet = cluster.head_node.all_processes["raylet"][0].process
+        os.kill(raylet.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = process.communicate(timeout=120)
+        took = time.monotonic() - killed
+        assert process.returncode == 7, err
+        assert took < 60, f"{took:.0f} s to leave"
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].startswith("ray-style: error: the Ray node this driver was attached to is gone") and \
+            "re-run the same command to resume" in lines[0]
+        assert not out.exists()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+    finally:
+        cluster.shutdown()
+    assert frames_of(tmp_path / "out.job") == frames_of(tmp_path / "local.job")
+    assert video.probe(out).frames == 12
