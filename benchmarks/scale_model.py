@@ -25,6 +25,13 @@ start, --init flow). Inputs:
   encode per frame on the driver, every flow computed by the driver before rendering, a
   one-thread decode.
 
+- "workers": the job in a bucket (as "bucket") with the stages where they now run: the head
+  probes the film's packets and CPU tasks on the GPU nodes decode it in segments, in parallel
+  (:data:`WORKER_CPUS` vCPUs per GPU, one of them the actor's); each GPU worker has two calls in
+  flight, so its flows, PNG decodes and encode overlap the optimization (a frame costs the
+  longer of the two, not their sum). The encode is still the head's, beside the render. The
+  "ideal" column: the film's GPU work over the GPUs plus the first chain's latency.
+
 Outputs per GPU count: makespan, GPU utilization (the tail where fewer chains than GPUs remain),
 the driver's network bytes/s in and out, the driver's CPU cores busy, the encode's length and
 how much of it is left when the render ends (all of it as landed; now the output is encoded
@@ -54,6 +61,7 @@ MEASURED_CORES = 2  # this machine: decode and x264 used both
 SCALING = 0.75  # what more cores give ffmpeg's decoder and x264 (frame threads), per core
 WORKER_FLOW_SPEEDUP = 2.5  # OpenCV's DIS on a GPU node's 4 vCPUs against one core
 NIC_BYTES = 10e9 / 8  # a 10 Gb/s head
+WORKER_CPUS = 4  # vCPUs per GPU on the clusters in cluster/ (g5/p4-class nodes)
 
 
 def _timed(function, repeats=3):
@@ -129,7 +137,7 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
     chains = math.ceil(FILM_FRAMES / SEGMENT)
     renders_per_chain = SEGMENT + OVERLAP  # the lead-in frames are rendered by both chains
     renders = chains * renders_per_chain
-    cores = HEAD_CORES[design]
+    cores = HEAD_CORES["bucket" if design == "workers" else design]
     speedup = 1 + (cores / MEASURED_CORES - 1) * SCALING  # ffmpeg's decoder and x264 on the head's cores
     flow_cpu = 2 * measured["dis_flow_s"] + 2 * measured["reliability_s"]  # two flows and their checks
     if design == "landed":
@@ -142,7 +150,7 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
         decode_s = FILM_FRAMES * (measured["decode_s"] / speedup + measured["png_encode_s"]) \
             + FILM_FRAMES * flow_cpu / cores
         encode_s = FILM_FRAMES * (1 / (measured["x264_fps"] * speedup) + measured["png_decode_s"])
-    elif design == "bucket":
+    elif design in ("bucket", "workers"):
         chain_seconds = (renders_per_chain - 1) * (seeded + flow_cpu / WORKER_FLOW_SPEEDUP) + 2 * seeded
         # Per render the driver sends a task naming its inputs and receives a record; the
         # workers move the frames. Beside the render, the encode reads each final frame back
@@ -156,6 +164,14 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
                                      measured["png_source_bytes"] / NIC_BYTES)
         encode_s = FILM_FRAMES * max(1 / (measured["x264_fps"] * speedup),
                                      (measured["png_decode_s"] + measured["sha256_s"]) / cores)
+        if design == "workers":
+            # Segments decoded by CPU tasks over the GPU nodes' free vCPUs (one core each: ffmpeg's
+            # decode and the PNG writes), the head probing packets only.
+            decode_s = FILM_FRAMES * (measured["decode_s"] + measured["png_encode_s"]) / (gpus * (WORKER_CPUS - 1))
+            # Two calls in flight: a seeded frame costs the longer of its optimization and its CPU
+            # part (two flows and their check, three PNG decodes, the result's encode).
+            cpu_part = flow_cpu / WORKER_FLOW_SPEEDUP + 3 * measured["png_decode_s"] + measured["png_encode_s"]
+            chain_seconds = (renders_per_chain - 1) * max(seeded, cpu_part) + 2 * seeded
     else:
         # A seeded frame's worker first computes its two flows (and their check) on its own
         # CPUs: 4 vCPUs per GPU on the clusters in cluster/, about 2.5x one core's speed for DIS.
@@ -195,9 +211,12 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
         after_render_s = finished - render_s / limit
     disk = FILM_FRAMES * (measured["png_source_bytes"] + measured["flow_file_bytes"]) \
         + renders * measured["png_stylized_bytes"]
-    if design == "bucket":  # the job is in the bucket: the head keeps a temp copy of the output
+    if design in ("bucket", "workers"):  # the job is in the bucket: the head keeps a temp copy of the output
         disk = FILM_FRAMES * measured.get("x264_bytes_per_frame", 0)
+    # The bound no schedule beats: every render's GPU time over the GPUs, plus one chain's latency.
+    ideal_s = (chains * ((renders_per_chain - 1) * seeded + 2 * seeded)) / gpus + chain_seconds
     return {"gpus": gpus, "speed": speed, "design": design, "seconds_per_seeded_frame": round(seeded, 2),
+            "ideal_h": round(ideal_s / 3600, 2),
             "makespan_h": round((decode_s + render_s / limit + after_render_s) / 3600, 2),
             "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
             "gpu_utilization": round(gpu_busy * limit, 3), "frames_per_s": round(frames_per_s * limit, 2),
@@ -243,13 +262,14 @@ def render_markdown(measured: dict, rows: list[dict], command: str, limits: dict
              f"(×{AREA_FACTOR:.2f}) and by 150/500 evaluations. Head: 10 Gb/s, {HEAD_CORES['landed']} cores as "
              f"landed, {HEAD_CORES['now']} now (decode and x264 scaled from this machine's {MEASURED_CORES} cores "
              f"at {SCALING:.0%} per added core).", "",
-             "| design | GPUs | GPU speed | s per seeded frame | decode (h) | render (h) | makespan (h) | GPU busy | "
-             "frames/s | driver out MB/s | driver in MB/s | NIC share | driver cores | driver-bound | "
+             "| design | GPUs | GPU speed | s per seeded frame | decode (h) | render (h) | makespan (h) | ideal (h) | "
+             "GPU busy | frames/s | driver out MB/s | driver in MB/s | NIC share | driver cores | driver-bound | "
              "encode (h) | left after the render (min) | head disk (TB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['design']} | {r['gpus']} | {r['speed']} | {r['seconds_per_seeded_frame']} | {r['decode_h']} | "
-                     f"{r['render_h']} | {r['makespan_h']} | {r['gpu_utilization']:.0%} | {r['frames_per_s']} | "
+                     f"{r['render_h']} | {r['makespan_h']} | {r['ideal_h']} | {r['gpu_utilization']:.0%} | "
+                     f"{r['frames_per_s']} | "
                      f"{r['driver_out_MBps']} | {r['driver_in_MBps']} | {r['nic_share']:.0%} | "
                      f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['encode_h']} | "
                      f"{r['after_render_min']} | {r['head_disk_TB']} |")
@@ -271,7 +291,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     measured = json.loads(RESULTS.read_text())["measured"] if args.rewrite else measure()
     storage = _storage_row()
-    designs = ("landed", "now", "bucket") if storage else ("landed", "now")
+    designs = ("landed", "now", "bucket", "workers") if storage else ("landed", "now")
     rows = [model(measured, gpus, speed, design, storage) for design in designs for speed in ("today", "goal")
             for gpus in (8, 64, 256)]
     limits = head_limit(measured, storage) if storage else None

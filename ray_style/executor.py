@@ -10,6 +10,7 @@ pool lives in :mod:`ray_style.workers`, the only module that imports Ray.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, NamedTuple, Protocol
 
 from .errors import FrameError, RayStyleError, StorageError
@@ -89,6 +90,13 @@ class Executor(Protocol):
     def stats(self) -> list[dict]:
         """Per worker: seconds optimizing, seconds at work, frames (render.DeviceLane.stats)."""
 
+    def launch(self) -> None:
+        """Start the workers, if not yet (an executor made with ``launch=False`` runs CPU tasks first)."""
+
+    def run_tasks(self, function, arguments: list):
+        """``function(argument)`` for each argument where there are CPUs; yields ``(index,
+        result or the exception it raised)`` as each finishes."""
+
     def close(self) -> None: ...
 
 
@@ -151,26 +159,50 @@ class LocalExecutor:
     def stats(self) -> list[dict]:
         return [{"worker": self.cache.worker, **self.cache.lane.stats()}]
 
+    def launch(self) -> None:
+        pass
+
+    def run_tasks(self, function, arguments: list):
+        return run_here(function, arguments)
+
     def close(self) -> None:
         self.queue.clear()
 
 
-def make_executor(options: ExecutorOptions, parallel: int | None = None) -> Executor:
+def make_executor(options: ExecutorOptions, parallel: int | None = None, launch: bool = True) -> Executor:
     """The executor ``options`` describe; ``parallel`` bounds how many workers could be busy
-    (the job's chains), so a short job does not start actors it cannot use."""
+    (the job's chains), so a short job does not start actors it cannot use. ``launch=False``:
+    its workers start at :meth:`Executor.launch` (CPU tasks may run before)."""
     options.validate()
     if options.kind == "local":
         return LocalExecutor(options.device, options.threads, options.frames_per_worker)
     from . import workers
 
-    return workers.RayExecutor.start(options, parallel)
+    return workers.RayExecutor.start(options, parallel, launch)
+
+
+def run_here(function, arguments: list, threads: int | None = None):
+    """``function(argument)`` for each argument on this machine's threads (ffmpeg and PNG
+    compression release the GIL): yields ``(index, result or exception)`` as each finishes."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="tasks") as pool:
+        futures = {pool.submit(function, argument): index for index, argument in enumerate(arguments)}
+        try:
+            for future in as_completed(futures):
+                error = future.exception()
+                yield futures[future], error if error is not None else future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[FrameJob, bool], FrameTask | None],
           store: Callable[[FrameJob, FrameOutput], None], *, is_done: Callable[[int, int], bool],
           on_stored: Callable[[int], None] | None = None, on_note: Callable[[Note], None] | None = None,
           on_failure: Callable[[FrameJob, BaseException, int], None] | None = None,
-          on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None, release: bool = False) -> int:
+          on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None, release: bool = False,
+          keep: int = 0) -> int:
     """The driver loop, one for every job and preview: hand the frames of ``sequences``
     (plan.Chain or plan.Sweep) to ``executor`` as it has room (each sequence one frame after
     the other when ``sequential``), ``store(item, output)`` each result as it finishes (not in
@@ -181,7 +213,8 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
     renders it needs were damaged: they go back in line). ``on_failure(item, error,
     attempt)``: a frame failed (``attempt`` 0 when its worker died). The pool follows the work
     (:meth:`Executor.follow`): workers are asked for while frames wait, and with ``release``
-    (a pool of this job's own) given back once the work left cannot use them. If the loop stops on an
+    (a pool of this job's own) given back once the work left cannot use them (nor ``keep``
+    sequences of a later stage). If the loop stops on an
     error, the calls in flight are settled and their frames stored. Returns how many frames
     were stored."""
     scheduler = ChainScheduler(sequences, is_done, sequential=sequential)
@@ -201,7 +234,7 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
                     continue
                 executor.submit(item, task)
                 scheduler.started(item)
-            executor.follow(len(scheduler.ready(FOLLOW_LOOKAHEAD)), scheduler.active(), release)
+            executor.follow(len(scheduler.ready(FOLLOW_LOOKAHEAD)), max(scheduler.active(), keep), release)
             for item, out in executor.results():
                 if isinstance(out, FrameOutput):
                     store(item, out)
@@ -247,4 +280,4 @@ def _failed(item: FrameJob, error: BaseException, attempts: dict, on_failure) ->
         raise FrameError(f"frame {item.frame} (chain {item.chain}) failed {attempts[key]} times: {error}")
 
 
-__all__ = ["Executor", "LocalExecutor", "make_executor", "drive", "Reopen", "Result", "FRAME_ATTEMPTS"]
+__all__ = ["Executor", "LocalExecutor", "make_executor", "run_here", "drive", "Reopen", "Result", "FRAME_ATTEMPTS"]

@@ -55,7 +55,8 @@ INFORMATIONAL = ("run", "render")  # manifest sections a resume does not compare
 MANIFEST, PLAN, SOURCE_INDEX, FLOW_INDEX = "manifest.json", "plan.json", "source/index.json", "flow/index.json"
 FRAMES, EVENTS = "frames", "events"  # record logs (frames.jsonl and events.jsonl in a local folder)
 REPORT, PAGE = "report", "report/index.html"
-NEWS_EVENTS = frozenset({"joined"})  # event kinds that report no problem (a worker became ready)
+# Event kinds that report no problem: a worker ready, a worker given back, the optimizing share.
+NEWS_EVENTS = frozenset({"joined", "released", "workers"})
 
 
 def source_key(frame: int) -> str:

@@ -189,30 +189,20 @@ BLEND = 0.5  # δ of Ruder et al.'s multi-pass: how much of the warped neighbour
 LONG_TERM_ANCHOR = 0.5
 
 
-_STORES: dict = {}  # a worker's stores, by URL: opened once per process
-_REACHED: set = set()  # the (store, token) pairs this process has read
-
-
 def _store(url: str):
-    from .store import open_store
+    from .store import opened
 
-    if url not in _STORES:
-        _STORES[url] = open_store(url)
-    return _STORES[url]
+    return opened(url)
 
 
 def check_reach(delivery: Delivery) -> None:
     """:class:`StoreUnreachable` unless this process reads the driver's token in the store."""
-    if (delivery.store, delivery.token) in _REACHED:
-        return
-    key, value = delivery.token
+    from .store import NotReached, reach
+
     try:
-        found = _store(delivery.store).read(key).decode()
-    except Exception as error:  # noqa: BLE001 - any failure to read it means: not reachable from here
-        raise StoreUnreachable(delivery.store, " ".join(str(error).split())[:200] or type(error).__name__) from None
-    if found != value:
-        raise StoreUnreachable(delivery.store, "another store is mounted at that path here")
-    _REACHED.add((delivery.store, delivery.token))
+        reach(delivery.store, delivery.token)
+    except NotReached as error:
+        raise StoreUnreachable(error.url, error.detail) from None
 
 
 def fetch(payload: Payload, task: FrameTask) -> bytes:

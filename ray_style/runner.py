@@ -16,23 +16,24 @@ import dataclasses
 import functools
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import __version__, flow, images, optimize, plan, sequence, store, video
-from .encoder import EncodeBesideRender, Output, encode, ordered
+from . import __version__, flow, images, optimize, plan, sequence, sources, store, video
+from .encoder import EncodeBesideRender, Output, encode
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
-from .executor import Executor, Note, Reopen, drive, make_executor
+from .executor import Executor, Note, Reopen, drive, make_executor, run_here
 from .features import check_layers, check_size
 from .files import check_writable_output
 from .frames import FrameGraph
 from .job import DamagedFile, Job, damage_of, describe_facts, open_job, remove_stale_temps
 from .render import FrameOutput, Redo, StoreUnreachable
 from .settings import ExecutorOptions, VideoSettings, as_dict
-from .tasks import FrameReader, TaskMaker
+from .tasks import TOKEN, FrameReader, TaskMaker
 from .weights import Weights, load_weights
 
 REPAIR_ROUNDS = 3  # encode → damaged frame found → re-render: at most this often
@@ -156,7 +157,7 @@ def probe_video(place, fps=None, audio=None) -> video.VideoInfo:
         raise InputError(f"--{'fps' if fps is not None else 'audio'} is for image sequences: {place} is a video and "
                          "carries its own")
     try:
-        return video.probe(store.ffmpeg_input(place), label=place.text)
+        return video.probe(store.ffmpeg_input(place), label=place.text, pixels=False)  # packets, not pixels
     except FileNotFoundError:
         raise InputError(f"video not found: {place}") from None
 
@@ -305,12 +306,26 @@ class Pool:
         self.executor: Executor | None = self.lent
 
     def get(self) -> Executor:
+        """The executor, its workers started."""
+        executor = self._make()
+        executor.launch()
+        return executor
+
+    def cpu_tasks(self) -> Executor | None:
+        """Where CPU stages (a segment's decode) run before the workers start: this job's own
+        Ray pool, not launched yet (its actors would take CPU clusters' CPUs); None for a lent
+        pool or a local executor (the driver's threads do them)."""
+        if not self.own or self.options.kind == "local":
+            return None
+        return self._make(launch=False)
+
+    def _make(self, launch: bool = True) -> Executor:
         if self.executor is None:
             options = self.options
             if options.threads is None and self.job.recorded_threads():
                 # a resume renders with the thread count its CPU frames' bytes depend on
                 options = dataclasses.replace(options, threads=self.job.recorded_threads())
-            self.executor = make_executor(options)
+            self.executor = make_executor(options, launch=launch)
         return self.executor
 
     @property
@@ -380,7 +395,7 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         pool = Pool(job, executor)
         targets = functools.cache(lambda: Targets.make(request, pool.options))  # for the render and the report
         try:
-            frame_count, cuts = decode(job, request, reporter)
+            frame_count, cuts = decode(job, request, reporter, pool)
             graph = plan_frames(job, request, frame_count, cuts, pool)
             renders = graph.renders()
             reporter.open_page(len(renders), sum(1 for r in renders if r.sequence >= len(graph.chains)),
@@ -409,10 +424,11 @@ def _local_or_url(place: store.Location) -> Path | str:
 
 
 # ---------------------------------------------------------------- decode
-def decode(job: Job, request: JobRequest, reporter: Reporter) -> tuple[int, list[int]]:
-    """Decode every source frame into the job directory once (later runs check and reuse
-    them, and decode again only frames that went missing). Returns the frame count and the
-    shot cuts."""
+def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tuple[int, list[int]]:
+    """Decode every source frame into the job's store once, in segments (:mod:`ray_style.sources`):
+    as CPU tasks over the cluster's nodes where they reach the input and the store, else on this
+    machine's threads. Later runs check and reuse them, and decode again only frames that went
+    missing. Returns the frame count and the shot cuts."""
     index = job.source_index()
     if index is not None:
         damaged = job.damaged_sources()
@@ -420,24 +436,40 @@ def decode(job: Job, request: JobRequest, reporter: Reporter) -> tuple[int, list
             repair_sources(job, request, damaged)
         return index["frames"], index["cuts"]
     info = request.info
+    token = (TOKEN, uuid.uuid4().hex)
+    job.write_token(*token)
+    parts = sources.segments(info, request.size, info.bits, job.store.url, token)
+    found: dict[int, tuple[list[str], list]] = {}
+    here: list[int] = []
+    cluster = pool.cpu_tasks()
 
-    def store(numbered):
-        number, frame = numbered
-        return job.write_source(number, frame), plan.frame_signature(frame)
+    def take(index: int, outcome) -> None:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        found[index] = outcome
+        decoded = sum(len(hashes) for hashes, _ in found.values())
+        reporter.tell("decode", decoded, info.frames)
 
-    # PNG compression releases the GIL: frames are written by a thread per core while
-    # ffmpeg decodes the next ones (a film's decode is otherwise one core's work).
-    hashes, signatures = [], []
-    with contextlib.closing(video.decode(info, *request.size, info.bits)) as decoded:  # its ffmpeg ends with any error
-        for number, (digest, signature) in enumerate(ordered(store, enumerate(decoded), os.cpu_count() or 1)):
-            hashes.append(digest)
-            signatures.append(signature)
-            if number % 10 == 0 or number + 1 == info.frames:
-                reporter.tell("decode", number + 1, info.frames)
+    if cluster is not None:
+        for index, outcome in cluster.run_tasks(sources.decode, parts):
+            if isinstance(outcome, sources.Unreachable) or (isinstance(outcome, Exception) and
+                                                            not isinstance(outcome, RayStyleError)):
+                here.append(index)  # a node that does not see the input or the store, or was lost
+                if len(here) == 1:
+                    job.event("decode", detail=f"a worker could not decode frames {parts[index].start}-"
+                                               f"{parts[index].end - 1} ({first_line(outcome)}); decoding here")
+                continue
+            take(index, outcome)
+    else:
+        here = list(range(len(parts)))
+    for index, outcome in run_here(sources.decode_here, [parts[i] for i in here]):
+        take(here[index], outcome)
+    hashes = [digest for i in range(len(parts)) for digest in found[i][0]]
+    signatures = [signature for i in range(len(parts)) for signature in found[i][1]]
     if len(hashes) != info.frames:
         raise InputError(f"{info.path}: decoded {len(hashes)} frames, counted {info.frames}; "
                          "the file changed while we read it, or is damaged")
-    cuts = plan.detect_cuts(signatures, request.settings.cut_ratio)
+    cuts = plan.detect_cuts(signatures, request.settings.cut_ratio)  # across segments: cuts between them too
     job.finish_source(len(hashes), cuts, hashes)
     return len(hashes), cuts
 
@@ -621,8 +653,12 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
         reporter.tell("render", done, len(renders), workers=executor.workers, note=note.text)
 
     try:
-        for stage in graph.stages():
+        stages = graph.stages()
+        for number, stage in enumerate(stages):
             sequences = {s.index for s in stage}
+            # Workers the stages after this one will want are kept through its tail (a new actor
+            # costs its start and its model's load).
+            later = max((len(s) for s in stages[number + 1:]), default=0)
 
             def make(item: plan.FrameJob, first: bool, sequences=sequences):
                 try:
@@ -643,7 +679,7 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
 
             done += drive(executor, stage, graph.sequential(stage), make, store,
                           is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored,
-                          on_note=told, on_failure=store.failed, on_redo=redo, release=pool.own)
+                          on_note=told, on_failure=store.failed, on_redo=redo, release=pool.own, keep=later)
         counts.optimizing = _optimizing_share(job, executor, before)
     finally:
         make_task.close()

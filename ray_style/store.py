@@ -726,6 +726,40 @@ class Lease(Hold):
             self.store.delete(self.KEY)
 
 
+_OPENED: dict = {}  # this process's stores, by URL (a worker's: opened once, kept across its tasks)
+_REACHED: set = set()  # the (store, token) pairs this process has read
+
+
+def opened(url: str) -> Store:
+    """The store at ``url``, opened once per process."""
+    if url not in _OPENED:
+        _OPENED[url] = open_store(url)
+    return _OPENED[url]
+
+
+class NotReached(Exception):
+    """This process does not read the driver's token in the store at ``url``."""
+
+    def __init__(self, url: str, detail: str):
+        super().__init__(f"{url}: {detail}")
+        self.url, self.detail = url, detail
+
+
+def reach(url: str, token: tuple[str, str]) -> None:
+    """:class:`NotReached` unless this process reads ``token`` (the driver wrote it) in the
+    store at ``url``: a folder of the same name on another machine is another store."""
+    if (url, token) in _REACHED:
+        return
+    key, value = token
+    try:
+        found = opened(url).read(key).decode()
+    except Exception as error:  # noqa: BLE001 - any failure to read it means: not reachable from here
+        raise NotReached(url, " ".join(str(error).split())[:200] or type(error).__name__) from None
+    if found != value:
+        raise NotReached(url, "another store is mounted at that path here")
+    _REACHED.add((url, token))
+
+
 def open_store(place) -> Store:
     """The store of a job directory: a local folder, or an object-store prefix."""
     if isinstance(place, Store):

@@ -194,12 +194,34 @@ def _display_size(line: str, extra: list[str]) -> tuple[int, int, int]:
     return width, height, rotate
 
 
-def _frame_times(path: Path) -> tuple[list[float | None], bool, str]:
-    """Decode every frame once, one per source frame: ``(presentation times, ffmpeg reported damage,
-    its last line)``. The same cost as counting frames by decoding."""
+TAIL_SECONDS = 3.0  # the end of a video decoded to check what its packets say
+
+
+def _packet_times(path) -> list[float | None]:
+    """Every video packet's presentation time, in display order, read without decoding (a
+    stream copy to ffmpeg's framecrc muxer: the cost of reading the file)."""
+    args = ["-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
+    done = subprocess.run([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL, capture_output=True)
+    base, times = None, []
+    for line in done.stdout.decode(errors="replace").splitlines():
+        found = re.match(r"#tb 0: (\d+)/(\d+)", line)
+        if found:
+            base = Fraction(int(found.group(1)), int(found.group(2)))
+        elif line and not line.startswith("#") and base is not None:
+            fields = [field.strip() for field in line.split(",")]
+            times.append(float(int(fields[2]) * base) if len(fields) > 2 and fields[2].lstrip("-").isdigit() else None)
+    if None in times:
+        return times  # no order to sort into: the caller decodes instead
+    return sorted(times)
+
+
+def _decoded_times(path, seek: float = 0.0) -> tuple[list[float | None], bool, str]:
+    """Decode from ``seek`` seconds on (the whole video by default): ``(presentation times,
+    ffmpeg reported damage, its last line)``."""
     times: list[float | None] = []
     damaged, last = False, "no message"
-    args = ["-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+    start = ["-ss", f"{seek:.6f}", "-copyts"] if seek > 0 else []
+    args = ["-nostdin", "-nostats", *start, "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
             "-fps_mode", "passthrough", "-vf", "showinfo=checksum=0", "-f", "null", "-"]
     process = subprocess.Popen([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -218,6 +240,26 @@ def _frame_times(path: Path) -> tuple[list[float | None], bool, str]:
         process.wait()
         process.stderr.close()
     return times, damaged, last
+
+
+def _frame_times(path, pixels: bool = True) -> tuple[list[float | None], bool, str]:
+    """Every frame's presentation time, one per source frame: ``(times, ffmpeg reported damage,
+    its last line)``. ``pixels``: decode every frame (the cost of a full decode). Else read the
+    packets' times (no decoding) and decode only the last :data:`TAIL_SECONDS` to check them:
+    a file cut short leaves a packet that decodes to nothing; any disagreement, or packets
+    without times, and the whole video is decoded after all."""
+    if pixels:
+        return _decoded_times(path)
+    times = _packet_times(path)
+    if not times or None in times:
+        return _decoded_times(path)
+    first = next(k for k, t in enumerate(times) if t >= times[-1] - TAIL_SECONDS)
+    seek = (times[first - 1] + times[first]) / 2 if first > 0 else 0.0  # between two frames: no rounding at stake
+    window = times[first:]
+    tail, damaged, last = _decoded_times(path, seek)
+    if damaged or len(tail) != len(window) or any(t is None or abs(t - w) > 1e-3 for t, w in zip(tail, window)):
+        return _decoded_times(path)
+    return times, False, last
 
 
 def _timing(times: list[float | None], nominal: float | None) -> tuple[Fraction, tuple[float, ...] | None]:
@@ -254,12 +296,14 @@ def _average_rate(line: str) -> float | None:
     return float(match.group(1)) * (1000 if match.group(2) else 1) if match and float(match.group(1)) > 0 else None
 
 
-def probe(path, label: str | None = None) -> VideoInfo:
+def probe(path, label: str | None = None, pixels: bool = True) -> VideoInfo:
     """Everything we need about an input video, or :class:`InputError` saying why it is not one.
     ``path``: a local file, or a URL ffmpeg reads (store.ffmpeg_input); ``label``: how messages
     name it (a presigned URL is not for a user's screen).
 
-    Decodes the video once (to count frames and read each one's timestamp)."""
+    ``pixels``: decode the video once, to count frames and read each one's timestamp (what
+    checks that a file we wrote plays). Else (a job's input, probed by the head) its packets
+    are read without decoding and only its end is decoded to check them (_frame_times)."""
     remote = "://" in str(path)
     if not remote:
         path = Path(path)
@@ -284,7 +328,7 @@ def probe(path, label: str | None = None) -> VideoInfo:
         raise InputError(f"{name}: ffmpeg reports no frame size for its video stream; the file is damaged") from None
     if width * height > MAX_PIXELS:
         raise InputError(f"{name} is {width}x{height}: larger than we decode ({MAX_PIXELS} pixels)")
-    times, damaged, last = _frame_times(path)
+    times, damaged, last = _frame_times(path, pixels)
     if not times:
         raise InputError(f"{name} has a video stream but no frame could be decoded "
                          f"(ffmpeg: {last}): the file is empty or damaged")
@@ -366,6 +410,33 @@ def decode(info: VideoInfo, width: int, height: int, bits: int = 8) -> Iterator[
         if ffmpeg.wait() != 0 and count < info.frames:
             raise InputError(f"{info.path}: ffmpeg stopped after {count} of {info.frames} frames "
                              f"({ffmpeg.complaint()}): the file changed or is damaged")
+
+
+def decode_span(info: VideoInfo, start: int, end: int, width: int, height: int, bits: int = 8) -> Iterator[np.ndarray]:
+    """Frames ``start`` … ``end - 1``, as :func:`decode` gives them (the same bytes), without
+    decoding what comes before the keyframe they start after: ffmpeg seeks to the middle of
+    frames ``start - 1`` and ``start`` and keeps ``end - start`` frames. What a worker decodes
+    one segment of a video with."""
+    if info.numbers is not None:
+        for index in range(start, end):
+            yield decode_at(info, index, width, height, bits)
+        return
+    at = (lambda i: info.timestamps[i]) if info.timestamps else (lambda i: i / float(info.fps))
+    seek = ["-ss", f"{(at(start - 1) + at(start)) / 2:.6f}"] if start > 0 else []
+    args = ["-nostdin", "-v", "error", *seek, "-i", info.path, "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-fps_mode", "passthrough", "-frames:v", str(end - start), *_rgb_frames(width, height)]
+    size, count = width * height * 3, 0
+    with _Process(args, stdout=subprocess.PIPE) as ffmpeg:
+        while count < end - start:
+            raw = ffmpeg.process.stdout.read(size)
+            if len(raw) < size:
+                break
+            count += 1
+            yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+        ffmpeg.wait()
+    if count < end - start:
+        raise InputError(f"{info.path}: frames {start}-{end - 1} decoded to {count} frames "
+                         f"({ffmpeg.complaint()}): the file changed or is damaged")
 
 
 def decode_at(info: VideoInfo, frame: int, width: int, height: int, bits: int = 8) -> np.ndarray:

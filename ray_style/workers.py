@@ -20,6 +20,7 @@ keeps the optimizations one at a time, on one thread).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -84,6 +85,22 @@ class FrameActor:
     def stats(self) -> dict:
         """Seconds optimizing and seconds at work (render.DeviceLane.stats), frames rendered."""
         return {"worker": self.cache.worker, **self.cache.lane.stats()}
+
+
+_CPU_TASK = None
+
+
+def _cpu_task():
+    """The remote function CPU stages run as (a segment's decode) on any node, retried where its
+    node is lost. Made from a nested function, which Ray ships by value: a task's process then
+    imports only the module of the work it does, not this one (and torch with it)."""
+    global _CPU_TASK
+    if _CPU_TASK is None:
+        def apply(function, argument):
+            return function(argument)
+
+        _CPU_TASK = ray.remote(num_cpus=1, max_retries=3)(apply)
+    return _CPU_TASK
 
 
 # -- joining a cluster ----------------------------------------------------------------------
@@ -186,6 +203,9 @@ class NodeWatch:
         self._stop = threading.Event()
         if self.address is not None:
             threading.Thread(target=self._watch, name="ray-style-node-watch", daemon=True).start()
+            # Exit handlers run newest first: this one before Ray's own shutdown, which stops an
+            # embedded runtime's raylet — the end of a job, not a node lost.
+            atexit.register(self.stop)
 
     def _answers(self) -> bool:
         try:
@@ -332,7 +352,8 @@ class RayExecutor:
     per weights source, style targets once per job.
     """
 
-    def __init__(self, request: Request, options: ExecutorOptions, offer: Offer, started_ray: bool = False):
+    def __init__(self, request: Request, options: ExecutorOptions, offer: Offer, started_ray: bool = False,
+                 launch: bool = True):
         self.request, self.options, self.offer, self.started_ray = request, options, offer, started_ray
         self.threads, self.frames_per_worker = request.threads, options.frames_per_worker
         self.calls = GPU_CALLS if request.num_gpus > 0 else CPU_CALLS
@@ -350,18 +371,61 @@ class RayExecutor:
         self._job = None
         self._weights_identity = self._weights_ref = self._context = None
         self.watch = NodeWatch()
-        for _ in range(request.count):
-            self._launch()
+        self.launched = False
+        if launch:
+            self.launch()
 
     @classmethod
-    def start(cls, options: ExecutorOptions, parallel: int | None = None) -> "RayExecutor":
+    def start(cls, options: ExecutorOptions, parallel: int | None = None, launch: bool = True) -> "RayExecutor":
+        """Join (or start) the cluster and plan the pool; its actors are asked for now, or
+        with ``launch=False`` at :meth:`launch` (after CPU tasks that need the CPUs first)."""
         started = connect(options.address)
         try:
             offer = read_offer()
-            return cls(plan_request(options, offer, parallel), options, offer, started)
+            return cls(plan_request(options, offer, parallel), options, offer, started, launch)
         except BaseException:
             shutdown(started)
             raise
+
+    def launch(self) -> None:
+        """Ask for the pool's actors (once)."""
+        if not self.launched:
+            self.launched = True
+            self._since = time.monotonic()
+            for _ in range(self.request.count):
+                self._launch()
+
+    def run_tasks(self, function, arguments: list):
+        """``function(argument)`` for each argument, as CPU tasks spread over the cluster's
+        nodes (one CPU each; retried where a node is lost): yields ``(index, result or the
+        exception it raised)`` as they finish; when none finishes within the placement timeout,
+        the rest come back as :class:`TimeoutError`."""
+        refs = {_cpu_task().options(scheduling_strategy="SPREAD").remote(function, argument): index
+                for index, argument in enumerate(arguments)}
+        last = time.monotonic()
+        try:
+            while refs:
+                self.watch.check()
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL)
+                if ready:
+                    last = time.monotonic()
+                elif time.monotonic() - last > self.options.placement_timeout:
+                    # No CPU anywhere took one in --placement-timeout: the caller does them itself.
+                    for ref in list(refs):
+                        ray.cancel(ref, force=True)
+                        yield refs.pop(ref), TimeoutError("no node ran it within --placement-timeout")
+                for ref in ready:
+                    index = refs.pop(ref)
+                    try:
+                        yield index, ray.get(ref)
+                    except RayTaskError as error:
+                        yield index, error.cause if isinstance(error.cause, BaseException) else error
+                    except Exception as error:  # noqa: BLE001 — its node lost for good: the caller decides
+                        self.watch.check(now=True)
+                        yield index, error
+        finally:
+            for ref in refs:  # the caller stopped early (an error, Ctrl-C): nothing left running
+                ray.cancel(ref, force=True)
 
     # -- actors ----------------------------------------------------------------------------
     def _launch(self) -> None:
@@ -442,6 +506,7 @@ class RayExecutor:
     @_on_our_node
     def begin(self, job_id: str, weights, settings, grams) -> None:
         """Use these weights, settings and style targets for the frames submitted from now on."""
+        self.launch()
         if weights.identity != self._weights_identity:
             self._weights_ref, self._weights_identity = ray.put(weights), weights.identity
         # One object per job for what every call of it shares: a call then pickles only its
@@ -509,6 +574,7 @@ class RayExecutor:
     def results(self) -> list:
         """At least one finished (job, output or error) of the current job; a dead worker's
         frames come back as :class:`WorkerLost` so the driver re-queues them."""
+        self.launch()
         while True:
             self._send()
             if self._joined and self.state.idle and not self.queue:

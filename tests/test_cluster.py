@@ -121,7 +121,7 @@ def test_ray_job_submit_with_a_working_dir(tmp_path):
         end_processes_of(port)
 
 
-def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path):
+def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path, monkeypatch):
     """Two 1-CPU nodes; the driver (the CLI, in a process of its own) runs on the head. The
     head's raylet is killed (by PID) once a frame is stored: the driver says one line and
     exits 7 within a minute, never a hang or a bare exit 1; the same command, re-run, attaches
@@ -134,6 +134,9 @@ def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path):
 
     if ray.is_initialized():
         ray.shutdown()
+    # The cluster and its drivers (processes of their own) agree on no token authentication.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     job = ["--weights", "random", "--size", "32", "--iters", "40", "--segment-length", "4", "--overlap", "1",
            "--threads", "1", "-q"]
     local = tmp_path / "local.mp4"
@@ -147,8 +150,7 @@ def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path):
         out = tmp_path / "out.mp4"
         argv = [sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o", str(out),
                 "--address", cluster.address, *job]
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
         log = tmp_path / "out.job" / "frames.jsonl"
         deadline = time.monotonic() + 180
         while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -166,7 +168,7 @@ def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path):
         assert lines[0].startswith("ray-style: error: the Ray node this driver was attached to is gone") and \
             "re-run the same command to resume" in lines[0]
         assert not out.exists()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
     finally:
         cluster.shutdown()

@@ -404,3 +404,39 @@ def test_the_sources_colour_matrix_is_carried_to_the_output(tmp_path, color):
     again = video.probe(out)
     assert again.color == color
     assert ("-vf" in video._color_args(color)) == (color is not None)
+
+
+@pytest.mark.parametrize("name", ["bunny_12f.mp4", "vfr_12f.mp4", "bikes_cut.mp4", "mulaw_12f.mov"])
+def test_a_video_decoded_in_segments_gives_the_bytes_of_one_decode(name):
+    """What a worker decodes for frames A … B-1 (a seek to the keyframe before A, then exact
+    frames) is what one decode of the whole video gives for them, at any segment length."""
+    info = video.probe(DATA / name)
+    size = video.frame_size(info, 48)
+    whole = np.stack(list(video.decode(info, *size)))
+    for length in (1, 5, 7, info.frames):
+        parts = [np.stack(list(video.decode_span(info, start, min(info.frames, start + length), *size)))
+                 for start in range(0, info.frames, length)]
+        assert np.array_equal(np.concatenate(parts), whole), length
+
+
+@pytest.mark.parametrize("name", ["bunny_12f.mp4", "vfr_12f.mp4", "bikes_cut.mp4", "mulaw_12f.mov",
+                                  "two_audio_12f.mov", "truncated_12f.mp4"])
+def test_the_heads_probe_reads_packets_and_agrees_with_a_full_decode(name):
+    """A job's input is probed from its packets (no pixels) with only its end decoded: the same
+    facts as decoding every frame — a file cut short included (its last packet decodes to
+    nothing, the end's decode sees it, and the whole file is decoded after all)."""
+    assert video.probe(DATA / name, pixels=False) == video.probe(DATA / name)
+
+
+def test_a_long_videos_probe_decodes_only_its_end(monkeypatch):
+    """Over TAIL_SECONDS long: the packets give the frames, a decode of the last seconds checks them."""
+    whole, cut_short = video.probe(DATA / "bunny_12f.mp4"), video.probe(DATA / "truncated_12f.mp4")
+    monkeypatch.setattr(video, "TAIL_SECONDS", 0.1)
+    seeks = []
+    real = video._decoded_times
+    monkeypatch.setattr(video, "_decoded_times", lambda path, seek=0.0: seeks.append(seek) or real(path, seek))
+    assert video.probe(DATA / "bunny_12f.mp4", pixels=False) == whole
+    assert len(seeks) == 1 and 0.32 < seeks[0] < 0.36  # one decode, of the end only
+    seeks.clear()  # a file cut short: the end's decode disagrees with the packets, the whole is decoded
+    assert video.probe(DATA / "truncated_12f.mp4", pixels=False) == cut_short
+    assert len(seeks) == 2 and seeks[0] > 0 and seeks[1] == 0.0

@@ -134,3 +134,52 @@ def test_a_worker_with_two_calls_in_flight_prepares_one_while_the_other_optimize
         assert 0.2 < result.optimizing <= 1.0
         shares = [e["detail"] for e in read_events(result.job_dir) if e["kind"] == "workers"]
         assert len(shares) == 1 and shares[0].startswith(f"{result.rendered} frames;")
+
+
+def test_the_source_is_decoded_by_ray_tasks_in_segments(tmp_path, local_ray, monkeypatch):
+    """bikes_cut.mp4 (a cut at frame 10) in segments of 10 frames, so the cut falls between two
+    segments: CPU tasks decode them into the job (the driver decodes none), and the job's
+    source frames and cuts are those of one decode of the whole video. A segment whose task
+    does not reach the job's store is decoded by the driver instead, with the same bytes."""
+    import dataclasses
+
+    from ray_style import codec, plan, sources
+    from ray_style.job import read_events
+    from tests.conftest import DATA
+
+    clip = DATA / "bikes_cut.mp4"
+    info = video.probe(clip)
+    frames = list(video.decode(info, *video.frame_size(info, TINY.style.size)))
+    expected = [codec.digest(codec.png_bytes(frame)) for frame in frames]
+    cuts = plan.detect_cuts([plan.frame_signature(frame) for frame in frames], TINY.cut_ratio)
+    assert cuts == [10]
+    monkeypatch.setattr(sources, "SEGMENT", 10)
+
+    def index_of(job_dir):
+        return json.loads((job_dir / "source" / "index.json").read_text())
+
+    def refused(segment):
+        raise AssertionError("the driver decoded a segment")
+
+    monkeypatch.setattr(sources, "decode_here", refused)
+    result = stylize_video(clip, [STYLE], tmp_path / "tasks.mp4", TINY, weights="random", report=False,
+                           executor=options())
+    assert index_of(result.job_dir)["sha256"] == expected and index_of(result.job_dir)["cuts"] == cuts
+    assert not [e for e in read_events(result.job_dir) if e["kind"] == "decode"]
+    assert video.probe(result.output).frames == 20
+    monkeypatch.undo()
+
+    monkeypatch.setattr(sources, "SEGMENT", 10)
+    real = sources.segments
+
+    def one_unreachable(*args, **kwargs):
+        made = real(*args, **kwargs)
+        return [made[0], dataclasses.replace(made[1], token=(made[1].token[0], "another store's token"))]
+
+    monkeypatch.setattr(sources, "segments", one_unreachable)
+    again = stylize_video(clip, [STYLE], tmp_path / "mixed.mp4", TINY, weights="random", report=False,
+                          executor=options())
+    assert index_of(again.job_dir)["sha256"] == expected and index_of(again.job_dir)["cuts"] == cuts
+    said = [e["detail"] for e in read_events(again.job_dir) if e["kind"] == "decode"]
+    assert len(said) == 1 and "frames 10-19" in said[0] and "decoding here" in said[0]
+    assert frames_of(again.job_dir) == frames_of(result.job_dir)
