@@ -438,10 +438,11 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tup
     info = request.info
     token = (TOKEN, uuid.uuid4().hex)
     job.write_token(*token)
-    parts = sources.segments(info, request.size, info.bits, job.store.url, token)
+    cluster = pool.cpu_tasks()
+    parts = sources.segments(info, request.size, info.bits, job.store.url, token,
+                             cluster.cpus if cluster is not None else os.cpu_count() or 1)
     found: dict[int, tuple[list[str], list]] = {}
     here: list[int] = []
-    cluster = pool.cpu_tasks()
 
     def take(index: int, outcome) -> None:
         if isinstance(outcome, BaseException):

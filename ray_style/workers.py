@@ -387,6 +387,11 @@ class RayExecutor:
             shutdown(started)
             raise
 
+    @property
+    def cpus(self) -> int:
+        """The cluster's CPUs now (what its CPU tasks spread over)."""
+        return max(1, int(self.offer.cpus_now))
+
     def launch(self) -> None:
         """Ask for the pool's actors (once)."""
         if not self.launched:

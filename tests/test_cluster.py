@@ -137,8 +137,9 @@ def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path, monk
     # The cluster and its drivers (processes of their own) agree on no token authentication.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    job = ["--weights", "random", "--size", "32", "--iters", "40", "--segment-length", "4", "--overlap", "1",
-           "--threads", "1", "-q"]
+    job = ["--weights", "random", "--size", "32", "--iters", "20", "--segment-length", "4", "--overlap", "1",
+           "--passes", "0", "--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "--threads", "1",
+           "--no-report", "-q"]
     local = tmp_path / "local.mp4"
     reference = subprocess.run([sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o",
                                 str(local), "--executor", "local", *job], capture_output=True, text=True, timeout=300)

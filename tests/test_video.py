@@ -440,3 +440,19 @@ def test_a_long_videos_probe_decodes_only_its_end(monkeypatch):
     seeks.clear()  # a file cut short: the end's decode disagrees with the packets, the whole is decoded
     assert video.probe(DATA / "truncated_12f.mp4", pixels=False) == cut_short
     assert len(seeks) == 2 and seeks[0] > 0 and seeks[1] == 0.0
+
+
+def test_segments_are_balanced_over_the_cpus_that_decode_them():
+    from ray_style import sources
+
+    def lengths(frames, cpus):
+        info = video.VideoInfo(str(DATA / "bunny_12f.mp4"), frames, Fraction(24), 64, 48, 0, None)
+        made = sources.segments(info, (64, 48), 8, "/job", ("k", "v"), cpus)
+        assert [s.start for s in made] == sorted(s.start for s in made) and made[-1].end == frames
+        assert all(a.end == b.start for a, b in zip(made, made[1:]))  # every frame once, in order
+        return [s.end - s.start for s in made]
+
+    assert lengths(250, 2) == [125, 125]  # not 240 + 10: one CPU would decode alone
+    assert lengths(1500, 2) == [188] * 7 + [184]
+    assert set(lengths(172_800, 16)) == {240}  # a film: segments of 240 frames, 720 of them
+    assert lengths(5, 4) == [2, 2, 1]  # never an empty segment
