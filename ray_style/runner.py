@@ -646,6 +646,7 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
     reporter.tell("render", done, len(renders), workers=executor.workers)
 
     def stored(finished: int) -> None:
+        counts.workers = max(counts.workers, executor.workers)  # the peak: idle ones leave at the tail
         reporter.tell("render", done + finished, len(renders), workers=executor.workers)
         reporter.write_page("running", every=2.0)
 

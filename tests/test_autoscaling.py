@@ -249,6 +249,7 @@ def test_nodes_started_by_hand_mid_job_get_frames(tmp_path, one_cpu_node, monkey
     assert len(rendered) == len(set(rendered)) == len(frames_of(reference.job_dir))
     assert frames_of(job_dir) == frames_of(reference.job_dir)  # identical to a local run
     assert video.probe(result.output).frames == 12
+    assert result.workers == 2  # the peak: the first node's worker and one on a node started by hand
 
 
 @pytest.fixture()
