@@ -19,7 +19,6 @@ Writes a table into BENCHMARKS.md (``--no-write`` to print only).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -27,6 +26,8 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from benchmarks.suite import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "samples" / "bikes_pan_2s.mp4"
@@ -142,13 +143,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results = measure(args.seconds)
     command = "python -m benchmarks.first_frame" + (f" --seconds {args.seconds}" if args.seconds != 60 else "")
-    block = render_markdown(results, command)
-    print(block)
-    if not args.no_write:
-        from benchmarks.suite import write_benchmarks
-
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-        write_benchmarks(block, ROOT / "BENCHMARKS.md", BEGIN, END)
+    publish(render_markdown(results, command), results, RESULTS, BEGIN, END, not args.no_write)
     return 0
 
 

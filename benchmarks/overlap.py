@@ -2,7 +2,7 @@
 (every frame's inputs, flows and output around its optimization, in turn) and with two (the
 next frame prepared and the last one stored while one optimizes: what a GPU worker does).
 
-    python -m benchmarks.overlap [--frames 20] [--size 1280]
+    python -m benchmarks.overlap [--frames 16] [--size 640]
 
 On a local Ray with one worker of one torch thread on a machine with more cores (the second
 core plays the part a GPU node's CPUs play beside its GPU), the 720p sample is stylized with
@@ -17,13 +17,14 @@ BENCHMARKS.md (``--no-write`` to print only).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from benchmarks.suite import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "samples" / "bigbuckbunny_720p_2s.mp4"
@@ -83,20 +84,14 @@ def render_markdown(results: dict, command: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.overlap", description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--size", type=int, default=1280)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     results = measure(args.frames, args.size)
-    command = "python -m benchmarks.overlap" + (f" --frames {args.frames}" if args.frames != 20 else "") + \
-              (f" --size {args.size}" if args.size != 1280 else "")
-    block = render_markdown(results, command)
-    print(block)
-    if not args.no_write:
-        from benchmarks.suite import write_benchmarks
-
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-        write_benchmarks(block, ROOT / "BENCHMARKS.md", BEGIN, END)
+    command = "python -m benchmarks.overlap" + (f" --frames {args.frames}" if args.frames != 16 else "") + \
+              (f" --size {args.size}" if args.size != 640 else "")
+    publish(render_markdown(results, command), results, RESULTS, BEGIN, END, not args.no_write)
     return 0
 
 

@@ -460,6 +460,17 @@ def rewrite(path: Path = ROOT / "BENCHMARKS.md", device: str = "cpu") -> None:
     write_benchmarks(render_markdown(results, results["command"]), path)
 
 
+def publish(block: str, results: dict, results_path: Path, begin: str, end: str, write: bool = True) -> None:
+    """Print a benchmark's block; with ``write``, keep its raw results beside it and put the
+    block in BENCHMARKS.md between its markers."""
+    import json
+
+    print(block)
+    if write:
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        write_benchmarks(block, results_path.parent.parent / "BENCHMARKS.md", begin, end)
+
+
 def write_benchmarks(markdown: str, path: Path, begin: str = BEGIN, end: str = END) -> None:
     """Replace the block between ``begin`` and ``end`` in BENCHMARKS.md (or append one),
     leaving the rest as it is; every benchmark that writes there writes through this."""

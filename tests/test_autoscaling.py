@@ -177,14 +177,14 @@ def test_gpu_nodes_are_requested_from_zero_and_a_lost_node_costs_only_its_frames
     assert "CUDA build" in message and "driver" in message and not (tmp_path / "refused.mp4").exists()
 
 
-@pytest.fixture()
-def one_cpu_node():
-    """A head with no CPUs and one 1-CPU node: no autoscaler, nodes come and go by hand."""
+def head_and_a_node(head_cpus: int):
+    """A head with ``head_cpus`` CPUs and one 1-CPU node (no autoscaler), ended with the test."""
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 1024**2,
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus,
+                                                           "object_store_memory": 80 * 1024**2,
                                                            "include_dashboard": False})
     cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2)
     cluster.wait_for_nodes()
@@ -192,6 +192,12 @@ def one_cpu_node():
     if ray.is_initialized():
         ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture()
+def one_cpu_node():
+    """A head with no CPUs and one 1-CPU node: no autoscaler, nodes come and go by hand."""
+    yield from head_and_a_node(0)
 
 
 def test_nodes_started_by_hand_mid_job_get_frames(tmp_path, one_cpu_node, monkeypatch, reference):
@@ -254,18 +260,7 @@ def test_nodes_started_by_hand_mid_job_get_frames(tmp_path, one_cpu_node, monkey
 
 @pytest.fixture()
 def two_one_cpu_nodes():
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * 1024**2,
-                                                           "include_dashboard": False})
-    cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2)
-    cluster.wait_for_nodes()
-    yield cluster
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster.shutdown()
+    yield from head_and_a_node(1)
 
 
 def test_two_one_cpu_nodes_get_one_feasible_worker_each(tmp_path, two_one_cpu_nodes):
