@@ -48,6 +48,7 @@ from .settings import ExecutorOptions
 # Actor deaths in a row (no frame finished between them) per worker the pool holds, beyond which
 # a dead actor is no longer replaced: a crash loop stops; node losses between frames never do.
 DEATHS_IN_A_ROW_PER_WORKER = 2
+PENDING_AHEAD = 4  # actors pending while frames wait: at least this many, at most as many as are placed
 GPU_CALLS = 2  # calls in flight per GPU worker: one optimizing, one preparing
 CPU_CALLS = 1  # a CPU worker's optimization already fills its cores: a second call would only wait
 CONNECT_TIMEOUT = 10.0  # s to reach an --address before saying it is unreachable
@@ -480,7 +481,10 @@ class RayExecutor:
             wanted = self.workers + -(-waiting // (per * self.calls))
             if self.cap is not None:
                 wanted = min(wanted, self.cap)
-            for _ in range(wanted - self.workers - self.pending_workers):
+            # A film on a fixed cluster has thousands of chains waiting: ask for a few more at a
+            # time (the pool at most doubles per round of placements), not an actor per chain.
+            room = max(PENDING_AHEAD, self.workers) - self.pending_workers
+            for _ in range(min(room, wanted - self.workers - self.pending_workers)):
                 self._launch()
         if release:
             keep = max(1, -(-active // per))

@@ -183,3 +183,24 @@ def test_the_source_is_decoded_by_ray_tasks_in_segments(tmp_path, local_ray, mon
     said = [e["detail"] for e in read_events(again.job_dir) if e["kind"] == "decode"]
     assert len(said) == 1 and "frames 10-19" in said[0] and "decoding here" in said[0]
     assert frames_of(again.job_dir) == frames_of(result.job_dir)
+
+
+def test_a_pool_asks_for_a_few_workers_at_a_time_not_one_per_waiting_chain(local_ray, monkeypatch):
+    """Thousands of chains waiting on a cluster that places no more: the pool keeps a bounded
+    number of actors pending (at least PENDING_AHEAD, at most as many as are placed), and gives
+    the pending ones back when the work left needs no more workers."""
+    from ray_style import workers
+
+    pool = ready_pool(options(max_workers=None), 2)  # the two CPUs' workers, both placed
+    try:
+        pool.cap = None
+        pool.follow(waiting=4000, active=4000, release=True)
+        assert pool.pending_workers == max(workers.PENDING_AHEAD, 2)
+        pool.follow(waiting=4000, active=4000, release=True)  # asked again: no more than that
+        assert pool.pending_workers == max(workers.PENDING_AHEAD, 2)
+        pool.follow(waiting=0, active=2, release=True)  # the tail: the pending ones go first
+        assert pool.pending_workers == 0 and pool.workers == 2
+        pool.follow(waiting=0, active=1, release=True)  # then an idle worker
+        assert pool.workers == 1 and any(n.kind == "released" for n in pool.notes())
+    finally:
+        pool.close()
