@@ -93,14 +93,6 @@ class Executor(Protocol):
     def launch(self) -> None:
         """Start the workers, if not yet (an executor made with ``launch=False`` runs CPU tasks first)."""
 
-    @property
-    def cpus(self) -> int:
-        """The CPUs CPU tasks (:meth:`run_tasks`) can use now."""
-
-    def run_tasks(self, function, arguments: list):
-        """``function(argument)`` for each argument where there are CPUs; yields ``(index,
-        result or the exception it raised)`` as each finishes."""
-
     def close(self) -> None: ...
 
 
@@ -165,13 +157,6 @@ class LocalExecutor:
 
     def launch(self) -> None:
         pass
-
-    @property
-    def cpus(self) -> int:
-        return os.cpu_count() or 1
-
-    def run_tasks(self, function, arguments: list):
-        return run_here(function, arguments)
 
     def close(self) -> None:
         self.queue.clear()

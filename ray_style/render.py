@@ -32,6 +32,7 @@ from .codec import (FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, jpeg_byt
                     thumbnail, to_depth)
 from .errors import FrameError
 from .settings import StyleSettings
+from .store import NotReached, opened, reach
 from .weights import Weights
 
 
@@ -189,16 +190,8 @@ BLEND = 0.5  # δ of Ruder et al.'s multi-pass: how much of the warped neighbour
 LONG_TERM_ANCHOR = 0.5
 
 
-def _store(url: str):
-    from .store import opened
-
-    return opened(url)
-
-
 def check_reach(delivery: Delivery) -> None:
     """:class:`StoreUnreachable` unless this process reads the driver's token in the store."""
-    from .store import NotReached, reach
-
     try:
         reach(delivery.store, delivery.token)
     except NotReached as error:
@@ -212,7 +205,7 @@ def fetch(payload: Payload, task: FrameTask) -> bytes:
     if len(payload.parts) != 1:
         return png_bytes(fetch_image(payload, task))
     key, expected, _ = payload.parts[0]
-    store = _store(task.delivery.store)
+    store = opened(task.delivery.store)
     try:
         data = store.read(key)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -394,7 +387,7 @@ class FrameRenderer:
         if task.delivery is None:
             return FrameOutput(task.job, task.chain, task.frame, data, record, prepared.forward)
         # Stored here, whole; the driver's record, written after it, vouches for it.
-        store = _store(task.delivery.store)
+        store = opened(task.delivery.store)
         store.write(task.delivery.frame, data)
         if prepared.forward is not None and task.delivery.flow:
             store.write(task.delivery.flow, prepared.forward, durable=False)

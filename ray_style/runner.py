@@ -311,10 +311,11 @@ class Pool:
         executor.launch()
         return executor
 
-    def cpu_tasks(self) -> Executor | None:
+    def cpu_tasks(self):
         """Where CPU stages (a segment's decode) run before the workers start: this job's own
-        Ray pool, not launched yet (its actors would take CPU clusters' CPUs); None for a lent
-        pool or a local executor (the driver's threads do them)."""
+        Ray pool, not launched yet (its actors would take CPU clusters' CPUs; it has
+        ``run_tasks`` and ``cpus``, workers.RayExecutor); None for a lent pool or a local
+        executor (the driver's threads do them, executor.run_here)."""
         if not self.own or self.options.kind == "local":
             return None
         return self._make(launch=False)

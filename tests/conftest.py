@@ -117,6 +117,21 @@ def redone_frames(job_dir) -> list[tuple[int, int]]:
     return [(e["chain"], e["frame"]) for e in read_events(job_dir) if e.get("kind") == "redone"]
 
 
+def start_until_a_frame(argv: list[str], job_dir, timeout: float = 120):
+    """Start the command ``argv`` (stderr piped) and return it once its job has recorded a
+    finished frame, still running (the point at which a test stops or breaks it mid-job)."""
+    import subprocess
+    import time
+
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    log = Path(job_dir) / "frames.jsonl"
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, process.stderr.read()
+    return process
+
+
 def ready_pool(options, workers_wanted: int):
     """A Ray pool whose ``workers_wanted`` workers are all placed and answering before any
     frame is handed out (so how frames spread does not depend on which worker started first)."""

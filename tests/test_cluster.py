@@ -8,7 +8,7 @@ import ray
 from ray_style import video
 from ray_style.runner import stylize_video
 from ray_style.settings import ExecutorOptions
-from tests.conftest import kill_when_sent, ready_pool, redone_frames
+from tests.conftest import kill_when_sent, ready_pool, redone_frames, start_until_a_frame
 from tests.test_runner import CLIP, STYLE, TINY, frames_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -151,12 +151,7 @@ def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path, monk
         out = tmp_path / "out.mp4"
         argv = [sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o", str(out),
                 "--address", cluster.address, *job]
-        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-        log = tmp_path / "out.job" / "frames.jsonl"
-        deadline = time.monotonic() + 180
-        while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert process.poll() is None, process.stderr.read()
+        process = start_until_a_frame(argv, tmp_path / "out.job", timeout=180)
         raylet = cluster.head_node.all_processes["raylet"][0].process
         os.kill(raylet.pid, signal.SIGKILL)
         killed = time.monotonic()

@@ -14,7 +14,7 @@ from ray_style.cli import main
 from ray_style.errors import JobError, StorageError
 from ray_style.job import png_bytes, read_events
 from ray_style.runner import stylize_video
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, start_until_a_frame
 from tests.test_runner import CLIP, LOCAL, STYLE, TINY, frames_of, run
 
 FLOW = dataclasses.replace(TINY, init="flow")
@@ -260,7 +260,6 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, executor):
     import signal
     import subprocess
     import sys
-    import time
 
     import psutil
 
@@ -268,12 +267,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, executor):
     argv = [sys.executable, "-m", "ray_style.cli", "video", str(CLIP), str(STYLE), "-o", str(out), "--weights",
             "random", "--size", "32", "--iters", "40", "--segment-length", "12", "-q", "--executor", executor,
             *(["--max-workers", "1", "--threads", "1"] if executor == "ray" else ["--threads", "1"])]
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "out.job" / "frames.jsonl"
-    deadline = time.monotonic() + 120
-    while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert process.poll() is None, process.stderr.read()
+    process = start_until_a_frame(argv, tmp_path / "out.job")
     helpers = [p for p in psutil.Process(process.pid).children(recursive=True) if "ffmpeg" in p.name()]
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
