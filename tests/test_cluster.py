@@ -137,7 +137,10 @@ def test_the_drivers_own_node_lost_mid_job_is_one_line_and_exit_7(tmp_path, monk
     # The cluster and its drivers (processes of their own) agree on no token authentication.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    job = ["--weights", "random", "--size", "32", "--iters", "20", "--segment-length", "4", "--overlap", "1",
+    # 400 iterations (about a second a frame): the frames still to do after the first outlast the
+    # watch's 3 s. With fewer, the node still up can finish the job before the driver notices that
+    # its own raylet is gone (results reach the driver without it): exit 0, a race and no test.
+    job = ["--weights", "random", "--size", "32", "--iters", "400", "--segment-length", "4", "--overlap", "1",
            "--passes", "0", "--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "--threads", "1",
            "--no-report", "-q"]
     local = tmp_path / "local.mp4"
