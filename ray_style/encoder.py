@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import sequence, store, video
+from .errors import first_line
 
 FinalImage = Callable[[int], np.ndarray]  # output frame number → its (H, W, 3) uint8 image
 
@@ -80,14 +82,24 @@ def _encode(output: Output, final_image: FinalImage, path: Path) -> Path:
     # Frames are read, checked and blended by a thread per core ahead of the encoder
     # (PNG decoding releases the GIL); one thread alone would be slower than x264.
     frames = ordered(final_image, range(first, end), os.cpu_count() or 1)
+    timestamps, window, _ = timing(output)
+    return video.encode(frames, path, *output.size, output.info.fps, output.info, output.crf, timestamps,
+                        audio_window=window, codec=output.codec, bits=output.bits)
+
+
+def timing(output: Output) -> tuple[list[float] | None, tuple[float, float] | None, list[float]]:
+    """``(the frame times video.encode gets — None: frame i at i / fps —, the audio window of
+    a range — None: all of it —, when each output frame starts and when the last one ends, in
+    seconds from the first one's start: span + 1 values)``."""
+    first, end = output.span
     info, timestamps, window = output.info, output.info.timestamps, None
+    times = [float(t) for t in (timestamps or [t / info.fps for t in range(output.frame_count + 1)])]
+    stop = times[end] if end < len(times) else times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0)
+    starts = [t - times[first] for t in times[first:end]] + [stop - times[first]]
     if (first, end) != (0, output.frame_count):
-        times = timestamps or [t / info.fps for t in range(output.frame_count + 1)]
-        stop = times[end] if end < len(times) else times[-1] + (times[-1] - times[-2] if len(times) > 1 else 0)
-        window = (float(times[first]), float(stop - times[first]))
+        window = (times[first], stop - times[first])
         timestamps = [t - times[first] for t in timestamps[first:end]] if timestamps else None
-    return video.encode(frames, path, *output.size, info.fps, info, output.crf, timestamps, audio_window=window,
-                        codec=output.codec, bits=output.bits)
+    return (list(timestamps) if timestamps else None), window, starts
 
 
 def _write_sequence(output: Output, final_image: FinalImage) -> str:
@@ -131,7 +143,7 @@ class EncodeBesideRender:
                 self._changed.wait(timeout=1.0)
         return self.final_image(frame)
 
-    def wake(self) -> None:
+    def wake(self, frame: int | None = None) -> None:
         """A frame was stored: waiting frames look again."""
         with self._changed:
             self._changed.notify_all()
@@ -153,4 +165,197 @@ class EncodeBesideRender:
         return self.error
 
 
-__all__ = ["Output", "EncodeBesideRender", "encode", "ordered"]
+class SpansBesideRender:
+    """The output encoded on the cluster's CPUs (:mod:`ray_style.spans`): each span handed to a
+    CPU task as soon as its frames are final, the parts joined here once the render is done.
+    Same methods as :class:`EncodeBesideRender`; ``job`` records the parts, ``reader`` says
+    which frames are final and where their images are (tasks.FrameReader), ``cluster()`` gives
+    what runs the tasks (workers.RayExecutor), asked for only when a span needs encoding (a job
+    delivered again from its parts starts no Ray)."""
+
+    def __init__(self, output: Output, job, reader, cluster: Callable[[], object]):
+        from . import spans
+
+        self.output, self.job, self.reader, self._cluster = output, job, reader, cluster
+        self.cluster = self.tasks = None
+        self.bounds = spans.bounds(output.span)
+        self.next = [start for start, _ in self.bounds]  # each span's first frame not known final
+        self.spans: dict[int, object] = {}  # span index → its spans.Span, once its frames are final
+        self.records: dict[int, dict] = {}  # span index → its part's record
+        self.here: list[int] = []  # spans the driver encodes itself
+        self.waiting: deque[int] = deque()  # spans ready for a task, held while the cluster has no spare CPU
+        self._asked = 0.0  # when the cluster's spare CPUs were last asked for
+        self.timestamps = timing(output)[0]
+        self.damage: BaseException | None = None  # a frame a task found damaged: rendered again
+        self.failure: BaseException | None = None  # a task's error that stops the job (a full disk)
+        self.wake()
+
+    def _index(self, frame: int) -> int:
+        from .spans import SPAN
+
+        return frame // SPAN - self.output.span[0] // SPAN
+
+    def wake(self, frame: int | None = None) -> None:
+        """A frame was stored (None: any may have been): its span goes to a task once all its
+        frames are final; parts done since are recorded."""
+        for index in range(len(self.bounds)) if frame is None else [self._index(frame)]:
+            if 0 <= index < len(self.bounds):
+                self._consider(index)
+        self._hand_out()
+        for index, outcome in self.tasks.finished(0) if self.tasks is not None else ():
+            self._take(index, outcome)
+
+    def _hand_out(self, everything: bool = False) -> None:
+        """Spans waiting go to tasks while the cluster has CPUs to spare (asked at most once a
+        second), all of them once the render is over (``everything``): encodes never hold a
+        CPU a frame worker is waiting for, nor make an autoscaler start a node for them."""
+        if not self.waiting:
+            return
+        if self.tasks is None:
+            from . import spans
+
+            self.cluster = self._cluster()
+            self.tasks = self.cluster.tasks(spans.encode)
+        if everything:
+            room = len(self.waiting)
+        elif time.monotonic() - self._asked < 1.0:
+            return
+        else:
+            self._asked = time.monotonic()
+            room = self.cluster.spare_cpus()
+        while self.waiting and room > 0:
+            index = self.waiting.popleft()
+            self.tasks.put(index, self.spans[index])
+            room -= 1
+
+    def _consider(self, index: int) -> None:
+        from . import spans
+        from .frames import Final
+
+        if index in self.spans:
+            return
+        start, end = self.bounds[index]
+        while self.next[index] < end and self.reader.is_final(self.next[index]):
+            self.next[index] += 1
+        if self.next[index] < end:
+            return
+        images = tuple(self.reader.stored(Final(frame)) for frame in range(start, end))
+        span = self.spans[index] = spans.make(self.output, start, end, images, self.job.store.url,
+                                              self.job.reach_token(), self.timestamps)
+        record = self.job.part_record(span.key)
+        if record is not None and record.get("frames") == end - start:
+            self.records[index] = record  # a part made before (a resumed job): the same bytes
+        else:
+            self.waiting.append(index)
+
+    def _take(self, index: int, outcome) -> None:
+        from . import spans
+
+        if isinstance(outcome, dict) and outcome.get("frames") == self.bounds[index][1] - self.bounds[index][0]:
+            self._record(index, outcome)
+        elif isinstance(outcome, dict) or spans.fallback(outcome):
+            self.here.append(index)  # the store not seen there, no CPU took it, its node lost
+            if len(self.here) == 1:
+                start, end = self.bounds[index]
+                self.job.event("encode", detail=f"a worker could not encode frames {start}-{end - 1} "
+                                                f"({first_line(outcome)}); encoding here")
+        elif isinstance(outcome, spans.InputDamaged):
+            self.damage = self.damage or outcome
+        else:
+            self.failure = self.failure or outcome
+
+    def _record(self, index: int, record: dict) -> None:
+        record = {**record, "frames_of": self.spans[index].frames}
+        self.job.record_part(self.spans[index].key, record)
+        self.records[index] = record
+
+    def cancel(self) -> None:
+        """The render failed: nothing more is handed out (parts already stored stay, for a re-run)."""
+        if self.tasks is not None:
+            self.tasks.cancel()
+
+    def finish(self) -> BaseException | None:
+        """Once the render is done: every span encoded (tasks still out are waited for; what no
+        worker could do, here), then the parts joined into the output. None when the output is
+        written and verified, else what stopped the join (the caller encodes again here).
+        Raises job.DamagedFile for a frame a task found damaged, a task's RayStyleError."""
+        from . import spans
+        from .errors import RayStyleError
+        from .executor import run_here
+        from .job import DamagedFile, damage_of
+
+        self.wake()
+        if len(self.spans) != len(self.bounds):
+            raise RuntimeError("the render ended with frames of the output not final")
+        if self.waiting or (self.tasks is not None and len(self.tasks)):
+            if self.cluster is None:
+                self.cluster = self._cluster()
+            self.cluster.release_idle()  # the render is over: its workers' CPUs go to the encodes
+            self._hand_out(everything=True)
+            for note in self.cluster.notes():
+                self.job.event(note.kind, detail=note.text, **({"worker": note.worker} if note.worker else {}))
+            for index, outcome in self.tasks.drain(self.cluster.options.placement_timeout):
+                self._take(index, outcome)
+        if self.damage is not None:
+            raise damage_of(self.damage.key, str(self.damage))
+        if self.failure is not None:
+            raise self.failure
+        for position, outcome in run_here(spans.encode_here, [self.spans[i] for i in self.here]):
+            if isinstance(outcome, spans.InputDamaged):
+                raise damage_of(outcome.key, str(outcome))
+            if isinstance(outcome, BaseException):
+                raise outcome
+            self._record(self.here[position], outcome)
+        try:
+            self._join()
+        except DamagedFile:
+            raise
+        except RayStyleError as error:
+            return error
+        return None
+
+    def _join(self) -> None:
+        from . import spans
+
+        place = store.location(self.output.path)
+        with tempfile.TemporaryDirectory(prefix="ray-style-parts-") as work:
+            parts = []
+            for index, (start, _) in enumerate(self.bounds):
+                parts.append((self._part(index, Path(work)), start))
+            headers = {self.records[index]["header"] for index in range(len(self.bounds))}
+            if len(headers) > 1:  # parts from another ffmpeg build: the stream copy keeps the first's
+                raise video.InputError(f"the output's parts disagree on their stream header ({sorted(headers)})")
+            if place.remote:
+                local = spans.join(self.output, parts, Path(work) / f"output{video.suffix_of(place.text)}")
+                store.upload(local, place)
+            else:
+                spans.join(self.output, parts, Path(place.text))
+        self.job.drop_parts(set(self.bounds), {span.frames for span in self.spans.values()})
+
+    def _part(self, index: int, work: Path) -> Path:
+        """A local file of span ``index``'s part, checked against its record (a part gone or
+        changed since is encoded again, here)."""
+        from . import spans
+
+        span, record = self.spans[index], self.records[index]
+        data = self.job.read_part(span.key, record)
+        if data is None:
+            from .job import damage_of
+
+            self.job.event("repaired", what="part", frame=span.start, detail=f"{span.key} was missing or changed")
+            try:
+                self._record(index, spans.encode_here(span))
+            except spans.InputDamaged as damaged:
+                raise damage_of(damaged.key, str(damaged)) from None
+            data = self.job.read_part(span.key, self.records[index])
+            if data is None:
+                raise video.InputError(f"{span.key} changed as soon as it was written: check the disk under "
+                                       f"{self.job.root}")
+        if isinstance(self.job.store, store.LocalStore):
+            return self.job.store.path(span.key)  # checked just now; joined where it lies
+        path = work / f"{index:06d}{video.PART_SUFFIX}"
+        path.write_bytes(data)
+        return path
+
+
+__all__ = ["Output", "EncodeBesideRender", "SpansBesideRender", "encode", "ordered", "timing"]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,11 @@ MARKER = ".ray-style-job"
 MANIFEST_KEYS = ("version", "input", "settings", "frame_size")
 # Everything a job writes; --restart removes these and nothing else.
 OWNED = ("chains", "frames.jsonl", "events.jsonl", "frames", "events", "plan.json", "report", "manifest.json",
-         "source", "flow", "thumbs", "reach-token")
+         "source", "flow", "thumbs", "reach-token", "encoded")
 INFORMATIONAL = ("run", "render")  # manifest sections a resume does not compare
 MANIFEST, PLAN, SOURCE_INDEX, FLOW_INDEX = "manifest.json", "plan.json", "source/index.json", "flow/index.json"
+TOKEN = "reach-token"  # a key the driver writes: a process that reads it back reaches the store
+PARTS = "encoded"  # the output's encoded spans (spans.py), each with its record beside it
 FRAMES, EVENTS = "frames", "events"  # record logs (frames.jsonl and events.jsonl in a local folder)
 REPORT, PAGE = "report", "report/index.html"
 # Event kinds that report no problem: a worker ready, a worker given back, the optimizing share.
@@ -173,6 +176,7 @@ class Job:
         self.frame_key: str | None = None  # fingerprint + plan: set by set_plan
         self.done: dict[tuple[int, int], dict] = {}  # (chain, frame) → its vouching record
         self._source: dict | None = None
+        self._token: tuple[str, str] | None = None
 
     # -- writing ----------------------------------------------------------------------------
     def _write(self, key: str, data: bytes, durable: bool = True) -> None:
@@ -204,9 +208,51 @@ class Job:
     def _write_manifest(self) -> None:
         self._write(MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True, allow_nan=False).encode())
 
-    def write_token(self, key: str, value: str) -> None:
-        """A value a worker reads back to show it reaches this store (render.check_reach)."""
-        self._write(key, value.encode(), durable=False)
+    def reach_token(self) -> tuple[str, str]:
+        """``(key, value)`` written into this job's store once per run: a process that reads it
+        back reaches the store (store.reach: decode and encode tasks, frame workers)."""
+        if self._token is None:
+            self._token = (TOKEN, uuid.uuid4().hex)
+            self._write(TOKEN, self._token[1].encode(), durable=False)
+        return self._token
+
+    # -- the output's parts (spans) ---------------------------------------------------------
+    def part_record(self, key: str) -> dict | None:
+        """The record of the encoded part ``key`` (spans), where it and the part are there."""
+        record = _store_json(self.store, _part_record(key))
+        if not (isinstance(record, dict) and isinstance(record.get("sha256"), str) and
+                isinstance(record.get("bytes"), int) and isinstance(record.get("header"), str)):
+            return None
+        return record if self.store.exists(key) else None
+
+    def record_part(self, key: str, record: dict) -> None:
+        """Vouch for the part ``key`` a task (or this driver) stored: its checksum and size."""
+        self._write(_part_record(key), json.dumps(record, sort_keys=True).encode())
+
+    def read_part(self, key: str, record: dict) -> bytes | None:
+        """The part's bytes where they match its record, else None (gone or changed)."""
+        try:
+            data = self.store.read(key)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return data if len(data) == record["bytes"] and digest(data) == record["sha256"] else None
+
+    def drop_parts(self, spans: set[tuple[int, int]], frames: set[str]) -> None:
+        """Remove the parts of these spans made of frames the job no longer has (rendered
+        again since): no key could name them again. Parts of the same frames in another codec
+        or CRF stay, for a delivery in that one."""
+        found = {}
+        for key in self.store.sizes(PARTS):
+            named = re.search(r"/(\d+)-(\d+)-\w+\.(\w+)$", "/" + key)
+            if named and (int(named.group(1)), int(named.group(2))) in spans:
+                found.setdefault(key.rsplit(".", 1)[0], set()).add(named.group(3))
+        for stem, suffixes in found.items():
+            record = _store_json(self.store, stem + ".json") if "json" in suffixes else None
+            if isinstance(record, dict) and record.get("frames_of") in frames:
+                continue
+            self._hold.check()
+            for suffix in suffixes:
+                self.store.delete(f"{stem}.{suffix}")
 
     # -- how frames are rendered ----------------------------------------------------------
     def recorded_threads(self) -> int | None:
@@ -475,6 +521,10 @@ class Job:
         self.close()
 
 
+def _part_record(key: str) -> str:
+    return key.rsplit(".", 1)[0] + ".json"
+
+
 def damage_of(key: str, detail: str) -> DamagedFile:
     """The damaged file a key names (a worker found it missing or altered)."""
     name = Path(key).stem
@@ -511,7 +561,7 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> int:
 
 
 FILE_NAMES = (MARKER, "lock", "lease.json", "reach-token")  # files of the job without a suffix telling so
-FILE_SUFFIXES = (".png", ".jpg", ".npz", ".json", ".jsonl", ".html", ".mp4", ".svg")
+FILE_SUFFIXES = (".png", ".jpg", ".npz", ".json", ".jsonl", ".html", ".mp4", ".svg", ".nut")
 
 
 def check_job_tree(folder: Path) -> None:

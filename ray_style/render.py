@@ -28,23 +28,12 @@ import numpy as np
 import torch
 
 from . import images, optimize
-from .codec import (FLOW_DAMAGE, blend, decode_png, digest, flow_bytes, jpeg_bytes, load_flow, png_bytes, quantize,
-                    thumbnail, to_depth)
+from .codec import FLOW_DAMAGE, digest, flow_bytes, jpeg_bytes, load_flow, png_bytes, quantize, thumbnail, to_depth
 from .errors import FrameError
+from .inputs import InputDamaged, Payload, Redo, Stored, fetch, fetch_image
 from .settings import StyleSettings
 from .store import NotReached, opened, reach
 from .weights import Weights
-
-
-@dataclass(frozen=True)
-class Stored:
-    """Bytes the worker reads from the job's store itself: one object, or a seam's cross-fade of
-    several PNGs (``(key, sha256 or None, weight)`` each), every one checked."""
-
-    parts: tuple[tuple[str, str | None, float], ...]
-
-
-Payload = bytes | Stored  # what a task carries for one input: the bytes, or where they are
 
 
 @dataclass(frozen=True)
@@ -56,23 +45,6 @@ class Delivery:
     flow: str | None  # the key of the flow previous → this frame, when the report wants it
     thumbs: tuple[str, str] | None  # keys of the live page's JPEGs of the source and the stylized frame
     token: tuple[str, str]  # (key, value) the driver wrote: the worker checks it can read the store
-
-
-class Redo(Exception):
-    """A frame that cannot render as asked, through no fault of its own: render it again once
-    the driver has acted (not counted as a failure)."""
-
-
-class InputDamaged(Redo):
-    """An input the task named is missing or does not match its checksum: made again, then the
-    frame renders again."""
-
-    def __init__(self, key: str, detail: str):
-        super().__init__(key, detail)
-        self.key, self.detail = key, detail
-
-    def __str__(self) -> str:
-        return self.detail
 
 
 class StoreUnreachable(Redo):
@@ -198,33 +170,12 @@ def check_reach(delivery: Delivery) -> None:
         raise StoreUnreachable(error.url, error.detail) from None
 
 
-def fetch(payload: Payload, task: FrameTask) -> bytes:
-    """The bytes of an input: carried by the task, or read from the job's store and checked."""
-    if not isinstance(payload, Stored):
-        return payload
-    if len(payload.parts) != 1:
-        return png_bytes(fetch_image(payload, task))
-    key, expected, _ = payload.parts[0]
-    store = opened(task.delivery.store)
-    try:
-        data = store.read(key)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise InputDamaged(key, f"{store.describe(key)} is missing") from None
-    if not data or (expected is not None and digest(data) != expected):
-        raise InputDamaged(key, f"{store.describe(key)} does not match its recorded checksum")
-    return data
-
-
-def fetch_image(payload: Payload, task: FrameTask) -> np.ndarray:
-    """An input image: one PNG, or a seam's cross-fade of several (the blend the driver would make)."""
-    if not isinstance(payload, Stored) or len(payload.parts) == 1:
-        return decode_png(fetch(payload, task))
-    images = [decode_png(fetch(Stored((part,)), task)) for part in payload.parts]
-    return blend(images, [weight for _, _, weight in payload.parts])
+def _store_of(task: "FrameTask") -> str | None:
+    return task.delivery.store if task.delivery is not None else None
 
 
 def fetch_flow(payload: Payload, task: FrameTask) -> tuple[np.ndarray, np.ndarray]:
-    data = fetch(payload, task)
+    data = fetch(payload, _store_of(task))
     try:
         return load_flow(data)
     except FLOW_DAMAGE as error:
@@ -247,7 +198,7 @@ def prepare(task: FrameTask) -> _Prepared:
     depth = np.uint16 if task.bits == 16 else np.uint8
 
     def image_of(payload: Payload) -> np.ndarray:  # one depth for every image the frame mixes
-        return to_depth(fetch_image(payload, task), depth)
+        return to_depth(fetch_image(payload, _store_of(task)), depth)
 
     content = image_of(task.content)
     own = image_of(task.start) if task.start is not None else None

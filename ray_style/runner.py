@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, flow, images, optimize, plan, sequence, sources, store, video
-from .encoder import EncodeBesideRender, Output, encode
+from .encoder import EncodeBesideRender, Output, SpansBesideRender, encode
 from .errors import FrameError, InputError, JobError, RayStyleError, first_line
 from .executor import Executor, Note, Reopen, drive, make_executor, run_here
 from .features import check_layers, check_size
@@ -33,7 +32,7 @@ from .frames import FrameGraph
 from .job import DamagedFile, Job, damage_of, describe_facts, open_job, remove_stale_temps
 from .render import FrameOutput, Redo, StoreUnreachable
 from .settings import ExecutorOptions, VideoSettings, as_dict
-from .tasks import TOKEN, FrameReader, TaskMaker
+from .tasks import FrameReader, TaskMaker
 from .weights import Weights, load_weights
 
 REPAIR_ROUNDS = 3  # encode → damaged frame found → re-render: at most this often
@@ -437,8 +436,7 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tup
             repair_sources(job, request, damaged)
         return index["frames"], index["cuts"]
     info = request.info
-    token = (TOKEN, uuid.uuid4().hex)
-    job.write_token(*token)
+    token = job.reach_token()
     cluster = pool.cpu_tasks()
     parts = sources.segments(info, request.size, info.bits, job.store.url, token,
                              cluster.cpus if cluster is not None else os.cpu_count() or 1)
@@ -538,13 +536,19 @@ def render_and_encode(job: Job, graph: FrameGraph, request: JobRequest, pool: Po
     encode did not finish, encode again. A frame found damaged while encoding is rendered
     again, at most :data:`REPAIR_ROUNDS` times."""
     reader, counts = FrameReader(job, graph), RenderCounts()
+    # A video output of a Ray pool of this job's own is encoded in spans by CPU tasks on the
+    # cluster and joined here (spans); else by one encoder on this machine, beside the render.
+    spans = not request.output.is_sequence and pool.own and pool.options.kind != "local"
     for round_ in range(REPAIR_ROUNDS):
         # The first round encodes beside the render, each frame as soon as it is final (chains
         # start earliest first, so the encoder keeps up with the render instead of starting after
         # it); a failed stream costs only time: the frames are encoded again once all are done.
         missing = sum(1 for r in graph.renders() if not job.is_done(r.sequence, r.frame))
-        stream = EncodeBesideRender(request.output, reader.is_final, reader.final_image) \
-            if round_ == 0 and missing else None
+        if spans:  # every round: the parts already stored are kept
+            stream = SpansBesideRender(request.output, job, reader, pool.cpu_tasks)
+        else:
+            stream = EncodeBesideRender(request.output, reader.is_final, reader.final_image) \
+                if round_ == 0 and missing else None
         try:
             render(job, graph, request, pool, targets, reporter, counts, stream)
         except DamagedFile as damage:  # a frame of an earlier stage: the stages render again
@@ -609,7 +613,7 @@ class FrameStore:
             self.job.write_frame(item.chain, item.frame, out.png, record.as_dict())
         self.counts.rendered += 1
         if self.stream:
-            self.stream.wake()
+            self.stream.wake(item.frame)
         if record.warning:
             self.reporter.note(record.warning)
 

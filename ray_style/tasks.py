@@ -15,10 +15,9 @@ from . import plan
 from .codec import png_bytes
 from .frames import Blend, Final, FrameGraph, Render, TaskPlan
 from .job import DamagedFile, Job, flow_key, frame_key, source_key, thumb_key
-from .render import Delivery, FrameTask, Payload, Reference, Stored, frame_seed
+from .inputs import Payload, Stored
+from .render import Delivery, FrameTask, Reference, frame_seed
 from .settings import VideoSettings
-
-TOKEN = "reach-token"  # a key the driver writes: a worker that reads it back reaches the store
 
 
 class FrameReader:
@@ -33,6 +32,20 @@ class FrameReader:
         if isinstance(image, Render):
             return self.job.read_frame_bytes(image.sequence, image.frame)
         return png_bytes(self.job.blend(list(image.sources), image.frame))
+
+    def stored(self, image: Render | Final) -> Stored:
+        """Where ``image`` is in the job's store: its render's key and checksum, or a seam's
+        renders with their weights (a worker reads and blends them: inputs.fetch_image)."""
+        made = self.graph.final(image.frame, image.upto) if isinstance(image, Final) else image
+        renders = [(made.sequence, 1.0)] if isinstance(made, Render) else list(made.sources)
+        parts = []
+        for sequence, weight in renders:
+            digest = self.job.frame_digest(sequence, made.frame)
+            if digest is None:
+                raise DamagedFile(f"frame {made.frame} of chain {sequence} is not done", "frame", sequence,
+                                  made.frame)
+            parts.append((frame_key(sequence, made.frame), digest, weight))
+        return Stored(tuple(parts))
 
     def is_final(self, frame: int) -> bool:
         """Whether everything :meth:`final_image` reads for ``frame`` is done."""
@@ -54,8 +67,7 @@ class TaskMaker:
         self.job, self.graph, self.settings, self.keep_flows = job, graph, settings, keep_flows
         self.reader = FrameReader(job, graph)
         self.job_id = f"{job.fingerprint}-{uuid.uuid4().hex[:8]}"
-        self.token = (TOKEN, uuid.uuid4().hex)
-        job.write_token(*self.token)
+        self.token = job.reach_token()
         self.direct = True
         self.flows = None  # the user's flows (--flow-dir), read ahead of need
         if settings.init == "flow":
@@ -98,16 +110,7 @@ class TaskMaker:
     def _image(self, image: Render | Final) -> Payload:
         if not self.direct:
             return self.reader.png(image)
-        made = self.graph.final(image.frame, image.upto) if isinstance(image, Final) else image
-        renders = [(made.sequence, 1.0)] if isinstance(made, Render) else list(made.sources)
-        parts = []
-        for sequence, weight in renders:
-            digest = self.job.frame_digest(sequence, made.frame)
-            if digest is None:
-                raise DamagedFile(f"frame {made.frame} of chain {sequence} is not done", "frame", sequence,
-                                  made.frame)
-            parts.append((frame_key(sequence, made.frame), digest, weight))
-        return Stored(tuple(parts))
+        return self.reader.stored(image)
 
     def _reference(self, frame: int, other: int, image: Payload) -> Reference:
         """``other``'s stylized frame for ``frame``, with what the worker needs for the flow

@@ -16,6 +16,7 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -200,10 +201,13 @@ TAIL_SECONDS = 3.0  # the end of a video decoded to check what its packets say
 def _packet_times(path) -> list[float | None]:
     """Every video packet's presentation time, in display order, read without decoding (a
     stream copy to ffmpeg's framecrc muxer: the cost of reading the file)."""
-    args = ["-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
-    done = subprocess.run([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL, capture_output=True)
+    return _packets(path)[0]
+
+
+def _times_of(framecrc: str) -> list[float | None]:
+    """The presentation times in ffmpeg's framecrc text, sorted (display order) where all have one."""
     base, times = None, []
-    for line in done.stdout.decode(errors="replace").splitlines():
+    for line in framecrc.splitlines():
         found = re.match(r"#tb 0: (\d+)/(\d+)", line)
         if found:
             base = Fraction(int(found.group(1)), int(found.group(2)))
@@ -670,22 +674,11 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
     """
     path = check_output_suffix(check_writable_output(path), codec)
     codec = resolve_codec(path, codec)
-    fps = Fraction(fps) if isinstance(fps, (int, Fraction)) else exact_rate(float(fps))
-    if fps <= 0 or fps.numerator >= 1 << 32 or fps.denominator >= 1 << 32:
-        raise ValueError(f"encode needs a positive frame rate that fits a 32-bit fraction, not {fps}")
+    fps = _rate(fps)
     muxer = MUXERS[path.suffix.lower()]
     source, _ = _audio_source(audio_from)
     audio = plan_audio(audio_from, path)
-    inputs = ["-c:v", "rawvideo", "-f", "ivf", "-i", "pipe:0"]
-    if timestamps:
-        inputs = ["-itsoffset", f"{timestamps[0]:.6f}", *inputs]  # ffmpeg would start the video at zero
-    args = ["-v", "error", "-y", *inputs]
-    if audio:
-        if audio_window is not None:
-            args += ["-ss", f"{audio_window[0]:.6f}", "-t", f"{audio_window[1]:.6f}"]
-        args += ["-i", source, "-map", "0:v:0", "-map", "1:a"]
-        for track, audio_codec in enumerate(audio):
-            args += [f"-c:a:{track}", audio_codec]
+    args = ["-v", "error", "-y", *_raw_input(timestamps), *_audio_args(source, audio, audio_window)]
     args += ["-fps_mode", "passthrough", "-enc_time_base", "demux", *_video_args(codec, crf, bits, output_color(audio_from if isinstance(audio_from, VideoInfo)
                                                                    else None))]
     if muxer in ("mp4", "mov"):
@@ -703,13 +696,149 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
                 failure = (f"the written file holds {packets} frames ({written}) and {tracks} audio tracks, "
                            f"not {sent} ({codec}) and {len(audio)} ({complaint})")
         if failure is not None:
-            for line in ffmpeg.tail:
-                for words, number in _STORAGE_FAILURES.items():
-                    if words.lower() in line.lower():
-                        raise StorageError(f"{storage_message(path, number)} (ffmpeg: {line})")
-            raise InputError(f"ffmpeg could not write {path} ({failure}); the previous file, if any, is unchanged")
+            _fail(path, failure, ffmpeg.tail)
     return path
 
 
-__all__ = ["VideoInfo", "probe", "frame_size", "decode", "decode_at", "encode", "exact_rate", "check_output_suffix",
+def _fail(path: Path, failure: str, tail) -> None:
+    """Raise what stopped ffmpeg writing ``path``: :class:`StorageError` for a full disk (its
+    last lines say so), else :class:`InputError`."""
+    for line in tail:
+        for words, number in _STORAGE_FAILURES.items():
+            if words.lower() in line.lower():
+                raise StorageError(f"{storage_message(path, number)} (ffmpeg: {line})")
+    raise InputError(f"ffmpeg could not write {path} ({failure}); the previous file, if any, is unchanged")
+
+
+def _audio_args(source: str | None, audio: tuple[str, ...], window: tuple[float, float] | None) -> list[str]:
+    """ffmpeg's arguments that add every audio track of ``source`` (``window``: a stretch of it)
+    to the video of input 0, each copied or re-encoded as plan_audio says; none without audio."""
+    if not audio:
+        return []
+    args = ["-ss", f"{window[0]:.6f}", "-t", f"{window[1]:.6f}"] if window is not None else []
+    args += ["-i", source, "-map", "0:v:0", "-map", "1:a"]
+    for track, audio_codec in enumerate(audio):
+        args += [f"-c:a:{track}", audio_codec]
+    return args
+
+
+def _raw_input(timestamps: Sequence[float] | None) -> list[str]:
+    """ffmpeg's arguments for the frames _feed sends (the first timestamp: ffmpeg would start
+    the video at zero)."""
+    inputs = ["-c:v", "rawvideo", "-f", "ivf", "-i", "pipe:0"]
+    return ["-itsoffset", f"{timestamps[0]:.6f}", *inputs] if timestamps else inputs
+
+
+def _rate(fps) -> Fraction:
+    fps = Fraction(fps) if isinstance(fps, (int, Fraction)) else exact_rate(float(fps))
+    if fps <= 0 or fps.numerator >= 1 << 32 or fps.denominator >= 1 << 32:
+        raise ValueError(f"encode needs a positive frame rate that fits a 32-bit fraction, not {fps}")
+    return fps
+
+
+# ---------------------------------------------------------------- an output in parts
+PART_SUFFIX = ".nut"  # a span of an output encoded alone: NUT carries any codec, every pts and dts exactly
+
+
+def encode_part(frames: Iterable[np.ndarray], path, width: int, height: int, fps, timestamps=None,
+                codec: str = "h264", crf: int = 18, bits: int = 8, color: str | None = None) -> tuple[int, str]:
+    """A span of an output encoded alone, for :func:`join`: the codec settings :func:`encode`
+    uses (``color``: the source's matrix, output_color), on one thread (a span's task holds one
+    CPU; and one thread makes x264's bytes depend on the frames alone, wherever it runs).
+    ``timestamps``: the frames' times (a variable rate), else frame i at i / ``fps``; the part
+    starts at zero either way (join places it). Atomic; verified: ``(frames written, checksum of its stream header)`` — the parts of one
+    output must share that header, which join's stream copy keeps from the first."""
+    path, fps = Path(path), _rate(fps)
+    codec = "h264" if codec == "auto" else codec
+    # From zero, whatever its times: join places each part at its start (a part's own start
+    # time is not what every demuxer reports for a part of a frame or two).
+    args = ["-v", "error", "-y", *_raw_input(None), "-fps_mode", "passthrough", "-enc_time_base", "demux",
+            *_video_args(codec, crf, bits, color), "-threads", "1"]
+    with atomic_path(path) as temp:
+        with _Process([*args, "-f", "nut", str(temp)], stdin=subprocess.PIPE) as ffmpeg:
+            given, sent = _feed(ffmpeg, frames, width, height, fps, timestamps, bits)
+            code = ffmpeg.wait()
+            failure = ffmpeg.complaint() if code != 0 else None
+        if given == 0:
+            raise InputError(f"nothing to write to {path}: no frames were given")
+        header = ""
+        if failure is None:
+            times, header = _packets(temp)
+            if len(times) != sent:
+                failure = f"the written part holds {len(times)} frames, not {sent}"
+        if failure is not None:
+            _fail(path, failure, ffmpeg.tail)
+    return sent, header
+
+
+def _packets(path) -> tuple[list[float | None], str]:
+    """``(every video packet's presentation time in display order, the checksum of the stream's
+    header)`` of a file, read without decoding (framecrc)."""
+    args = ["-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
+    done = subprocess.run([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL, capture_output=True)
+    text = done.stdout.decode(errors="replace")
+    header = re.search(r"^#extradata 0:\s*(\d+),\s*(\w+)", text, re.MULTILINE)
+    return _times_of(text), (f"{header.group(1)}:{header.group(2)}" if header else "none")
+
+
+def join(parts: Sequence[tuple[Path, float]], end: float, frames: int, path, fps,
+         timestamps: Sequence[float] | None = None, audio_from=None, audio_window: tuple[float, float] | None = None,
+         codec: str = "auto") -> Path:
+    """The video ``path`` of ``frames`` frames from ``parts`` (:func:`encode_part`'s files,
+    each with the time its first frame shows, in seconds from the first part's; ``end``: when
+    the last frame ends): a stream copy, with every audio track of ``audio_from`` as
+    :func:`encode` writes them. The frames are at ``timestamps`` (a variable rate: as
+    :func:`encode` was given them), else at i / ``fps``. Atomic; verified before it replaces
+    anything: the frame count, the codec, the audio tracks and every frame's time (within a
+    millisecond)."""
+    path = check_output_suffix(check_writable_output(path), codec)
+    codec, fps = resolve_codec(path, codec), _rate(fps)
+    muxer = MUXERS[path.suffix.lower()]
+    source, _ = _audio_source(audio_from)
+    audio = plan_audio(audio_from, path)
+    with tempfile.TemporaryDirectory(prefix="ray-style-join-") as work:
+        listing = Path(work) / "parts.ffconcat"
+        # Each part lasts until the next starts, in whole microseconds of the absolute times
+        # (ffmpeg's clock for concat): no rounding adds up over thousands of parts.
+        starts = [round(start * 1_000_000) for _, start in parts] + [round(end * 1_000_000)]
+        lines = ["ffconcat version 1.0"]
+        for (part, _), start, stop in zip(parts, starts, starts[1:]):
+            quoted = str(Path(part).resolve()).replace("'", "'\\''")
+            lines += [f"file '{quoted}'", f"duration {stop - start}us"]
+        listing.write_text("\n".join(lines) + "\n")
+        offset = ["-itsoffset", f"{timestamps[0]:.6f}"] if timestamps else []
+        args = ["-v", "error", "-y", *offset, "-f", "concat", "-safe", "0", "-i", str(listing),
+                *(_audio_args(source, audio, audio_window) or ["-map", "0:v:0"]), "-c:v", "copy"]
+        if muxer in ("mp4", "mov"):
+            args += ["-movflags", "+faststart"]
+        with atomic_path(path) as temp:
+            with _Process([*args, "-f", muxer, str(temp)]) as ffmpeg:
+                code = ffmpeg.wait()
+                failure = ffmpeg.complaint() if code != 0 else None
+            if failure is None:
+                failure = _check_joined(temp, frames, timestamps, fps, len(audio), codec)
+            if failure is not None:
+                _fail(path, failure, ffmpeg.tail)
+    return path
+
+
+def _check_joined(path: Path, frames: int, timestamps, fps: Fraction, tracks: int, codec: str) -> str | None:
+    """What is wrong with a joined file, or None: its frames, codec, audio tracks and times."""
+    times, _ = _packets(path)
+    expected = list(timestamps) if timestamps else [float(i / fps) for i in range(frames)]
+    if len(expected) != frames:
+        return f"{len(expected)} timestamps for {frames} frames"
+    packets, audio, written, complaint = _written(path)
+    if (packets, audio, written) != (len(expected), tracks, codec):
+        return (f"the joined file holds {packets} frames ({written}) and {audio} audio tracks, "
+                f"not {len(expected)} ({codec}) and {tracks} ({complaint})")
+    wrong = next((i for i, (t, e) in enumerate(zip(times, expected)) if t is None or abs(t - e) > 1e-3), None)
+    if len(times) != len(expected) or wrong is not None:
+        at = f"frame {wrong} at {times[wrong]} s, not {expected[wrong]:.6f} s" if wrong is not None else \
+            f"{len(times)} packet times"
+        return f"the joined file's timing is not the frames' ({at})"
+    return None
+
+
+__all__ = ["VideoInfo", "probe", "frame_size", "decode", "decode_at", "encode", "encode_part", "join", "PART_SUFFIX", "exact_rate", "check_output_suffix",
            "plan_audio", "encoders", "resolve_codec", "probe_sequence", "OUTPUT_SUFFIXES", "CODECS", "MAX_PIXELS"]

@@ -104,6 +104,63 @@ def _cpu_task():
     return _CPU_TASK
 
 
+class CpuTasks:
+    """CPU tasks of one function (workers._cpu_task: one CPU each, SPREAD over the nodes,
+    retried where a node is lost), handed out one at a time and collected as they finish."""
+
+    def __init__(self, function, watch: "NodeWatch"):
+        self.function, self.watch = function, watch
+        self.refs: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def put(self, index, argument) -> None:
+        self.refs[_cpu_task().options(scheduling_strategy="SPREAD").remote(self.function, argument)] = index
+
+    def finished(self, timeout: float = 0.0) -> list[tuple[object, object]]:
+        """``(index, result or the exception it raised)`` of every task done, waiting up to
+        ``timeout`` s for a first one."""
+        if not self.refs:
+            return []
+        self.watch.check()
+        ready, rest = ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        done = []
+        for ref in ready:
+            index = self.refs.pop(ref)
+            try:
+                done.append((index, ray.get(ref)))
+            except RayTaskError as error:
+                done.append((index, error.cause if isinstance(error.cause, BaseException) else error))
+            except Exception as error:  # noqa: BLE001 — its node lost for good: the caller decides
+                self.watch.check(now=True)
+                done.append((index, error))
+        return done
+
+    def drain(self, patience: float):
+        """Yield every task's ``(index, outcome)`` as it finishes; when none finishes within
+        ``patience`` s (no CPU anywhere takes them), the rest come back as :class:`TimeoutError`
+        and are cancelled: the caller does them itself."""
+        last = time.monotonic()
+        while self.refs:
+            done = self.finished(POLL)
+            if done:
+                last = time.monotonic()
+            elif time.monotonic() - last > patience:
+                for ref, index in list(self.refs.items()):
+                    ray.cancel(ref, force=True)
+                    del self.refs[ref]
+                    yield index, TimeoutError("no node ran it within --placement-timeout")
+            yield from done
+
+    def cancel(self) -> None:
+        for ref in self.refs:
+            ray.cancel(ref, force=True)
+        self.refs = {}
+
+
 # -- joining a cluster ----------------------------------------------------------------------
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -393,6 +450,15 @@ class RayExecutor:
         """The cluster's CPUs now (what its CPU tasks spread over)."""
         return max(1, int(self.offer.cpus_now))
 
+    @_on_our_node
+    def spare_cpus(self) -> int:
+        """CPUs CPU tasks may take beside the render without delaying a GPU: none while a worker
+        waits to be placed (a task could take the CPU it needs), else the cluster's idle CPUs
+        (a task asked for beyond those would be autoscaler demand: a node started for x264)."""
+        if self.state.pending:
+            return 0
+        return int(ray.available_resources().get("CPU", 0))
+
     def launch(self) -> None:
         """Ask for the pool's actors (once)."""
         if not self.launched:
@@ -401,37 +467,28 @@ class RayExecutor:
             for _ in range(self.request.count):
                 self._launch()
 
+    def tasks(self, function) -> "CpuTasks":
+        """A queue of ``function(argument)`` CPU tasks spread over the cluster's nodes, handed
+        out while the render runs (a span's encode once its frames are final)."""
+        return CpuTasks(function, self.watch)
+
     def run_tasks(self, function, arguments: list):
         """``function(argument)`` for each argument, as CPU tasks spread over the cluster's
         nodes (one CPU each; retried where a node is lost): yields ``(index, result or the
         exception it raised)`` as they finish; when none finishes within the placement timeout,
         the rest come back as :class:`TimeoutError`."""
-        refs = {_cpu_task().options(scheduling_strategy="SPREAD").remote(function, argument): index
-                for index, argument in enumerate(arguments)}
-        last = time.monotonic()
+        tasks = self.tasks(function)
+        for index, argument in enumerate(arguments):
+            tasks.put(index, argument)
         try:
-            while refs:
-                self.watch.check()
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL)
-                if ready:
-                    last = time.monotonic()
-                elif time.monotonic() - last > self.options.placement_timeout:
-                    # No CPU anywhere took one in --placement-timeout: the caller does them itself.
-                    for ref in list(refs):
-                        ray.cancel(ref, force=True)
-                        yield refs.pop(ref), TimeoutError("no node ran it within --placement-timeout")
-                for ref in ready:
-                    index = refs.pop(ref)
-                    try:
-                        yield index, ray.get(ref)
-                    except RayTaskError as error:
-                        yield index, error.cause if isinstance(error.cause, BaseException) else error
-                    except Exception as error:  # noqa: BLE001 — its node lost for good: the caller decides
-                        self.watch.check(now=True)
-                        yield index, error
+            yield from tasks.drain(self.options.placement_timeout)
         finally:
-            for ref in refs:  # the caller stopped early (an error, Ctrl-C): nothing left running
-                ray.cancel(ref, force=True)
+            tasks.cancel()  # the caller stopped early (an error, Ctrl-C): nothing left running
+
+    def release_idle(self) -> None:
+        """Give back every actor with nothing in flight (the render is over: CPU tasks after it
+        get their CPUs), noting each; a later render asks for workers again."""
+        self._release(self.workers + self.pending_workers)
 
     # -- actors ----------------------------------------------------------------------------
     def _launch(self) -> None:

@@ -185,6 +185,85 @@ def test_the_source_is_decoded_by_ray_tasks_in_segments(tmp_path, local_ray, mon
     assert frames_of(again.job_dir) == frames_of(result.job_dir)
 
 
+def test_the_output_is_encoded_in_spans_by_ray_tasks_and_joined(tmp_path, local_ray, monkeypatch):
+    """Spans of 5 frames: CPU tasks encode them from the job's store (the driver encodes none)
+    and the driver joins them: the frame count, every frame's time and the audio of a local
+    run's single encode, and in FFV1 its pixels exactly. Delivered again (the output removed):
+    no render, no part encoded again, the same bytes. A span whose task does not reach the
+    store is encoded by the driver, to the same bytes (one thread: x264's output depends on the
+    frames alone); a part damaged on disk is encoded again, to the same bytes."""
+    import dataclasses
+
+    from ray_style import spans
+    from ray_style.job import read_events
+    from tests.test_runner import LOCAL
+    from tests.test_spans import _times
+
+    monkeypatch.setattr(spans, "SPAN", 5)
+    real_here = spans.encode_here
+
+    def refused(span):
+        raise AssertionError("the driver encoded a span")
+
+    monkeypatch.setattr(spans, "encode_here", refused)
+    first = ray_run(tmp_path, "a")
+    parts = sorted((first.job_dir / "encoded").glob("*.nut"))
+    assert [p.name[:15] for p in parts] == ["0000000-0000005", "0000005-0000010", "0000010-0000012"]
+    assert len(list((first.job_dir / "encoded").glob("*.json"))) == 3
+    local = stylize_video(CLIP, [STYLE], tmp_path / "local.mp4", TINY, weights="random", report=False,
+                          executor=LOCAL)
+    assert frames_of(first.job_dir) == frames_of(local.job_dir)
+    one, joined = video.probe(local.output), video.probe(first.output)
+    assert (joined.frames, joined.fps, joined.audio_codecs) == (one.frames, one.fps, one.audio_codecs)
+    assert _times(first.output, "0:v:0") == _times(local.output, "0:v:0")
+    assert _times(first.output, "0:a:0") == pytest.approx(_times(local.output, "0:a:0"), abs=0.002)
+
+    ffv1 = dataclasses.replace(TINY, codec="ffv1")  # the same job, delivered again in FFV1
+    lossless = stylize_video(CLIP, [STYLE], tmp_path / "a.mkv", ffv1, weights="random", report=False,
+                             executor=options(), job_dir=first.job_dir)
+    single = stylize_video(CLIP, [STYLE], tmp_path / "local.mkv", ffv1, weights="random", report=False,
+                           executor=LOCAL, job_dir=local.job_dir)
+    assert lossless.rendered == 0 and video.probe(lossless.output).frames == 12
+    size = (joined.width, joined.height)
+    assert all((a == b).all() for a, b in zip(video.decode(video.probe(lossless.output), *size),
+                                              video.decode(video.probe(single.output), *size)))
+    assert not [e for e in read_events(first.job_dir) if e["kind"] == "encode"]
+
+    output, stamps = first.output.read_bytes(), [p.stat().st_mtime_ns for p in parts]
+    stale = first.job_dir / "encoded" / "0000000-0000005-0123456789abcdef01234567"  # of frames since rendered again
+    stale.with_suffix(".nut").write_bytes(b"a part of other frames")
+    stale.with_suffix(".json").write_text(json.dumps({"frames_of": "frames the job no longer has"}))
+    first.output.unlink()
+    again = ray_run(tmp_path, "a")
+    assert again.rendered == 0 and again.output.read_bytes() == output
+    assert [p.stat().st_mtime_ns for p in parts] == stamps  # joined from the parts it had
+    assert not stale.with_suffix(".nut").exists() and not stale.with_suffix(".json").exists()
+    assert len(list((first.job_dir / "encoded").glob("*.nut"))) == 6  # the FFV1 delivery's parts stay
+
+    monkeypatch.setattr(spans, "encode_here", real_here)
+    real_make = spans.make
+
+    def second_unreachable(output, start, end, *args):
+        span = real_make(output, start, end, *args)
+        return dataclasses.replace(span, token=(span.token[0], "another store's")) if start == 5 else span
+
+    monkeypatch.setattr(spans, "make", second_unreachable)
+    (tmp_path / "b").mkdir()
+    elsewhere = ray_run(tmp_path / "b", "a")  # the same job in another folder: frames 5-9 encoded here
+    said = [e["detail"] for e in read_events(elsewhere.job_dir) if e["kind"] == "encode"]
+    assert len(said) == 1 and "frames 5-9" in said[0] and "encoding here" in said[0]
+    assert elsewhere.output.read_bytes() == output
+    monkeypatch.setattr(spans, "make", real_make)
+
+    data = bytearray(parts[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    parts[1].write_bytes(bytes(data))
+    first.output.unlink()
+    repaired = ray_run(tmp_path, "a")
+    assert repaired.rendered == 0 and repaired.output.read_bytes() == output
+    assert [e["frame"] for e in read_events(first.job_dir) if e["kind"] == "repaired"] == [5]
+
+
 def test_a_pool_asks_for_a_few_workers_at_a_time_not_one_per_waiting_chain(local_ray, monkeypatch):
     """Thousands of chains waiting on a cluster that places no more: the pool keeps a bounded
     number of actors pending (at least PENDING_AHEAD, at most as many as are placed), and gives
