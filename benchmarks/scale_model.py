@@ -1,4 +1,4 @@
-"""A model, from measured numbers, of one feature film on 8, 64 and 256 GPUs.
+"""A model, from measured numbers, of one feature film on 8, 64, 256 and 512 GPUs.
 
     python -m benchmarks.scale_model            # measure the per-frame driver costs here, then model
     python -m benchmarks.scale_model --rewrite  # re-render BENCHMARKS.md from the stored measurements
@@ -29,8 +29,10 @@ start, --init flow). Inputs:
   probes the film's packets and CPU tasks on the GPU nodes decode it in segments, in parallel
   (:data:`WORKER_CPUS` vCPUs per GPU, one of them the actor's); each GPU worker has two calls in
   flight, so its flows, PNG decodes and encode overlap the optimization (a frame costs the
-  longer of the two, not their sum). The encode is still the head's, beside the render. The
-  "ideal" column: the film's GPU work over the GPUs plus the first chain's latency.
+  longer of the two, not their sum). The output is encoded in spans of 240 frames by one-thread
+  CPU tasks on the GPU nodes' vCPUs the actors leave, each as soon as its frames are final; the
+  head only joins the parts (a stream copy: the parts read from the bucket). The "ideal" column:
+  the film's GPU work over the GPUs plus the first chain's latency.
 
 Outputs per GPU count: makespan, GPU utilization (the tail where fewer chains than GPUs remain),
 the driver's network bytes/s in and out, the driver's CPU cores busy, the encode's length and
@@ -62,6 +64,7 @@ SCALING = 0.75  # what more cores give ffmpeg's decoder and x264 (frame threads)
 WORKER_FLOW_SPEEDUP = 2.5  # OpenCV's DIS on a GPU node's 4 vCPUs against one core
 NIC_BYTES = 10e9 / 8  # a 10 Gb/s head
 WORKER_CPUS = 4  # vCPUs per GPU on the clusters in cluster/ (g5/p4-class nodes)
+SPAN = 240  # output frames per encode task (ray_style.spans.SPAN)
 
 
 def _timed(function, repeats=3):
@@ -123,8 +126,11 @@ def _x264(frames) -> dict:
         many = frames * 4
         started = time.perf_counter()
         written = video.encode(iter(many), Path(folder) / "x.mp4", WIDTH, HEIGHT, Fraction(24))
-        return {"x264_fps": len(many) / (time.perf_counter() - started),
-                "x264_bytes_per_frame": written.stat().st_size / len(many)}
+        fps = len(many) / (time.perf_counter() - started)
+        started = time.perf_counter()  # a span's part, as a task encodes it: x264 on one thread
+        video.encode_part(iter(many), Path(folder) / "x.nut", WIDTH, HEIGHT, Fraction(24))
+        return {"x264_fps": fps, "x264_bytes_per_frame": written.stat().st_size / len(many),
+                "x264_one_thread_fps": len(many) / (time.perf_counter() - started)}
 
 
 def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: dict | None = None) -> dict:
@@ -172,6 +178,15 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
             # part (two flows and their check, three PNG decodes, the result's encode).
             cpu_part = flow_cpu / WORKER_FLOW_SPEEDUP + 3 * measured["png_decode_s"] + measured["png_encode_s"]
             chain_seconds = (renders_per_chain - 1) * max(seeded, cpu_part) + 2 * seeded
+            # The output in spans of SPAN frames, each encoded by a one-thread CPU task on a GPU
+            # node (x264 on one core, the frames read back and checked) as soon as its frames
+            # are final, on the vCPUs the actor's own CPU part leaves (one stays the actor's).
+            busy = (flow_cpu + 3 * measured["png_decode_s"] + measured["png_encode_s"]) / max(seeded, cpu_part)
+            spare = max(WORKER_CPUS - 1 - busy, 0.25)
+            encode_core_s = encode_frame_core_s(measured)
+            encode_s = FILM_FRAMES * encode_core_s / (gpus * spare)
+            # The head reads the parts (x264's bytes), not every final frame's PNG.
+            in_bytes = storage["result_bytes"] + measured["x264_bytes_per_frame"] * FILM_FRAMES / renders
     else:
         # A seeded frame's worker first computes its two flows (and their check) on its own
         # CPUs: 4 vCPUs per GPU on the clusters in cluster/, about 2.5x one core's speed for DIS.
@@ -199,6 +214,17 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
     limit = min(limit, 1.0 / nic) if nic > 1 else limit
     if design == "landed":
         after_render_s = encode_s  # the encode started when the last frame was done
+    elif design == "workers":
+        # Spans go to the cluster's CPUs as their frames become final (a wave's when it ends,
+        # counted conservatively); the last span takes SPAN frames on one core after the render;
+        # then the head joins the parts: reads them from the bucket (its NIC) and stream-copies.
+        rate, finished = FILM_FRAMES / encode_s, 0.0
+        for wave in range(waves):
+            frames = min(gpus, chains - wave * gpus) * SEGMENT
+            finished = max(finished, (wave + 1) * chain_seconds / limit) + frames / rate
+        finished = max(finished, render_s / limit + SPAN * encode_frame_core_s(measured))
+        join_s = FILM_FRAMES * measured["x264_bytes_per_frame"] / NIC_BYTES
+        after_render_s = finished - render_s / limit + join_s
     else:
         # The encode runs beside the render, each frame once final. Chains start earliest first,
         # in waves of one chain per GPU; counted conservatively, a wave's frames reach x264 only
@@ -229,6 +255,12 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
             "head_disk_TB": round(disk / 1e12, 2)}
 
 
+def encode_frame_core_s(measured: dict) -> float:
+    """Core-seconds a span task spends on one output frame: x264 on one thread (measured) and
+    the frame's PNG read back and checked."""
+    return 1 / measured["x264_one_thread_fps"] + measured["png_decode_s"] + measured["sha256_s"]
+
+
 def head_limit(measured: dict, storage: dict, speed: str = "goal") -> dict:
     """The fewest GPUs at which the head sets the pace (its cores or its NIC) with the job in
     a bucket, and the same for its render loop alone (tasks and records, the encode aside)."""
@@ -252,7 +284,7 @@ def _render_loop_bound(measured: dict, gpus: int, speed: str, storage: dict) -> 
 
 
 def render_markdown(measured: dict, rows: list[dict], command: str, limits: dict | None = None) -> str:
-    lines = [BEGIN, "## Scale model: a 2-hour film at 1080p (24 fps) on 8, 64 and 256 GPUs", "",
+    lines = [BEGIN, "## Scale model: a 2-hour film at 1080p (24 fps) on 8, 64, 256 and 512 GPUs", "",
              f"`{command}` — {measured['date']}. Per-frame costs measured on this machine (one core each, "
              f"{measured['source']}): PNG {measured['png_source_bytes'] / 1e6:.2f} MB per source frame, "
              f"{measured['png_stylized_bytes'] / 1e6:.2f} MB per stylized frame; one DIS flow "
@@ -293,7 +325,7 @@ def main(argv=None) -> int:
     storage = _storage_row()
     designs = ("landed", "now", "bucket", "workers") if storage else ("landed", "now")
     rows = [model(measured, gpus, speed, design, storage) for design in designs for speed in ("today", "goal")
-            for gpus in (8, 64, 256)]
+            for gpus in (8, 64, 256, 512)]
     limits = head_limit(measured, storage) if storage else None
     RESULTS.write_text(json.dumps({"measured": measured, "rows": rows, "limits": limits}, indent=1))
     block = render_markdown(measured, rows, "python -m benchmarks.scale_model", limits)
