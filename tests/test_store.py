@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ray_style import store
+from ray_style import store, video
 from ray_style.errors import InputError, JobError
 
 
@@ -342,6 +342,11 @@ def test_workers_on_two_nodes_read_and_write_the_bucket_themselves(s3, tmp_path)
                                    executor=pool)
         finally:
             pool.close()
+        # The same job delivered by a pool of its own: its output encoded in spans by tasks that
+        # read the frames from the bucket and put their parts there; the driver joins them.
+        spans = stylize_video(clip, [style], f"{s3}/out/spans.mkv", TINY, weights="random", report=False,
+                              executor=ExecutorOptions(address=cluster.address, max_workers=2, threads=1),
+                              job_dir=result.job_dir)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -353,3 +358,10 @@ def test_workers_on_two_nodes_read_and_write_the_bucket_themselves(s3, tmp_path)
     assert not any("cannot be read here" in e.get("detail", "") for e in job.records("events"))  # never relayed
     assert _stored_frames(result.job_dir) == frames_of(reference.job_dir)
     assert store.read_bytes(result.output) == reference.output.read_bytes()
+    assert spans.rendered == 0 and [k for k in job.sizes("encoded") if k.endswith(".nut")]
+    joined = tmp_path / "spans.mkv"
+    joined.write_bytes(store.read_bytes(spans.output))
+    from tests.test_spans import _times
+
+    assert _times(joined, "0:v:0") == pytest.approx(_times(reference.output, "0:v:0"), abs=1e-6)
+    assert video.probe(joined).frames == 12 and video.probe(joined).audio_codecs == ("aac",)

@@ -58,7 +58,7 @@ def test_killed_actor_frame_is_redone_and_output_unchanged(tmp_path, local_ray, 
     lost = redone_frames(result.job_dir)
     assert lost and all(any(r["chain"] == c and r["frame"] == f for r in records(result.job_dir)) for c, f in lost)
     assert frames_of(result.job_dir) == frames_of(reference.job_dir)
-    assert video.probe(result.output).frames == 12
+    assert result.output.read_bytes() == reference.output.read_bytes()  # its spans' parts: the same bytes
 
 
 def test_frames_of_different_chains_share_a_worker_call(tmp_path, local_ray, monkeypatch):
