@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from . import store, video
 from .codec import digest
 from .encoder import Output, timing
-from .errors import RayStyleError
+from .errors import RayStyleError, StorageError
 from .inputs import InputDamaged, Stored, fetch_image
 from .job import PARTS
 
@@ -79,7 +78,7 @@ def make(output: Output, start: int, end: int, images: tuple[Stored, ...], job_s
     facts = {"images": frames, "size": list(output.size),
              "fps": str(output.info.fps), "times": [round(t - times[0], 6) for t in times] if times else None,
              "codec": codec, "crf": output.crf, "bits": output.bits, "color": color,
-             "ffmpeg": os.path.basename(video._ffmpeg())}
+             "ffmpeg": video.ffmpeg_build(), "part": video.PART_VERSION}
     name = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
     return Span(start, end, images, output.size, output.info.fps, times, codec, output.crf, output.bits, color,
                 job_store, token, f"{PARTS}/{start:07d}-{end:07d}-{name}{video.PART_SUFFIX}", frames[:24])
@@ -96,12 +95,17 @@ def encode(span: Span, checked: bool = True) -> dict:
         except store.NotReached as error:
             raise Unreachable(str(error)) from None
     frames = (fetch_image(image, span.store) for image in span.images)  # 8 or 16 bits: encode_part converts
-    with tempfile.TemporaryDirectory(prefix="ray-style-span-") as work:
-        part = Path(work) / f"part{video.PART_SUFFIX}"
-        count, header = video.encode_part(frames, part, *span.size, span.fps, span.timestamps, span.codec,
-                                          span.crf, span.bits, span.color)
-        data = part.read_bytes()
-    store.opened(span.store).write(span.key, data)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ray-style-span-") as work:
+            part = Path(work) / f"part{video.PART_SUFFIX}"
+            count, header = video.encode_part(frames, part, *span.size, span.fps, span.timestamps, span.codec,
+                                              span.crf, span.bits, span.color)
+            data = part.read_bytes()
+    except (StorageError, OSError) as error:  # this machine's temp folder full: the driver can do it
+        if not checked:
+            raise
+        raise Unreachable(f"no room to encode here ({error})") from None
+    store.opened(span.store).write(span.key, data)  # the job's store full: that stops the job
     return {"sha256": digest(data), "bytes": len(data), "frames": count, "header": header}
 
 

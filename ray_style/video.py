@@ -738,6 +738,15 @@ def _rate(fps) -> Fraction:
 
 # ---------------------------------------------------------------- an output in parts
 PART_SUFFIX = ".nut"  # a span of an output encoded alone: NUT carries any codec, every pts and dts exactly
+PART_VERSION = 1  # how encode_part writes a part: a change of its arguments changes this (parts' keys)
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_build() -> str:
+    """Which ffmpeg encodes here (the first line of ``ffmpeg -version``): part of a part's key."""
+    done = subprocess.run([_ffmpeg(), "-version"], capture_output=True, text=True, errors="replace",
+                          stdin=subprocess.DEVNULL)
+    return (done.stdout.splitlines() or ["unknown"])[0].strip()
 
 
 def encode_part(frames: Iterable[np.ndarray], path, width: int, height: int, fps, timestamps=None,

@@ -174,3 +174,24 @@ def test_a_span_task_reads_its_frames_from_the_store_and_stores_its_part(tmp_pat
     with pytest.raises(InputDamaged) as damaged:
         spans.encode(span)
     assert damaged.value.key == "frames/5.png"
+
+
+def test_a_span_task_without_room_for_its_part_hands_it_to_the_driver(tmp_path, monkeypatch):
+    """A node whose temp folder is full cannot encode: Unreachable (the driver encodes the span);
+    the driver's own full disk is its error (StorageError: one line, the job stops)."""
+    from ray_style.errors import StorageError
+
+    info = video.probe(DATA / "bunny_12f.mp4")
+    size = video.frame_size(info, 32)
+    url, token, images = _a_job_store(tmp_path, list(video.decode(info, *size))[:3])
+    span = spans.make(_output(info, tmp_path / "out.mp4", size), 0, 3, tuple(images), url, token)
+
+    def full(*args, **kwargs):
+        raise StorageError("no space left on device: /tmp")
+
+    monkeypatch.setattr(video, "encode_part", full)
+    with pytest.raises(spans.Unreachable, match="no room to encode here"):
+        spans.encode(span)
+    assert spans.fallback(spans.Unreachable("x"))
+    with pytest.raises(StorageError):
+        spans.encode_here(span)
