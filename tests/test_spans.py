@@ -81,6 +81,28 @@ def test_parts_joined_keep_every_timestamp_the_audio_and_the_frames(tmp_path, mo
         assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(back, frames)) < 12
 
 
+def test_sixteen_bit_parts_join_to_one_encodes_frames(tmp_path, monkeypatch):
+    """A 16-bit FFV1 master (``--bit-depth 16``) in spans: every decoded frame of the joined file
+    is one encode's, to the bit (framemd5 of the 16-bit RGB)."""
+    monkeypatch.setattr(spans, "SPAN", 5)
+    info = video.probe(DATA / "vfr_12f.mp4")
+    size = video.frame_size(info, 32)
+    frames = [frame.astype(np.uint16) * 257 + np.uint16(7) for frame in video.decode(info, *size)]
+    output = dataclasses.replace(_output(info, tmp_path / "one.mkv", size, codec="ffv1"), bits=16)
+    whole = encoder.encode(output, lambda f: frames[f])
+    joined = _joined(dataclasses.replace(output, path=str(tmp_path / "joined.mkv")), frames, tmp_path,
+                     tmp_path / "joined.mkv")
+
+    def md5s(path):
+        text = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v",
+                               "-f", "framemd5", "-"], capture_output=True, text=True).stdout
+        return [line.split(",")[-1].strip() for line in text.splitlines() if line and line[0] != "#"]
+
+    assert "gbrp16le" in subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(joined)],
+                                        capture_output=True, text=True).stderr
+    assert len(md5s(joined)) == 12 and md5s(joined) == md5s(whole)
+
+
 @pytest.mark.parametrize("name", ["vfr_12f.mp4", "bunny_12f.mp4"])
 def test_a_range_joined_from_parts_is_the_range_one_encode_gives(tmp_path, monkeypatch, name):
     """``--frames 3:10``: spans cut at the whole film's multiples of SPAN (3-4, 5-9), the range's
