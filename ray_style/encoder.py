@@ -19,8 +19,11 @@ from typing import Callable
 
 import numpy as np
 
-from . import sequence, store, video
-from .errors import first_line
+from . import sequence, spans, store, video
+from .errors import InputError, RayStyleError, first_line
+from .frames import Final
+from .inputs import InputDamaged, for_the_driver
+from .job import DamagedFile, damage_of
 
 FinalImage = Callable[[int], np.ndarray]  # output frame number → its (H, W, 3) uint8 image
 
@@ -174,8 +177,6 @@ class SpansBesideRender:
     delivered again from its parts starts no Ray)."""
 
     def __init__(self, output: Output, job, reader, cluster: Callable[[], object]):
-        from . import spans
-
         self.output, self.job, self.reader, self._cluster = output, job, reader, cluster
         self.cluster = self.tasks = None
         self.bounds = spans.bounds(output.span)
@@ -191,9 +192,7 @@ class SpansBesideRender:
         self.wake()
 
     def _index(self, frame: int) -> int:
-        from .spans import SPAN
-
-        return frame // SPAN - self.output.span[0] // SPAN
+        return frame // spans.SPAN - self.output.span[0] // spans.SPAN
 
     def wake(self, frame: int | None = None) -> None:
         """A frame was stored (None: any may have been): its span goes to a task once all its
@@ -211,11 +210,7 @@ class SpansBesideRender:
         CPU a frame worker is waiting for, nor make an autoscaler start a node for them."""
         if not self.waiting:
             return
-        if self.tasks is None:
-            from . import spans
-
-            self.cluster = self._cluster()
-            self.tasks = self.cluster.tasks(spans.encode)
+        tasks = self._queue()
         if everything:
             room = len(self.waiting)
         elif time.monotonic() - self._asked < 1.0:
@@ -225,13 +220,17 @@ class SpansBesideRender:
             room = self.cluster.spare_cpus()
         while self.waiting and room > 0:
             index = self.waiting.popleft()
-            self.tasks.put(index, self.spans[index])
+            tasks.put(index, self.spans[index])
             room -= 1
 
-    def _consider(self, index: int) -> None:
-        from . import spans
-        from .frames import Final
+    def _queue(self):
+        """The cluster's queue of span tasks, asked for the first time a span needs one."""
+        if self.tasks is None:
+            self.cluster = self._cluster()
+            self.tasks = self.cluster.tasks(spans.encode)
+        return self.tasks
 
+    def _consider(self, index: int) -> None:
         if index in self.spans:
             return
         start, end = self.bounds[index]
@@ -249,17 +248,15 @@ class SpansBesideRender:
             self.waiting.append(index)
 
     def _take(self, index: int, outcome) -> None:
-        from . import spans
-
         if isinstance(outcome, dict) and outcome.get("frames") == self.bounds[index][1] - self.bounds[index][0]:
             self._record(index, outcome)
-        elif isinstance(outcome, dict) or spans.fallback(outcome):
+        elif isinstance(outcome, dict) or for_the_driver(outcome):
             self.here.append(index)  # the store not seen there, no CPU took it, its node lost
             if len(self.here) == 1:
                 start, end = self.bounds[index]
                 self.job.event("encode", detail=f"a worker could not encode frames {start}-{end - 1} "
                                                 f"({first_line(outcome)}); encoding here")
-        elif isinstance(outcome, spans.InputDamaged):
+        elif isinstance(outcome, InputDamaged):
             self.damage = self.damage or outcome
         else:
             self.failure = self.failure or outcome
@@ -279,29 +276,25 @@ class SpansBesideRender:
         worker could do, here), then the parts joined into the output. None when the output is
         written and verified, else what stopped the join (the caller encodes again here).
         Raises job.DamagedFile for a frame a task found damaged, a task's RayStyleError."""
-        from . import spans
-        from .errors import RayStyleError
-        from .executor import run_here
-        from .job import DamagedFile, damage_of
+        from .executor import run_here  # not at the top: it imports torch, which a span task needs not
 
         self.wake()
         if len(self.spans) != len(self.bounds):
             raise RuntimeError("the render ended with frames of the output not final")
         if self.waiting or (self.tasks is not None and len(self.tasks)):
-            if self.cluster is None:
-                self.cluster = self._cluster()
+            tasks = self._queue()
             self.cluster.release_idle()  # the render is over: its workers' CPUs go to the encodes
             self._hand_out(everything=True)
             for note in self.cluster.notes():
                 self.job.event(note.kind, detail=note.text, **({"worker": note.worker} if note.worker else {}))
-            for index, outcome in self.tasks.drain(self.cluster.options.placement_timeout):
+            for index, outcome in tasks.drain(self.cluster.options.placement_timeout):
                 self._take(index, outcome)
         if self.damage is not None:
             raise damage_of(self.damage.key, str(self.damage))
         if self.failure is not None:
             raise self.failure
         for position, outcome in run_here(spans.encode_here, [self.spans[i] for i in self.here]):
-            if isinstance(outcome, spans.InputDamaged):
+            if isinstance(outcome, InputDamaged):
                 raise damage_of(outcome.key, str(outcome))
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -315,8 +308,6 @@ class SpansBesideRender:
         return None
 
     def _join(self) -> None:
-        from . import spans
-
         place = store.location(self.output.path)
         with tempfile.TemporaryDirectory(prefix="ray-style-parts-") as work:
             parts = []
@@ -324,7 +315,7 @@ class SpansBesideRender:
                 parts.append((self._part(index, Path(work)), start))
             headers = {self.records[index]["header"] for index in range(len(self.bounds))}
             if len(headers) > 1:  # parts from another ffmpeg build: the stream copy keeps the first's
-                raise video.InputError(f"the output's parts disagree on their stream header ({sorted(headers)})")
+                raise InputError(f"the output's parts disagree on their stream header ({sorted(headers)})")
             if place.remote:
                 local = spans.join(self.output, parts, Path(work) / f"output{video.suffix_of(place.text)}")
                 store.upload(local, place)
@@ -335,21 +326,17 @@ class SpansBesideRender:
     def _part(self, index: int, work: Path) -> Path:
         """A local file of span ``index``'s part, checked against its record (a part gone or
         changed since is encoded again, here)."""
-        from . import spans
-
         span, record = self.spans[index], self.records[index]
         data = self.job.read_part(span.key, record)
         if data is None:
-            from .job import damage_of
-
             self.job.event("repaired", what="part", frame=span.start, detail=f"{span.key} was missing or changed")
             try:
                 self._record(index, spans.encode_here(span))
-            except spans.InputDamaged as damaged:
+            except InputDamaged as damaged:
                 raise damage_of(damaged.key, str(damaged)) from None
             data = self.job.read_part(span.key, self.records[index])
             if data is None:
-                raise video.InputError(f"{span.key} changed as soon as it was written: check the disk under "
+                raise InputError(f"{span.key} changed as soon as it was written: check the disk under "
                                        f"{self.job.root}")
         if isinstance(self.job.store, store.LocalStore):
             return self.job.store.path(span.key)  # checked just now; joined where it lies

@@ -1,7 +1,8 @@
 """What a task reads: bytes it carries, or where they are in the job's store (:class:`Stored`:
 keys and checksums, read and checked by the process that does the work). Frame renders
-(ray_style.render) and span encodes (ray_style.spans) read their images through here; the
-module imports no torch, so a CPU task's process stays light.
+(ray_style.render) and span encodes (ray_style.spans) read their images through here, and a
+CPU task (a segment's decode, a span's encode) that cannot do its work where it landed says
+so with :class:`Unreachable`; the module imports no torch, so a CPU task's process stays light.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codec import blend, decode_png, digest, png_bytes
-from .store import opened
+from .errors import RayStyleError
+from .store import NotReached, opened, reach
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,27 @@ class InputDamaged(Redo):
         return self.detail
 
 
+class Unreachable(Exception):
+    """This process cannot do a CPU task the driver handed out: it does not see the input or the
+    job's store the driver named, or has no room to work. The driver's threads do it instead."""
+
+
+def check_reach(url: str, token: tuple[str, str]) -> None:
+    """:class:`Unreachable` unless this process reads the driver's ``token`` in the store at ``url``."""
+    try:
+        reach(url, token)
+    except NotReached as error:
+        raise Unreachable(str(error)) from None
+
+
+def for_the_driver(error: BaseException) -> bool:
+    """Whether a CPU task's failure is one the driver's threads can do better: the input or the
+    store not seen there (:class:`Unreachable`), no CPU took it in time, its node lost — any
+    failure but a RayStyleError (a full store: that stops the job) or a damaged input."""
+    return isinstance(error, Unreachable) or (isinstance(error, Exception) and
+                                              not isinstance(error, (RayStyleError, InputDamaged)))
+
+
 def fetch(payload: Payload, store: str | None) -> bytes:
     """The bytes of an input: carried by the task, or read from the job's store (its folder or
     URL) and checked."""
@@ -67,4 +90,5 @@ def fetch_image(payload: Payload, store: str | None) -> np.ndarray:
     return blend(images, [weight for _, _, weight in payload.parts])
 
 
-__all__ = ["Stored", "Payload", "Redo", "InputDamaged", "fetch", "fetch_image"]
+__all__ = ["Stored", "Payload", "Redo", "InputDamaged", "Unreachable", "check_reach", "for_the_driver", "fetch",
+           "fetch_image"]

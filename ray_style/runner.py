@@ -29,6 +29,7 @@ from .executor import Executor, Note, Reopen, drive, make_executor, run_here
 from .features import check_layers, check_size
 from .files import check_writable_output
 from .frames import FrameGraph
+from .inputs import for_the_driver
 from .job import DamagedFile, Job, damage_of, describe_facts, open_job, remove_stale_temps
 from .render import FrameOutput, Redo, StoreUnreachable
 from .settings import ExecutorOptions, VideoSettings, as_dict
@@ -452,8 +453,7 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tup
 
     if cluster is not None:
         for index, outcome in cluster.run_tasks(sources.decode, parts):
-            if isinstance(outcome, sources.Unreachable) or (isinstance(outcome, Exception) and
-                                                            not isinstance(outcome, RayStyleError)):
+            if for_the_driver(outcome):
                 here.append(index)  # a node that does not see the input or the store, or was lost
                 if len(here) == 1:
                     job.event("decode", detail=f"a worker could not decode frames {parts[index].start}-"

@@ -7,7 +7,7 @@ the signatures of all segments in order, so a cut between two segments counts li
 
 A task first checks that it sees what the driver sees: the input (its size, where the driver
 gave a local file or a sequence's files) and the job's store (the token the driver wrote,
-store.reach). A task that does not raises :class:`Unreachable` and the driver decodes
+store.reach). A task that does not raises inputs.Unreachable and the driver decodes
 that segment itself, as it did every segment before. Decoding a segment gives the bytes a
 decode of the whole video gives for those frames (video.decode_span; tested), so a job
 decoded in segments renders the same frames.
@@ -21,13 +21,10 @@ import numpy as np
 
 from . import plan, store, video
 from .codec import digest, png_bytes
+from .inputs import Unreachable, check_reach
 from .job import source_key
 
 SEGMENT = 240  # frames a task decodes: ~10 s of film, a few GOPs (a seek decodes from the keyframe before)
-
-
-class Unreachable(Exception):
-    """This process cannot read the input or the job's store the driver named."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +76,8 @@ def decode(segment: Segment, checked: bool = True) -> tuple[list[str], list[np.n
                 raise Unreachable(f"{path} here is another file than the driver's")
         except OSError:
             raise Unreachable(f"{path} is not on this machine") from None
-    try:
-        if checked:
-            store.reach(segment.store, segment.token)
-    except store.NotReached as error:
-        raise Unreachable(str(error)) from None
+    if checked:
+        check_reach(segment.store, segment.token)
     place = store.opened(segment.store)
     hashes, signatures = [], []
     frames = video.decode_span(segment.info, segment.start, segment.end, *segment.size, segment.bits)

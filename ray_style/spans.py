@@ -20,18 +20,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store, video
+from . import encoder, store, video
 from .codec import digest
-from .encoder import Output, timing
-from .errors import RayStyleError, StorageError
-from .inputs import InputDamaged, Stored, fetch_image
+from .errors import StorageError
+from .inputs import InputDamaged, Stored, Unreachable, check_reach, fetch_image
 from .job import PARTS
 
 SPAN = 240  # output frames a task encodes: ~10 s of film, a fraction of a GPU hour's output
-
-
-class Unreachable(Exception):
-    """This process cannot read the job's store the driver named."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +58,13 @@ def bounds(span: tuple[int, int]) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:]))
 
 
-def make(output: Output, start: int, end: int, images: tuple[Stored, ...], job_store: str,
+def make(output: encoder.Output, start: int, end: int, images: tuple[Stored, ...], job_store: str,
          token: tuple[str, str], timestamps: list[float] | None = None) -> Span:
     """The span of ``output`` from ``start`` to ``end``, its part's key made from everything
     its bytes depend on. ``timestamps``: encoder.timing's, where the caller has them (a film's
     are long: computed once, not per span)."""
     if timestamps is None:
-        timestamps = timing(output)[0]
+        timestamps = encoder.timing(output)[0]
     first = output.span[0]
     times = tuple(timestamps[start - first:end - first]) if timestamps else None
     codec = video.resolve_codec(output.path, output.codec)
@@ -86,14 +81,11 @@ def make(output: Output, start: int, end: int, images: tuple[Stored, ...], job_s
 
 def encode(span: Span, checked: bool = True) -> dict:
     """Encode ``span`` into its part in the job's store: ``{"sha256", "bytes", "frames",
-    "header"}`` (video.encode_part's stream header checksum). Raises :class:`Unreachable`
+    "header"}`` (video.encode_part's stream header checksum). Raises inputs.Unreachable
     where this process does not see the driver's store (not ``checked``: the driver's own
     process, which does), inputs.InputDamaged for a frame missing or changed."""
     if checked:
-        try:
-            store.reach(span.store, span.token)
-        except store.NotReached as error:
-            raise Unreachable(str(error)) from None
+        check_reach(span.store, span.token)
     frames = (fetch_image(image, span.store) for image in span.images)  # 8 or 16 bits: encode_part converts
     try:
         with tempfile.TemporaryDirectory(prefix="ray-style-span-") as work:
@@ -114,15 +106,9 @@ def encode_here(span: Span) -> dict:
     return encode(span, checked=False)
 
 
-def fallback(error: BaseException) -> bool:
-    """Whether a span task's failure is one the driver's threads can do better: the store not
-    seen there, no CPU took it, its node lost (not a RayStyleError: those stop the job)."""
-    return isinstance(error, (Unreachable, TimeoutError)) or not isinstance(error, (RayStyleError, InputDamaged))
-
-
-def join(output: Output, parts: list[tuple[Path, int]], path: Path) -> Path:
+def join(output: encoder.Output, parts: list[tuple[Path, int]], path: Path) -> Path:
     """``output`` at the local ``path`` from its parts (each with its first output frame), in order."""
-    timestamps, window, starts = timing(output)
+    timestamps, window, starts = encoder.timing(output)
     first = output.span[0]
     return video.join([(part, starts[start - first]) for part, start in parts], starts[-1], output.span[1] - first,
                       path, output.info.fps, timestamps, output.info, window,
@@ -130,4 +116,4 @@ def join(output: Output, parts: list[tuple[Path, int]], path: Path) -> Path:
 
 
 __all__ = ["SPAN", "Span", "Unreachable", "InputDamaged", "bounds", "make", "encode", "encode_here",
-           "fallback", "join"]
+           "join"]

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -201,7 +201,7 @@ TAIL_SECONDS = 3.0  # the end of a video decoded to check what its packets say
 def _packet_times(path) -> list[float | None]:
     """Every video packet's presentation time, in display order, read without decoding (a
     stream copy to ffmpeg's framecrc muxer: the cost of reading the file)."""
-    return _packets(path)[0]
+    return _read_back(path).times
 
 
 def _times_of(framecrc: str) -> list[float | None]:
@@ -640,20 +640,35 @@ def _feed(ffmpeg: _Process, frames: Iterable[np.ndarray], width: int, height: in
     return given, sent
 
 
+class _ReadBack(NamedTuple):
+    """A file's video packets read without decoding (a stream copy to ffmpeg's framecrc muxer)."""
+
+    times: list  # every video packet's presentation time, in display order (None: it has none)
+    header: str  # the checksum of the video stream's header (its extradata), "none" without one
+    audio: int  # audio streams
+    codec: str  # the video stream's codec, as ffmpeg names it
+    complaint: str  # ffmpeg's last line
+    ok: bool  # ffmpeg read the whole file
+
+
+def _read_back(path) -> _ReadBack:
+    args = ["-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
+    done = subprocess.run([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL, capture_output=True)
+    text, log = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    header = re.search(r"^#extradata 0:\s*(\d+),\s*(\w+)", text, re.MULTILINE)
+    streams = _streams(log)
+    lines = [x.strip() for x in log.splitlines() if x.strip()]
+    return _ReadBack(_times_of(text), f"{header.group(1)}:{header.group(2)}" if header else "none",
+                     sum(1 for kind, _, _ in streams if kind == "Audio"),
+                     next((re.search(r"Video: (\w+)", line).group(1) for kind, line, _ in streams if kind == "Video"),
+                          "none"), lines[-1] if lines else "no message", done.returncode == 0)
+
+
 def _written(path: Path) -> tuple[int, int, str, str]:
     """``(video packets, audio streams, video codec, ffmpeg's complaint)`` of a written file, by
     reading its packets without decoding them."""
-    args = ["-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-",
-            "-progress", "pipe:1"]
-    result = subprocess.run([_ffmpeg(), "-hide_banner", *args], capture_output=True, text=True, errors="replace",
-                            stdin=subprocess.DEVNULL)
-    counts = re.findall(r"^frame=(\d+)", result.stdout, re.MULTILINE)
-    streams = _streams(result.stderr)
-    audio = sum(1 for kind, _, _ in streams if kind == "Audio")
-    codec = next((re.search(r"Video: (\w+)", line).group(1) for kind, line, _ in streams if kind == "Video"), "none")
-    lines = [x.strip() for x in result.stderr.splitlines() if x.strip()]
-    return ((int(counts[-1]) if counts and result.returncode == 0 else 0), audio, codec,
-            (lines[-1] if lines else "no message"))
+    back = _read_back(path)
+    return len(back.times) if back.ok else 0, back.audio, back.codec, back.complaint
 
 
 def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fraction, audio_from=None,
@@ -683,21 +698,35 @@ def encode(frames: Iterable[np.ndarray], path, width: int, height: int, fps: Fra
                                                                    else None))]
     if muxer in ("mp4", "mov"):
         args += ["-movflags", "+faststart"]
+
+    def check(temp: Path, sent: int) -> str | None:
+        packets, tracks, written, complaint = _written(temp)
+        if (packets, tracks, written) != (sent, len(audio), codec):  # our codec names are ffmpeg's stream names
+            return (f"the written file holds {packets} frames ({written}) and {tracks} audio tracks, "
+                    f"not {sent} ({codec}) and {len(audio)} ({complaint})")
+        return None
+
+    _write(frames, path, [*args, "-f", muxer], width, height, fps, timestamps, bits, check)
+    return path
+
+
+def _write(frames: Iterable[np.ndarray], path: Path, args: list[str], width: int, height: int, fps: Fraction,
+           timestamps: Sequence[float] | None, bits: int, check: Callable[[Path, int], str | None]) -> int:
+    """Feed ``frames`` to ffmpeg (``args``: everything but the output file) writing ``path``:
+    atomic, and ``check(temp, frames sent)`` — what is wrong with the file, or None — before it
+    replaces anything (:func:`_fail` otherwise). Returns the frames sent."""
     with atomic_path(path) as temp:
-        with _Process([*args, "-f", muxer, str(temp)], stdin=subprocess.PIPE) as ffmpeg:
+        with _Process([*args, str(temp)], stdin=subprocess.PIPE) as ffmpeg:
             given, sent = _feed(ffmpeg, frames, width, height, fps, timestamps, bits)
             code = ffmpeg.wait()
             failure = ffmpeg.complaint() if code != 0 else None
         if given == 0:
             raise InputError(f"nothing to write to {path}: no frames were given")
         if failure is None:
-            packets, tracks, written, complaint = _written(temp)
-            if (packets, tracks, written) != (sent, len(audio), codec):  # our codec names are ffmpeg's stream names
-                failure = (f"the written file holds {packets} frames ({written}) and {tracks} audio tracks, "
-                           f"not {sent} ({codec}) and {len(audio)} ({complaint})")
+            failure = check(temp, sent)
         if failure is not None:
             _fail(path, failure, ffmpeg.tail)
-    return path
+    return sent
 
 
 def _fail(path: Path, failure: str, tail) -> None:
@@ -763,31 +792,15 @@ def encode_part(frames: Iterable[np.ndarray], path, width: int, height: int, fps
     # time is not what every demuxer reports for a part of a frame or two).
     args = ["-v", "error", "-y", *_raw_input(None), "-fps_mode", "passthrough", "-enc_time_base", "demux",
             *_video_args(codec, crf, bits, color), "-threads", "1"]
-    with atomic_path(path) as temp:
-        with _Process([*args, "-f", "nut", str(temp)], stdin=subprocess.PIPE) as ffmpeg:
-            given, sent = _feed(ffmpeg, frames, width, height, fps, timestamps, bits)
-            code = ffmpeg.wait()
-            failure = ffmpeg.complaint() if code != 0 else None
-        if given == 0:
-            raise InputError(f"nothing to write to {path}: no frames were given")
-        header = ""
-        if failure is None:
-            times, header = _packets(temp)
-            if len(times) != sent:
-                failure = f"the written part holds {len(times)} frames, not {sent}"
-        if failure is not None:
-            _fail(path, failure, ffmpeg.tail)
-    return sent, header
+    header = []
 
+    def check(temp: Path, sent: int) -> str | None:
+        back = _read_back(temp)
+        header.append(back.header)
+        return f"the written part holds {len(back.times)} frames, not {sent}" if len(back.times) != sent else None
 
-def _packets(path) -> tuple[list[float | None], str]:
-    """``(every video packet's presentation time in display order, the checksum of the stream's
-    header)`` of a file, read without decoding (framecrc)."""
-    args = ["-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
-    done = subprocess.run([_ffmpeg(), "-hide_banner", *args], stdin=subprocess.DEVNULL, capture_output=True)
-    text = done.stdout.decode(errors="replace")
-    header = re.search(r"^#extradata 0:\s*(\d+),\s*(\w+)", text, re.MULTILINE)
-    return _times_of(text), (f"{header.group(1)}:{header.group(2)}" if header else "none")
+    sent = _write(frames, path, [*args, "-f", "nut"], width, height, fps, timestamps, bits, check)
+    return sent, header[0]
 
 
 def join(parts: Sequence[tuple[Path, float]], end: float, frames: int, path, fps,
@@ -833,14 +846,15 @@ def join(parts: Sequence[tuple[Path, float]], end: float, frames: int, path, fps
 
 def _check_joined(path: Path, frames: int, timestamps, fps: Fraction, tracks: int, codec: str) -> str | None:
     """What is wrong with a joined file, or None: its frames, codec, audio tracks and times."""
-    times, _ = _packets(path)
+    back = _read_back(path)  # one read of the file for all of it
+    times = back.times
     expected = list(timestamps) if timestamps else [float(i / fps) for i in range(frames)]
     if len(expected) != frames:
         return f"{len(expected)} timestamps for {frames} frames"
-    packets, audio, written, complaint = _written(path)
-    if (packets, audio, written) != (len(expected), tracks, codec):
-        return (f"the joined file holds {packets} frames ({written}) and {audio} audio tracks, "
-                f"not {len(expected)} ({codec}) and {tracks} ({complaint})")
+    packets = len(times) if back.ok else 0
+    if (packets, back.audio, back.codec) != (len(expected), tracks, codec):
+        return (f"the joined file holds {packets} frames ({back.codec}) and {back.audio} audio tracks, "
+                f"not {len(expected)} ({codec}) and {tracks} ({back.complaint})")
     wrong = next((i for i, (t, e) in enumerate(zip(times, expected)) if t is None or abs(t - e) > 1e-3), None)
     if len(times) != len(expected) or wrong is not None:
         at = f"frame {wrong} at {times[wrong]} s, not {expected[wrong]:.6f} s" if wrong is not None else \

@@ -13,7 +13,7 @@ import pytest
 from ray_style import encoder, spans, store, video
 from ray_style.codec import digest, png_bytes
 from ray_style.errors import InputError
-from ray_style.inputs import InputDamaged, Stored
+from ray_style.inputs import InputDamaged, Stored, for_the_driver
 from ray_style.job import PARTS
 from tests.conftest import DATA
 
@@ -214,6 +214,6 @@ def test_a_span_task_without_room_for_its_part_hands_it_to_the_driver(tmp_path, 
     monkeypatch.setattr(video, "encode_part", full)
     with pytest.raises(spans.Unreachable, match="no room to encode here"):
         spans.encode(span)
-    assert spans.fallback(spans.Unreachable("x"))
+    assert for_the_driver(spans.Unreachable("x")) and not for_the_driver(StorageError("disk full"))
     with pytest.raises(StorageError):
         spans.encode_here(span)
