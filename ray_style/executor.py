@@ -78,8 +78,9 @@ class Executor(Protocol):
 
     def submit(self, item: FrameJob, task: FrameTask) -> None: ...
 
-    def results(self) -> list[Result]:
-        """Block until at least one result of the current job is in; others are dropped."""
+    def results(self, until: Callable[[], bool] | None = None) -> list[Result]:
+        """Block until at least one result of the current job is in (others are dropped), or
+        ``until()`` says to stop waiting (asked every few seconds)."""
 
     def drain(self) -> list[Result]:
         """The job is ending: wait for its calls in flight and return what they made."""
@@ -136,7 +137,7 @@ class LocalExecutor:
     def submit(self, item: FrameJob, task: FrameTask) -> None:
         self.queue.append((item, task))
 
-    def results(self) -> list[Result]:
+    def results(self, until=None) -> list[Result]:
         queue, self.queue = self.queue, []
         with self.cache.lane:
             outputs = self.renderer.render_many([task for _, task in queue])
@@ -195,7 +196,7 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
           on_stored: Callable[[int], None] | None = None, on_note: Callable[[Note], None] | None = None,
           on_failure: Callable[[FrameJob, BaseException, int], None] | None = None,
           on_redo: Callable[[FrameJob, Redo], list[tuple[int, int]]] | None = None, release: bool = False,
-          keep: int = 0) -> int:
+          keep: int = 0, more: Callable[[bool], list | None] | None = None, grow: bool = True) -> int:
     """The driver loop, one for every job and preview: hand the frames of ``sequences``
     (plan.Chain or plan.Sweep) to ``executor`` as it has room (each sequence one frame after
     the other when ``sequential``), ``store(item, output)`` each result as it finishes (not in
@@ -205,18 +206,44 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
     may return None (try again: an input was made again) or raise :class:`Reopen` (earlier
     renders it needs were damaged: they go back in line). ``on_failure(item, error,
     attempt)``: a frame failed (``attempt`` 0 when its worker died). The pool follows the work
-    (:meth:`Executor.follow`): workers are asked for while frames wait, and with ``release``
-    (a pool of this job's own) given back once the work left cannot use them (nor ``keep``
-    sequences of a later stage). If the loop stops on an
-    error, the calls in flight are settled and their frames stored. Returns how many frames
-    were stored."""
+    (:meth:`Executor.follow`): workers are asked for while frames wait (unless not ``grow``),
+    and with ``release`` (a pool of this job's own) given back once the work left cannot use
+    them (nor ``keep`` sequences of a later stage).
+
+    ``more(idle)``: sequences known since the last call (a film's chains while it decodes;
+    ``idle``: nothing is in flight, it may wait a little for some), or None once it has no
+    more to give: the loop then starts nothing new, stores what is in flight and returns,
+    frames of its sequences left for a later loop. If the loop stops on an error, the calls in
+    flight are settled and their frames stored. Returns how many frames were stored."""
     scheduler = ChainScheduler(sequences, is_done, sequential=sequential)
     firsts = {s.index: s.frames[0] for s in sequences}
     attempts: dict = {}
     stored = 0
+    growing = more is not None  # sequences still come
+    arrived: list = []  # sequences that came while waiting for results
+
+    def came() -> bool:
+        got = more(False)
+        arrived.extend(got or ())
+        return got is None or bool(got)
+
+    def starting() -> bool:  # frames are handed out (not once ``more`` has cut the loop short)
+        return growing or more is None
+
+    def going() -> bool:
+        return growing or (bool(scheduler.in_flight) if more is not None else not scheduler.finished())
+
     try:
-        while not scheduler.finished():
-            for item in scheduler.ready(executor.capacity()):
+        while going():
+            if growing:
+                got = more(not scheduler.in_flight and not arrived and not scheduler.ready(1))
+                added, arrived[:] = [*arrived, *(got or ())], []
+                if got is None and not added:
+                    growing = False
+                    continue
+                scheduler.add(added)
+                firsts.update((s.index, s.frames[0]) for s in added)
+            for item in scheduler.ready(executor.capacity()) if starting() else ():
                 try:
                     task = make_task(item, item.frame == firsts[item.chain])
                 except Reopen as reopen:
@@ -227,8 +254,9 @@ def drive(executor: Executor, sequences, sequential: bool, make_task: Callable[[
                     continue
                 executor.submit(item, task)
                 scheduler.started(item)
-            executor.follow(len(scheduler.ready(FOLLOW_LOOKAHEAD)), max(scheduler.active(), keep), release)
-            for item, out in executor.results():
+            waiting = len(scheduler.ready(FOLLOW_LOOKAHEAD)) if grow and starting() else 0
+            executor.follow(waiting, max(scheduler.active(), keep), release)
+            for item, out in executor.results(came if growing else None):
                 if isinstance(out, FrameOutput):
                     store(item, out)
                     scheduler.done(item)

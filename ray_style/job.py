@@ -173,7 +173,9 @@ class Job:
         self.root = store.describe()  # for messages: a folder's path or the prefix's URL
         self.layout = Layout(store.root) if isinstance(store, LocalStore) else None
         self.fingerprint = manifest_fingerprint(manifest)
-        self.frame_key: str | None = None  # fingerprint + plan: set by set_plan
+        self.frame_key: str | None = None  # fingerprint + plan: set by set_plan (a sweep's renders)
+        self.chain_keys: dict[int, str] = {}  # chain index → fingerprint + that chain (a chain's renders)
+        self._early: tuple[dict, dict] | None = None  # records and stored sizes, read once (add_chains)
         self.done: dict[tuple[int, int], dict] = {}  # (chain, frame) → its vouching record
         self._source: dict | None = None
         self._token: tuple[str, str] | None = None
@@ -331,6 +333,12 @@ class Job:
         self._source = index
         return index
 
+    def decoded_so_far(self, hashes: list[str]) -> None:
+        """The checksums of the frames decoded so far (the film's first ones, in order): what
+        renders started before the decode ends check them against (:meth:`finish_source`
+        writes the whole index)."""
+        self._source = {"source": self.source_key, "frames": len(hashes), "cuts": [], "sha256": list(hashes)}
+
     def damaged_sources(self) -> list[int]:
         """Source frames missing or empty (one listing; their checksums are checked when read)."""
         if self._source is None:
@@ -363,8 +371,14 @@ class Job:
             return None
         return chains
 
+    def has_plan(self) -> bool:
+        """Whether this job has fixed its chains (plan.json, this job's)."""
+        saved = _store_json(self.store, PLAN)
+        return isinstance(saved, dict) and saved.get("job") == self.fingerprint
+
     def key_for(self, chains: list[plan.Chain], passes: list[list[plan.Sweep]] = ()) -> str:
-        """The frame key of renders under these chains and refinement sweeps."""
+        """The frame key of renders under these chains and refinement sweeps: what a sweep's
+        renders are recorded under (a chain's renders of earlier versions were too)."""
         spans = [[c.start, c.end, c.lead_in] for c in chains]
         sweeps = [[q.index, q.start, q.end, q.backward] for stage in passes for q in stage]
         # The sweeps' layout joins the key (only when there are sweeps, so that jobs without
@@ -372,9 +386,14 @@ class Job:
         # under another layout would be another frame's work.
         return fingerprint([self.fingerprint, spans, sweeps] if sweeps else [self.fingerprint, spans])
 
-    def recorded_keys(self) -> set:
-        """The frame keys finished frames were recorded under."""
-        return {record.get("job") for record in self.store.records(FRAMES)}
+    def chain_key(self, chain: plan.Chain) -> str:
+        """The frame key of a chain's renders: the job and that chain alone (its frames depend on
+        nothing else in the plan), so that a chain renders before the rest of the plan is known."""
+        return fingerprint([self.fingerprint, "chain", [chain.start, chain.end, chain.lead_in]])
+
+    def recorded_keys(self) -> list:
+        """The frame key of each finished frame's record."""
+        return [record.get("job") for record in self.store.records(FRAMES) if isinstance(record.get("job"), str)]
 
     def save_plan(self, chains: list[plan.Chain], **facts) -> None:
         """Fix the chains: written once, a resume reuses them whatever pool it runs on."""
@@ -385,7 +404,28 @@ class Job:
         """Render under these chains (and refinement sweeps, derived from them and the
         settings): load what the log vouches for under them."""
         self.frame_key = self.key_for(chains, passes)
+        self.chain_keys = {chain.index: self.chain_key(chain) for chain in chains}
+        self._early = None
         self._load_done([*chains, *(sweep for stage in passes for sweep in stage)])
+
+    def add_chains(self, chains: list[plan.Chain]) -> None:
+        """Render these chains before the plan is whole (the film still decoding): their keys,
+        and their frames a run before finished (the log and the listing read once). Removes
+        nothing: :meth:`set_plan`, once the plan is whole, does."""
+        if self._early is None:
+            records = {}
+            for record in self.store.records(FRAMES):
+                if isinstance(record.get("sha256"), str):
+                    records[(record.get("chain"), record.get("frame"))] = record  # the latest wins
+            self._early = records, self.store.sizes("chains")
+        records, sizes = self._early
+        for chain in chains:
+            key = self.chain_keys[chain.index] = self.chain_key(chain)
+            for frame in chain.frames:
+                record = records.get((chain.index, frame))
+                if record is not None and record.get("job") == key \
+                        and sizes.get(frame_key(chain.index, frame), -1) == record.get("bytes"):
+                    self.done[(chain.index, frame)] = record
 
     # -- optical flow ---------------------------------------------------------------------
     def open_flows(self, key: str) -> None:
@@ -431,7 +471,7 @@ class Job:
         checks = {"sha256": digest(data), "bytes": len(data)} if data is not None else \
             {"sha256": record["sha256"], "bytes": record["bytes"]}
         record = {"chain": chain, "frame": frame, "time": round(time.time(), 3), **record, **checks,
-                  "job": self.frame_key}
+                  "job": self.chain_keys.get(chain, self.frame_key)}
         self._append(FRAMES, record)
         self.done[(chain, frame)] = record
         return record
@@ -476,7 +516,8 @@ class Job:
         records = {}
         for record in self.store.records(FRAMES):
             frame_id = (record.get("chain"), record.get("frame"))
-            if record.get("job") == self.frame_key and frame_id in wanted and isinstance(record.get("sha256"), str):
+            if frame_id in wanted and isinstance(record.get("sha256"), str) \
+                    and record.get("job") in {self.frame_key, self.chain_keys.get(frame_id[0])} - {None}:
                 records[frame_id] = record  # the latest record of a frame wins (a redone frame)
         sizes = self.store.sizes("chains")
         self.done, damaged, stale = {}, [], 0

@@ -64,18 +64,90 @@ def detect_cuts(signatures: list[np.ndarray], ratio: float) -> list[int]:
     return cuts
 
 
-def plan_chains(frame_count: int, cuts: Iterable[int], segment_length: int, overlap: int) -> list[Chain]:
-    """Chains covering ``range(frame_count)``: split at ``cuts``, then into balanced pieces of at
-    most ``segment_length``; pieces inside a shot get a lead-in of up to ``overlap`` frames."""
+RULES = ("fixed", "balanced")  # how a shot is cut into pieces: plans of either are read back
+
+
+def piece_edges(start: int, end: int, segment_length: int, rule: str = "fixed") -> list[int]:
+    """Where a shot ``[start, end)`` is cut into pieces of at most ``segment_length``.
+
+    ``fixed`` (plans made now): pieces of ``segment_length`` from the shot's start, the last
+    two balanced (no short last piece) — so the first pieces of a long shot are known before
+    its end is decoded (:class:`Settled`). ``balanced`` (plans of earlier versions, still read
+    back): every piece of the shot balanced. Both cut a shot into the same number of pieces,
+    and into the same pieces when there are at most two."""
+    count = math.ceil((end - start) / segment_length)
+    if rule == "balanced":
+        return [start + round(k * (end - start) / count) for k in range(count + 1)]
+    fixed = max(0, count - 2)
+    edges = [start + k * segment_length for k in range(fixed + 1)]
+    rest, last = end - edges[-1], count - fixed
+    return edges + [edges[fixed] + round(k * rest / last) for k in range(1, last + 1)]
+
+
+def plan_chains(frame_count: int, cuts: Iterable[int], segment_length: int, overlap: int,
+                rule: str = "fixed") -> list[Chain]:
+    """Chains covering ``range(frame_count)``: split at ``cuts``, then into pieces of at most
+    ``segment_length`` (:func:`piece_edges`); pieces inside a shot get a lead-in of up to
+    ``overlap`` frames."""
     bounds = sorted({0, frame_count, *(c for c in cuts if 0 < c < frame_count)})
     chains: list[Chain] = []
     for shot_start, shot_end in zip(bounds, bounds[1:]):
-        pieces = math.ceil((shot_end - shot_start) / segment_length)
-        edges = [shot_start + round(k * (shot_end - shot_start) / pieces) for k in range(pieces + 1)]
-        for k, (start, end) in enumerate(zip(edges, edges[1:])):
-            lead_in = 0 if k == 0 else min(overlap, edges[k] - edges[k - 1])
-            chains.append(Chain(len(chains), start - lead_in, end, lead_in))
+        _add_pieces(chains, piece_edges(shot_start, shot_end, segment_length, rule), overlap)
     return chains
+
+
+def _add_pieces(chains: list[Chain], edges: list[int], overlap: int) -> None:
+    for k, (start, end) in enumerate(zip(edges, edges[1:])):
+        lead_in = 0 if k == 0 else min(overlap, edges[k] - edges[k - 1])
+        chains.append(Chain(len(chains), start - lead_in, end, lead_in))
+
+
+class Settled:
+    """Shot cuts and chains known while a film is decoded front to back, before its end is: what
+    :func:`detect_cuts` and :func:`plan_chains` of the whole film will say about its beginning.
+
+    A cut at frame ``c`` is decided by the signatures of frames ``c - CUT_WINDOW - 1`` …
+    ``c + CUT_WINDOW``, so with ``decoded`` frames in hand every frame before ``decoded -
+    CUT_WINDOW`` is known to begin a shot or not (:attr:`settled`). A chain is known once its
+    shot's start is and its end is known (a cut, or the film's end) — or, inside a shot whose
+    end is not known yet, once the shot reaches more than two pieces past it (the last two
+    pieces are the balanced ones). Cuts are checked incrementally (each frame once, however
+    often it is extended)."""
+
+    def __init__(self, frame_count: int, ratio: float, segment_length: int, overlap: int):
+        self.frame_count, self.ratio, self.length, self.overlap = frame_count, ratio, segment_length, overlap
+        self.signatures: list[np.ndarray] = []
+        self.cuts: list[int] = []
+        self.settled = 0  # every frame before this one is known to begin a shot or not
+
+    def extend(self, signatures: list[np.ndarray]) -> None:
+        """The next decoded frames' signatures, in order."""
+        self.signatures += signatures
+        decoded = len(self.signatures)
+        settled = decoded if decoded >= self.frame_count else max(0, decoded - CUT_WINDOW)
+        if settled <= self.settled:
+            return
+        low = max(0, self.settled - 2 * CUT_WINDOW - 1)  # the windows of the frames to check
+        found = detect_cuts(self.signatures[low:], self.ratio)
+        self.cuts += [low + c for c in found if self.settled <= low + c < settled]
+        self.settled = settled
+
+    def chains(self) -> list[Chain]:
+        """The chains of the whole film's plan (:func:`plan_chains`, fixed rule) known now, in
+        order (a prefix of that plan)."""
+        bounds = [0, *self.cuts]
+        if self.settled >= self.frame_count:
+            return plan_chains(self.frame_count, self.cuts, self.length, self.overlap)
+        chains: list[Chain] = []
+        for shot_start, shot_end in zip(bounds, bounds[1:]):
+            _add_pieces(chains, piece_edges(shot_start, shot_end, self.length), self.overlap)
+        start = bounds[-1]  # the shot being decoded: it ends at self.settled or later
+        fixed = 0
+        while start + (fixed + 2) * self.length < self.settled:
+            fixed += 1
+        if fixed:
+            _add_pieces(chains, [start + k * self.length for k in range(fixed + 1)], self.overlap)
+        return chains
 
 
 def plan_for_workers(frame_count: int, cuts: Iterable[int], segment_length: int, overlap: int,
@@ -93,10 +165,12 @@ def plan_for_workers(frame_count: int, cuts: Iterable[int], segment_length: int,
 
 def is_plan_of(chains: list[Chain], length, frame_count: int, cuts: Iterable[int], overlap: int) -> bool:
     """Whether ``chains`` are exactly :func:`plan_chains` of this video at segment length
-    ``length`` (what :func:`plan_for_workers` makes): a plan read back from a job directory is
-    used only then — an edited one could name frames the video does not have."""
+    ``length`` (what :func:`plan_for_workers` makes; under either of :data:`RULES`: a job of an
+    earlier version resumes): a plan read back from a job directory is used only then — an
+    edited one could name frames the video does not have."""
+    cuts = list(cuts)
     return isinstance(length, int) and not isinstance(length, bool) and length >= 1 \
-        and chains == plan_chains(frame_count, cuts, length, overlap)
+        and any(chains == plan_chains(frame_count, cuts, length, overlap, rule) for rule in RULES)
 
 
 def seams(chains: list[Chain], cuts: Iterable[int]) -> list[int]:
@@ -192,10 +266,11 @@ class ChainScheduler:
     """
 
     def __init__(self, chains, is_done: Callable[[int, int], bool], sequential: bool):
-        self.chains, self.sequential = chains, sequential  # Chain or Sweep: frames in their order
-        self.order = {c.index: list(c.frames) for c in chains}
-        self.pending = {c.index: [f for f in self.order[c.index] if not is_done(c.index, f)] for c in chains}
+        self.chains, self.sequential, self.is_done = [], sequential, is_done  # Chain or Sweep: frames in order
+        self.order: dict[int, list[int]] = {}
+        self.pending: dict[int, list[int]] = {}
         self.in_flight: set[tuple[int, int]] = set()
+        self.add(chains)
 
     @property
     def remaining(self) -> int:
@@ -225,6 +300,13 @@ class ChainScheduler:
                     jobs.append(FrameJob(chain.index, frame, self.sequential and frame != self.order[chain.index][0]))
         return jobs
 
+    def add(self, chains) -> None:
+        """More sequences, known now (a film's chains as its decode goes on)."""
+        self.chains = [*self.chains, *chains]
+        for chain in chains:
+            self.order[chain.index] = list(chain.frames)
+            self.pending[chain.index] = [f for f in self.order[chain.index] if not self.is_done(chain.index, f)]
+
     def started(self, job: FrameJob) -> None:
         self.in_flight.add((job.chain, job.frame))
 
@@ -244,5 +326,5 @@ class ChainScheduler:
             frames.sort(key=self.order[chain].index)
 
 
-__all__ = ["Chain", "Sweep", "FrameJob", "ChainScheduler", "plan_chains", "plan_for_workers", "seams",
+__all__ = ["Chain", "Sweep", "FrameJob", "ChainScheduler", "Settled", "RULES", "piece_edges", "plan_chains", "plan_for_workers", "seams",
            "refinement_passes", "frame_sources", "detect_cuts", "frame_signature", "MIN_CHAIN", "PASS_BASE"]

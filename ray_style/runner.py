@@ -11,10 +11,12 @@ interrupted, resumed or repaired job produces the same bytes as an uninterrupted
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,12 +398,13 @@ def stylize_video(input_path, style_paths, output, settings: VideoSettings = Vid
         pool = Pool(job, executor)
         targets = functools.cache(lambda: Targets.make(request, pool.options))  # for the render and the report
         try:
-            frame_count, cuts = decode(job, request, reporter, pool)
+            counts = RenderCounts()
+            frame_count, cuts = decode(job, request, reporter, pool, targets, counts)
             graph = plan_frames(job, request, frame_count, cuts, pool)
             renders = graph.renders()
             reporter.open_page(len(renders), sum(1 for r in renders if r.sequence >= len(graph.chains)),
                                len(graph.seams))
-            counts = render_and_encode(job, graph, request, pool, targets, reporter)
+            render_and_encode(job, graph, request, pool, targets, reporter, counts)
             pool.close()  # the workers are not needed for the report: give them back now
             evaluation = report_video(job, graph, request, targets(), reporter) if request.report else None
             reporter.write_page("finished", dataclasses.asdict(evaluation) if evaluation else None)
@@ -425,17 +428,56 @@ def _local_or_url(place: store.Location) -> Path | str:
 
 
 # ---------------------------------------------------------------- decode
-def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tuple[int, list[int]]:
+def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool, targets: Callable[[], Targets],
+           counts: RenderCounts) -> tuple[int, list[int]]:
     """Decode every source frame into the job's store once, in segments (:mod:`ray_style.sources`):
     as CPU tasks over the cluster's nodes where they reach the input and the store, else on this
-    machine's threads. Later runs check and reuse them, and decode again only frames that went
-    missing. Returns the frame count and the shot cuts."""
+    machine's threads. Where it can (:func:`early_length`), the chains of the film's opening
+    render while the rest decodes (:func:`render_while_decoding`): no whole-film barrier before
+    the first frame. Later runs check and reuse the source frames, and decode again only frames
+    that went missing. Returns the frame count and the shot cuts."""
     index = job.source_index()
     if index is not None:
         damaged = job.damaged_sources()
         if damaged:
             repair_sources(job, request, damaged)
         return index["frames"], index["cuts"]
+    length = early_length(job, request, pool)
+    if length is None:
+        return finish_decode(job, request, *decode_segments(job, request, reporter, pool))
+    executor = pool.cpu_tasks()
+    # Workers are asked for before the decode's tasks, so that they have their CPUs (or GPUs) first.
+    # A CPU pool starts with half the cluster's CPUs (the decode keeps the others) and grows
+    # after; a GPU pool starts whole.
+    share = executor.cpus_per_worker
+    executor.launch(int(executor.cpus // (2 * share)) if share else None)
+    ahead = DecodeAhead(job, request, reporter, pool, length)
+    try:
+        render_while_decoding(job, request, pool, targets, reporter, counts, ahead)
+        hashes, signatures = ahead.result()
+    except BaseException:
+        ahead.cancel()
+        raise
+    return finish_decode(job, request, hashes, signatures)
+
+
+def finish_decode(job: Job, request: JobRequest, hashes: list[str], signatures: list) -> tuple[int, list[int]]:
+    """The decode's index (every frame's checksum, the shot cuts) written: the source is whole."""
+    info = request.info
+    if len(hashes) != info.frames:
+        raise InputError(f"{info.path}: decoded {len(hashes)} frames, counted {info.frames}; "
+                         "the file changed while we read it, or is damaged")
+    cuts = plan.detect_cuts(signatures, request.settings.cut_ratio)  # across segments: cuts between them too
+    job.finish_source(len(hashes), cuts, hashes)
+    return len(hashes), cuts
+
+
+def decode_segments(job: Job, request: JobRequest, reporter: Reporter, pool: Pool, on_prefix=None,
+                    stop: threading.Event | None = None) -> tuple[list[str], list]:
+    """Every frame's checksum and cut signature, the frames decoded into the job's store by
+    segments. ``on_prefix(hashes, signatures)``: the frames after those told before, each time
+    the film decoded from its start grows (segments finish in any order). ``stop``: give up
+    (the job stopped), tasks cancelled."""
     info = request.info
     token = job.reach_token()
     cluster = pool.cpu_tasks()
@@ -443,16 +485,21 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tup
                              cluster.cpus if cluster is not None else os.cpu_count() or 1)
     found: dict[int, tuple[list[str], list]] = {}
     here: list[int] = []
+    told = 0  # segments told to on_prefix
 
     def take(index: int, outcome) -> None:
+        nonlocal told
         if isinstance(outcome, BaseException):
             raise outcome
         found[index] = outcome
         decoded = sum(len(hashes) for hashes, _ in found.values())
         reporter.tell("decode", decoded, info.frames)
+        while on_prefix is not None and told in found:
+            on_prefix(*found[told])
+            told += 1
 
     if cluster is not None:
-        for index, outcome in cluster.run_tasks(sources.decode, parts):
+        for index, outcome in cluster.run_tasks(sources.decode, parts, stop):
             if for_the_driver(outcome):
                 here.append(index)  # a node that does not see the input or the store, or was lost
                 if len(here) == 1:
@@ -463,15 +510,152 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool) -> tup
     else:
         here = list(range(len(parts)))
     for index, outcome in run_here(sources.decode_here, [parts[i] for i in here]):
+        if stop is not None and stop.is_set():
+            raise JobError("the job stopped while decoding")
         take(here[index], outcome)
-    hashes = [digest for i in range(len(parts)) for digest in found[i][0]]
-    signatures = [signature for i in range(len(parts)) for signature in found[i][1]]
-    if len(hashes) != info.frames:
-        raise InputError(f"{info.path}: decoded {len(hashes)} frames, counted {info.frames}; "
-                         "the file changed while we read it, or is damaged")
-    cuts = plan.detect_cuts(signatures, request.settings.cut_ratio)  # across segments: cuts between them too
-    job.finish_source(len(hashes), cuts, hashes)
-    return len(hashes), cuts
+    return ([digest for i in range(len(parts)) for digest in found[i][0]],
+            [signature for i in range(len(parts)) for signature in found[i][1]])
+
+
+# ---------------------------------------------------------------- render while decoding
+class DecodeAhead:
+    """The decode (:func:`decode_segments`) in a thread of its own, while the render starts on
+    the chains of the film's opening (plan.Settled: the chains the whole plan will have there)."""
+
+    def __init__(self, job: Job, request: JobRequest, reporter: Reporter, pool: Pool, segment_length: int):
+        settings = request.settings
+        self.settled = plan.Settled(request.info.frames, settings.cut_ratio, segment_length, settings.overlap)
+        self.hashes: list[str] = []
+        self.changed = threading.Condition()
+        self.version = 0  # how often the decoded opening grew
+        self.chains: tuple[int, list[plan.Chain]] = (0, [])  # settled chains, and of which version
+        self.outcome: object = None  # what decode_segments returned or raised, once it is over
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(job, request, reporter, pool), daemon=True,
+                                       name="ray-style-decode")
+        self.thread.start()
+
+    def _run(self, job, request, reporter, pool) -> None:
+        try:
+            outcome = decode_segments(job, request, reporter, pool, self._grew, self.stop)
+        except BaseException as error:  # noqa: BLE001 — raised in the driver's thread (result)
+            outcome = error
+        with self.changed:
+            self.outcome = outcome
+            self.changed.notify_all()
+
+    def _grew(self, hashes: list[str], signatures: list) -> None:
+        with self.changed:
+            self.hashes += hashes
+            self.settled.extend(signatures)
+            self.version += 1
+            self.changed.notify_all()
+
+    def known(self, since: int, wait: float = 0.0) -> tuple[int, list[str], list[plan.Chain], list[int]] | None:
+        """``(version, checksums of the frames decoded from the start, chains settled, cuts
+        settled)``, after waiting up to ``wait`` s for news when there is none since ``since``
+        (then the same version, and nothing else worth reading); None once the decode is over."""
+        with self.changed:
+            if wait and self.outcome is None and self.version == since:
+                self.changed.wait(wait)
+            if self.outcome is not None:
+                return None
+            if self.version == since:
+                return since, [], [], []
+            if self.chains[0] != self.version:
+                self.chains = (self.version, self.settled.chains())
+            return self.version, list(self.hashes), self.chains[1], list(self.settled.cuts)
+
+    def result(self) -> tuple[list[str], list]:
+        self.thread.join()
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def early_length(job: Job, request: JobRequest, pool: Pool) -> int | None:
+    """The segment length of a plan that can render while the film decodes, or None where the
+    render waits for the whole decode: a video of its own Ray pool, not decoded yet, with no
+    plan of its own yet, no flow files, and at least as many chains as the pool plans workers
+    (else plan_for_workers cuts the chains shorter, by the whole film's chain count)."""
+    settings = request.settings
+    cluster = pool.cpu_tasks()
+    if cluster is None or settings.flow_dir is not None or job.has_plan():
+        return None
+    target = cluster.workers_planned * cluster.frames_per_worker if settings.seeded else 1
+    length = settings.segment_length
+    return length if -(-request.info.frames // length) >= target else None
+
+
+def render_while_decoding(job: Job, request: JobRequest, pool: Pool, targets: Callable[[], Targets],
+                          reporter: Reporter, counts: RenderCounts, ahead: DecodeAhead) -> None:
+    """Render the chains settled so far (their frames recorded under their own keys,
+    Job.chain_key, which the whole plan's chains keep) until the decode is over; then the frames
+    in flight are stored and the job goes on with the whole plan (plan_frames), these frames
+    done. A CPU pool does not grow meanwhile (the decode keeps the CPUs it has)."""
+    settings = request.settings
+    chain_settings = dataclasses.replace(settings, passes=0)
+    frame_count, span = request.info.frames, request.output.span
+    executor = pool.get()
+    graph = FrameGraph([], [], frame_count, chain_settings, span)
+    make_task = TaskMaker(job, graph, settings, keep_flows=request.report)
+    store = FrameStore(job, _pinned(executor, request, job), counts, reporter, None)
+    executor.begin(make_task.job_id, request.weights, settings.style, targets().grams)
+    counts.before = {s["worker"]: s for s in executor.stats()}
+    job.event("render", detail="rendering the chains of the film's opening while the rest decodes")
+    known: list[plan.Chain] = []
+    seen = 0  # the decode's version last read
+
+    def more(idle: bool):
+        nonlocal graph, seen
+        state = ahead.known(seen, 1.0 if idle else 0.0)
+        if state is None:
+            return None
+        seen, hashes, chains, cuts = state
+        if len(chains) <= len(known):
+            return []
+        job.decoded_so_far(hashes)
+        new = chains[len(known):]
+        job.add_chains(new)
+        graph = FrameGraph(chains, cuts, frame_count, chain_settings, span)
+        make_task.regraph(graph)
+        known[:] = chains
+        return [c for c in new if any(graph.wants(c.index, f) for f in c.frames)]
+
+    def make(item: plan.FrameJob, first: bool):
+        try:
+            return make_task(item, first)
+        except DamagedFile as damage:
+            return _repair(job, request, damage, {c.index for c in known})
+
+    def redo(item: plan.FrameJob, why: Redo) -> list[tuple[int, int]]:
+        return _redo(job, request, reporter, make_task, why, {c.index for c in known})
+
+    def tell(**note) -> None:  # the whole plan's render count is not known yet: at least the span's frames
+        done = len(job.done)
+        reporter.tell("render", done, max(span[1] - span[0], done + 1), workers=executor.workers, **note)
+
+    def stored(finished: int) -> None:
+        counts.workers = max(counts.workers, executor.workers)
+        tell()
+
+    def told(note: Note) -> None:
+        job.event(note.kind, detail=note.text, **({"worker": note.worker} if note.worker else {}))
+        tell(note=note.text)
+
+    redone_before = executor.redone
+    try:
+        drive(executor, [], graph.sequential(graph.chains), make, store,
+              is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored, on_note=told,
+              on_failure=store.failed, on_redo=redo, more=more, grow=not executor.cpus_per_worker)
+    finally:
+        make_task.close()
+        counts.redone += executor.redone - redone_before
+        counts.workers = max(counts.workers, executor.workers)
 
 
 def repair_sources(job: Job, request: JobRequest, frames) -> None:
@@ -506,18 +690,31 @@ def plan_frames(job: Job, request: JobRequest, frame_count: int, cuts: list[int]
 
 def _recorded_plan(job: Job, request: JobRequest, frame_count: int, cuts: list[int]) -> list[plan.Chain] | None:
     """Without a usable plan.json (deleted, edited): the plan finished frames were made under, if
-    the log names one — every plan is plan_chains at some segment length up to the job's — so
-    that they are used, not deleted. Saved again."""
+    the log names one — every plan is plan_chains at some segment length up to the job's, under
+    one of plan.RULES — so that they are used, not deleted: the one most records were made
+    under. Saved again."""
     settings = request.settings
-    made = job.recorded_keys()
-    if not made - {None}:
+    made = collections.Counter(job.recorded_keys())
+    made.pop(None, None)
+    if not made:
         return None
-    for length in range(settings.segment_length, 0, -1):
-        chains = plan.plan_chains(frame_count, cuts, length, settings.overlap)
-        if job.key_for(chains, plan.refinement_passes(chains, cuts, frame_count, settings.refine_passes)) in made:
-            job.save_plan(chains, segment_length=length)
-            return chains
-    return None
+    best, found = 0, None
+    for rule in plan.RULES:
+        for length in range(settings.segment_length, 0, -1):
+            chains = plan.plan_chains(frame_count, cuts, length, settings.overlap, rule)
+            passes = plan.refinement_passes(chains, cuts, frame_count, settings.refine_passes)
+            keys = {job.key_for(chains, passes), *(job.chain_key(c) for c in chains)}
+            matched = sum(made[key] for key in keys)
+            if matched > best:
+                best, found = matched, (chains, length)
+            if best == made.total():
+                break  # every record: no plan can do better
+        if best == made.total():
+            break
+    if found is None:
+        return None
+    job.save_plan(found[0], segment_length=found[1])
+    return found[0]
 
 
 # ---------------------------------------------------------------- render
@@ -528,14 +725,15 @@ class RenderCounts:
     redone: int = 0
     workers: int = 0
     optimizing: float | None = None  # share of the workers' working time inside optimizations
+    before: dict | None = None  # the workers' stats when this run's first render began (render_while_decoding)
 
 
 def render_and_encode(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool,
-                      targets: Callable[[], Targets], reporter: Reporter) -> RenderCounts:
+                      targets: Callable[[], Targets], reporter: Reporter, counts: RenderCounts) -> RenderCounts:
     """Render every frame not yet done, the output encoded beside the render; then, if that
     encode did not finish, encode again. A frame found damaged while encoding is rendered
     again, at most :data:`REPAIR_ROUNDS` times."""
-    reader, counts = FrameReader(job, graph), RenderCounts()
+    reader = FrameReader(job, graph)
     # A video output of a Ray pool of this job's own is encoded in spans by CPU tasks on the
     # cluster and joined here (spans); else by one encoder on this machine, beside the render.
     spans = not request.output.is_sequence and pool.own and pool.options.kind != "local"
@@ -631,21 +829,18 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
     frames are seeded."""
     renders = graph.renders()
     done = sum(1 for r in renders if job.is_done(r.sequence, r.frame))
-    counts.resumed = max(counts.resumed, done)
+    counts.resumed = max(counts.resumed, done - counts.rendered)  # not the frames rendered while decoding
     if done == len(renders):
         return
     executor = pool.get()
-    pinned = None  # what decides the frames' bytes beyond the settings, where the pool knows it now
-    if executor.device_kind is not None:
-        pinned = optimize.render_facts(request.settings.style, executor.device_kind,
-                                       executor.threads if executor.device_kind == "cpu" else None)
-        job.check_render(pinned)
+    pinned = _pinned(executor, request, job)
     if pool.own:  # a shared pool (batch) stays whole for the jobs after this one
         executor.limit(-(-graph.parallel // executor.frames_per_worker))
     make_task = TaskMaker(job, graph, request.settings, keep_flows=request.report)
     store = FrameStore(job, pinned, counts, reporter, stream)
     executor.begin(make_task.job_id, request.weights, request.settings.style, targets().grams)
-    before = {s["worker"]: s for s in executor.stats()}  # a lent pool's workers may have worked before
+    # a lent pool's workers may have worked before
+    before = counts.before if counts.before is not None else {s["worker"]: s for s in executor.stats()}
     job.remember(threads=executor.threads, frames_per_worker=executor.frames_per_worker)
     redone_before = executor.redone
     reporter.tell("render", done, len(renders), workers=executor.workers)
@@ -674,15 +869,7 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
                     return _repair(job, request, damage, sequences)
 
             def redo(item: plan.FrameJob, why: Redo, sequences=sequences) -> list[tuple[int, int]]:
-                if isinstance(why, StoreUnreachable):
-                    make_task.relay()
-                    reporter.note(f"{why}: the driver hands the workers their frames instead")
-                    return []
-                try:  # InputDamaged: what _repair does for a damaged file found here
-                    _repair(job, request, damage_of(why.key, str(why)), sequences)
-                except Reopen as reopen:
-                    return reopen.renders
-                return []
+                return _redo(job, request, reporter, make_task, why, sequences)
 
             done += drive(executor, stage, graph.sequential(stage), make, store,
                           is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored,
@@ -692,6 +879,32 @@ def render(job: Job, graph: FrameGraph, request: JobRequest, pool: Pool, targets
         make_task.close()
         counts.redone += executor.redone - redone_before
         counts.workers = max(counts.workers, executor.workers)
+
+
+def _pinned(executor: Executor, request: JobRequest, job: Job) -> dict | None:
+    """What decides the frames' bytes beyond the settings, where the pool knows it now (checked
+    against the job's finished frames), else None (the first frame's record tells)."""
+    if executor.device_kind is None:
+        return None
+    pinned = optimize.render_facts(request.settings.style, executor.device_kind,
+                                   executor.threads if executor.device_kind == "cpu" else None)
+    job.check_render(pinned)
+    return pinned
+
+
+def _redo(job: Job, request: JobRequest, reporter: Reporter, make_task: TaskMaker, why: Redo,
+          sequences: set[int]) -> list[tuple[int, int]]:
+    """A worker could not use a task: it does not reach the store (the driver relays the bytes
+    from now on), or an input was damaged (made again; renders to redo returned)."""
+    if isinstance(why, StoreUnreachable):
+        make_task.relay()
+        reporter.note(f"{why}: the driver hands the workers their frames instead")
+        return []
+    try:  # InputDamaged: what _repair does for a damaged file found here
+        _repair(job, request, damage_of(why.key, str(why)), sequences)
+    except Reopen as reopen:
+        return reopen.renders
+    return []
 
 
 def _optimizing_share(job: Job, executor: Executor, before: dict) -> float | None:

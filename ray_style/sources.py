@@ -43,17 +43,20 @@ class Segment:
 
 def segments(info: video.VideoInfo, size: tuple[int, int], bits: int, store: str, token: tuple[str, str],
              cpus: int = 1) -> list[Segment]:
-    """The segments of ``info``: at most :data:`SEGMENT` frames each, as many as a multiple of
-    ``cpus`` (the CPUs that decode them) and of balanced lengths, so that no CPU decodes a
-    long segment alone while the others wait (a 250-frame clip on 2 CPUs: 2 × 125, not 240 + 10)."""
+    """The segments of ``info``, in film order: at most :data:`SEGMENT` frames each, as many as a
+    multiple of ``cpus`` (the CPUs that decode them) and of balanced lengths, so that no CPU
+    decodes a long segment alone while the others wait (a 250-frame clip on 2 CPUs: 2 × 125, not
+    240 + 10) — but the first of those lengths is shared by ``cpus`` segments, so that the CPUs
+    decode the film's opening together and its first chains can render early (the render
+    starts on the frames decoded from the start: runner.decode)."""
     count = -(-info.frames // SEGMENT)
     count = -(-count // cpus) * cpus
     length = max(1, -(-info.frames // count))
-    made = []
-    for start in range(0, info.frames, length):
-        end = min(info.frames, start + length)
-        made.append(Segment(info, start, end, size, bits, store, token, _files(info, start, end)))
-    return made
+    bounds = [*range(0, info.frames, length), info.frames]
+    if count > cpus:  # the first segment's frames, shared by all the CPUs
+        bounds = sorted({round(k * bounds[1] / cpus) for k in range(cpus)} | set(bounds[1:]))
+    return [Segment(info, start, end, size, bits, store, token, _files(info, start, end))
+            for start, end in zip(bounds, bounds[1:])]
 
 
 def _files(info: video.VideoInfo, start: int, end: int) -> tuple[tuple[str, int], ...]:

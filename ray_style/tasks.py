@@ -80,6 +80,10 @@ class TaskMaker:
                 self.flows = FlowCache(job, settings.flow_dir)
                 self.flows.prefetch(graph.flow_pairs(job.is_done))
 
+    def regraph(self, graph: FrameGraph) -> None:
+        """Make tasks of this graph from now on (a film's chains, more of them known)."""
+        self.graph, self.reader = graph, FrameReader(self.job, graph)
+
     def relay(self) -> None:
         """A worker cannot reach the job's store: from now on tasks carry their bytes."""
         self.direct = False

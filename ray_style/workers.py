@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlparse
 
 import ray
@@ -139,12 +140,15 @@ class CpuTasks:
                 done.append((index, error))
         return done
 
-    def drain(self, patience: float):
+    def drain(self, patience: float, stop: threading.Event | None = None):
         """Yield every task's ``(index, outcome)`` as it finishes; when none finishes within
         ``patience`` s (no CPU anywhere takes them), the rest come back as :class:`TimeoutError`
-        and are cancelled: the caller does them itself."""
+        and are cancelled: the caller does them itself. ``stop`` set: cancelled, ClusterError."""
         last = time.monotonic()
         while self.refs:
+            if stop is not None and stop.is_set():
+                self.cancel()
+                raise ClusterError("the job stopped while its tasks ran")
             done = self.finished(POLL)
             if done:
                 last = time.monotonic()
@@ -459,29 +463,37 @@ class RayExecutor:
             return 0
         return int(ray.available_resources().get("CPU", 0))
 
-    def launch(self) -> None:
-        """Ask for the pool's actors (once)."""
+    def launch(self, at_most: int | None = None) -> None:
+        """Ask for the pool's actors (once; ``at_most`` of them: it grows later as frames wait)."""
         if not self.launched:
             self.launched = True
             self._since = time.monotonic()
-            for _ in range(self.request.count):
+            count = self.request.count if at_most is None else min(self.request.count, max(1, at_most))
+            for _ in range(count):
                 self._launch()
+
+    @property
+    def cpus_per_worker(self) -> float:
+        """The CPUs a worker takes, when it takes no GPU (a CPU pool: its workers and CPU tasks
+        share the cluster's CPUs), else 0."""
+        return 0.0 if self.request.num_gpus else float(self.request.num_cpus or 1)
 
     def tasks(self, function) -> "CpuTasks":
         """A queue of ``function(argument)`` CPU tasks spread over the cluster's nodes, handed
         out while the render runs (a span's encode once its frames are final)."""
         return CpuTasks(function, self.watch)
 
-    def run_tasks(self, function, arguments: list):
+    def run_tasks(self, function, arguments: list, stop: threading.Event | None = None):
         """``function(argument)`` for each argument, as CPU tasks spread over the cluster's
         nodes (one CPU each; retried where a node is lost): yields ``(index, result or the
         exception it raised)`` as they finish; when none finishes within the placement timeout,
-        the rest come back as :class:`TimeoutError`."""
+        the rest come back as :class:`TimeoutError`. Once ``stop`` is set, the rest are
+        cancelled and it raises :class:`ClusterError`."""
         tasks = self.tasks(function)
         for index, argument in enumerate(arguments):
             tasks.put(index, argument)
         try:
-            yield from tasks.drain(self.options.placement_timeout)
+            yield from tasks.drain(self.options.placement_timeout, stop)
         finally:
             tasks.cancel()  # the caller stopped early (an error, Ctrl-C): nothing left running
 
@@ -637,9 +649,10 @@ class RayExecutor:
         return found
 
     @_on_our_node
-    def results(self) -> list:
-        """At least one finished (job, output or error) of the current job; a dead worker's
-        frames come back as :class:`WorkerLost` so the driver re-queues them."""
+    def results(self, until: Callable[[], bool] | None = None) -> list:
+        """At least one finished (job, output or error) of the current job, or none once
+        ``until()`` says so (asked every :data:`POLL` s); a dead worker's frames come back as
+        :class:`WorkerLost` so the driver re-queues them."""
         self.launch()
         while True:
             self._send()
@@ -655,6 +668,8 @@ class RayExecutor:
             if results:
                 return results
             self._check_placement()
+            if until is not None and until():
+                return []
 
     @_on_our_node
     def drain(self) -> list:

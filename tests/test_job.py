@@ -282,3 +282,55 @@ def test_the_layout_is_spelled_once(tmp_path):
     assert layout.source(7) == tmp_path / "source" / "000007.png"
     assert layout.flow(3, 2) == tmp_path / "flow" / "000003_000002.npz"
     assert layout.page == tmp_path / "report" / "index.html"
+
+
+def test_a_chains_frames_are_keyed_by_that_chain_alone_and_older_keys_still_count(tmp_path):
+    """A chain's renders are recorded under a key of the job and that chain (so a chain can render
+    before the rest of the plan is known: add_chains): they stay done under any plan that keeps
+    the chain, and not under one that changes it. Frames of earlier versions, recorded under the
+    whole plan's key, stay done under that plan."""
+    whole = plan.plan_chains(30, [], 12, 4)  # (0, 12) (8, 21) (17, 30)
+    with open_job(tmp_path / "job", manifest()) as job:
+        job.add_chains(whole[:1])  # the film still decoding: only the first chain is known
+        job.write_frame(0, 3, png_bytes(image(3)), {})
+        assert read_log(tmp_path / "job")[-1]["job"] == job.chain_key(whole[0])
+        job.set_plan(whole)  # the plan whole: the frame is done under it
+        assert job.is_done(0, 3)
+        job.write_frame(1, 9, png_bytes(image(4)), {})
+    with open_job(tmp_path / "job", manifest()) as job:
+        job.add_chains(whole[:2])  # a resume while decoding: both frames were done before
+        assert job.is_done(0, 3) and job.is_done(1, 9)
+    other = plan.plan_chains(30, [], 10, 4)  # another first chain (0, 10): its frame 3 is not ours
+    with open_job(tmp_path / "job", manifest()) as job:
+        job.set_plan(other)
+        assert not job.is_done(0, 3) and not job.layout.frame(0, 3).exists()
+    with open_job(tmp_path / "job2", manifest()) as job:  # a job of an earlier version
+        job.set_plan(whole)
+        job.write_frame(2, 20, png_bytes(image(5)), {})
+        old = read_log(tmp_path / "job2")[-1]
+        (tmp_path / "job2" / "frames.jsonl").write_text(json.dumps({**old, "job": job.key_for(whole)}) + "\n")
+    with open_job(tmp_path / "job2", manifest()) as job:
+        job.set_plan(whole)
+        assert job.is_done(2, 20)
+
+
+def test_a_plan_lost_is_found_again_from_its_frames_under_either_rule(tmp_path):
+    """Without plan.json, the plan the recorded frames were made under is found again: the
+    balanced pieces of an earlier version, or a shorter length the pool asked for."""
+    from types import SimpleNamespace
+
+    from ray_style.runner import _recorded_plan
+    from ray_style.settings import VideoSettings
+
+    request = SimpleNamespace(settings=VideoSettings(segment_length=10, overlap=2, passes=0))
+    for rule, length in (("balanced", 10), ("fixed", 8)):
+        chains = plan.plan_chains(45, [], length, 2, rule)
+        assert chains != plan.plan_chains(45, [], 10, 2)  # not what a new plan would be
+        with open_job(tmp_path / rule, manifest()) as job:
+            job.set_plan(chains)
+            job.write_frame(0, chains[0].end - 1, png_bytes(image(1)), {})
+            if rule == "balanced":  # recorded as an earlier version did: under the whole plan's key
+                record = read_log(tmp_path / rule)[-1]
+                (tmp_path / rule / "frames.jsonl").write_text(json.dumps({**record, "job": job.key_for(chains)}) + "\n")
+        with open_job(tmp_path / rule, manifest()) as job:
+            assert _recorded_plan(job, request, 45, []) == chains

@@ -7,10 +7,62 @@ from tests.conftest import DATA
 
 def test_chains_split_at_cuts_then_length_with_lead_ins():
     chains = plan.plan_chains(100, [40], segment_length=25, overlap=4)
-    assert [(c.start, c.end, c.lead_in) for c in chains] == [(0, 20, 0), (16, 40, 4), (40, 60, 0), (56, 80, 4),
-                                                          (76, 100, 4)]
+    # pieces of 25 from each shot's start, the last two balanced (no short last piece)
+    assert [(c.start, c.end, c.lead_in) for c in chains] == [(0, 20, 0), (16, 40, 4), (40, 65, 0), (61, 83, 4),
+                                                          (79, 100, 4)]
     covered = sorted({f for c in chains for f in c.frames})
     assert covered == list(range(100))
+    # the rule of earlier versions (every piece of a shot balanced), still read back from their jobs
+    old = plan.plan_chains(100, [40], segment_length=25, overlap=4, rule="balanced")
+    assert [(c.start, c.end, c.lead_in) for c in old] == [(0, 20, 0), (16, 40, 4), (40, 60, 0), (56, 80, 4),
+                                                       (76, 100, 4)]
+    assert plan.is_plan_of(old, 25, 100, [40], 4) and plan.is_plan_of(chains, 25, 100, [40], 4)
+    assert [c.end - c.start - c.lead_in for c in plan.plan_chains(1000, [], 240, 0)] == [240, 240, 240, 140, 140]
+
+
+def _signatures(frame_count: int, rng) -> list:
+    """Thumbnails of a film with cuts at random frames (a new level) and a little noise."""
+    level, made = rng.random((8, 16)), []
+    for _ in range(frame_count):
+        if rng.random() < 0.03:
+            level = rng.random((8, 16))
+        made.append(np.clip(level + rng.normal(0, 0.01, (8, 16)), 0, 1).astype(np.float32))
+    return made
+
+
+def test_chains_settled_while_decoding_are_the_whole_plans_first_chains():
+    """Decoded front to back in steps of any size, a film's settled cuts are its cuts so far and
+    its settled chains a prefix of the whole plan, which they become once it is all decoded."""
+    rng = np.random.default_rng(7)
+    grew = 0
+    for _ in range(200):
+        frames, length = int(rng.integers(1, 400)), int(rng.integers(1, 40))
+        overlap = int(rng.integers(0, length))
+        signatures = _signatures(frames, rng)
+        cuts = plan.detect_cuts(signatures, 6.0)
+        whole = plan.plan_chains(frames, cuts, length, overlap)
+        settled = plan.Settled(frames, 6.0, length, overlap)
+        decoded, known = 0, 0
+        while decoded < frames:
+            step = int(rng.integers(1, 60))
+            settled.extend(signatures[decoded:decoded + step])
+            decoded = min(frames, decoded + step)
+            chains = settled.chains()
+            assert chains == whole[:len(chains)] and len(chains) >= known
+            assert settled.cuts == [c for c in cuts if c < settled.settled]
+            grew += len(chains) > known and decoded < frames
+            known = len(chains)
+        assert settled.chains() == whole and settled.settled == frames
+    assert grew > 100  # chains were known before the end, often
+
+
+def test_a_long_shots_first_chains_are_known_two_pieces_into_it():
+    settled = plan.Settled(10_000, 6.0, 48, 4)
+    still = [np.full((8, 16), 0.5, np.float32)] * 150
+    settled.extend(still[:100])
+    assert settled.chains() == []  # 95 frames settled: the first piece could still be balanced
+    settled.extend(still[100:])
+    assert [(c.start, c.end) for c in settled.chains()] == [(0, 48), (44, 96)]  # 145 settled > 3 x 48
 
 
 @pytest.mark.parametrize("frame_count,cuts,length,overlap", [(1, [], 5, 0), (50, [1, 2, 49], 7, 3), (97, [], 10, 9)])
@@ -68,7 +120,7 @@ def test_chains_are_cut_shorter_to_give_every_worker_work():
 
 def test_seams_are_where_chains_meet_inside_a_shot():
     chains = plan.plan_chains(100, [40], segment_length=25, overlap=4)
-    assert plan.seams(chains, [40]) == [20, 60, 80]  # 40 is a shot cut, not a seam
+    assert plan.seams(chains, [40]) == [20, 65, 83]  # 40 is a shot cut, not a seam
     assert plan.seams(plan.plan_chains(20, [], 10, 0), []) == [10]
 
 

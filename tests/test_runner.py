@@ -241,10 +241,10 @@ def test_a_frame_range_renders_what_it_needs_and_the_whole_job_reuses_it(tmp_pat
     info = video.probe(part.output)
     assert part.output.name == "out.frames6-8.mp4" and (info.frames, info.audio_codec) == (3, "aac")
     assert abs(info.fps - 25) < 1e-9 and part.job_dir.name == "out.job"
-    # Chains [2, 8) and [6, 12) show frames 6-8; the first from its start, for its seeding.
-    assert part.rendered == 6 + 3 and not (tmp_path / "out.mp4").exists()
+    # Chains [3, 9) and [7, 12) show frames 6-8; the first from its start, for its seeding.
+    assert part.rendered == 6 + 2 and not (tmp_path / "out.mp4").exists()
     whole = run(tmp_path, settings, report=False)
-    assert whole.resumed == 9 and whole.rendered == 16 - 9
+    assert whole.resumed == 8 and whole.rendered == 16 - 8
     reference = run(tmp_path, settings, name="reference", report=False)
     assert frames_of(whole.job_dir) == frames_of(reference.job_dir)  # the range's frames are the job's
 

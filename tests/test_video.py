@@ -453,6 +453,8 @@ def test_segments_are_balanced_over_the_cpus_that_decode_them():
         return [s.end - s.start for s in made]
 
     assert lengths(250, 2) == [125, 125]  # not 240 + 10: one CPU would decode alone
-    assert lengths(1500, 2) == [188] * 7 + [184]
-    assert set(lengths(172_800, 16)) == {240}  # a film: segments of 240 frames, 720 of them
+    # the first segment's frames shared by the CPUs: the film's opening is decoded first, together
+    assert lengths(1500, 2) == [94, 94] + [188] * 6 + [184]
+    film = lengths(172_800, 16)
+    assert film[:16] == [15] * 16 and set(film[16:]) == {240}  # a film: then segments of 240 frames
     assert lengths(5, 4) == [2, 2, 1]  # never an empty segment

@@ -136,6 +136,76 @@ def test_a_worker_with_two_calls_in_flight_prepares_one_while_the_other_optimize
         assert len(shares) == 1 and shares[0].startswith(f"{result.rendered} frames;")
 
 
+def test_the_first_chains_render_while_the_film_decodes(tmp_path, local_ray, monkeypatch):
+    """No whole-film barrier: bikes_cut.mp4 (20 frames, a cut at frame 10) where frames 16-19
+    decode only after a frame is stored (their segment's task cannot see the input; the driver,
+    which decodes it instead, waits for the first stored frame). The chains of the first shot,
+    settled once frames 0-15 are decoded, render meanwhile; the frames and the output are those
+    of a job that waits for the whole decode. Interrupted while decoding, a re-run resumes the
+    frames already stored."""
+    import dataclasses
+    import threading
+
+    from ray_style import runner, sources
+    from ray_style.job import read_events
+    from tests.conftest import DATA
+
+    clip = DATA / "bikes_cut.mp4"
+    real_segments, real_here = sources.segments, sources.decode_here
+    stored = threading.Event()
+
+    def two_segments(info, *args, **kwargs):
+        first = real_segments(info, *args, **kwargs)[0]
+        return [dataclasses.replace(first, start=0, end=16, files=sources._files(info, 0, 16)),
+                dataclasses.replace(first, start=16, end=20, files=(("/no/such/input.mp4", 1),))]
+
+    def after_a_frame(segment):
+        assert stored.wait(120), "no frame was stored while the film decoded"
+        return real_here(segment)
+
+    def progress(p):
+        if p.stage == "render" and p.done:
+            stored.set()
+
+    def run(name, interrupt=False):
+        stored.clear()
+
+        def told(p):
+            progress(p)
+            if interrupt and stored.is_set():
+                raise KeyboardInterrupt
+
+        return stylize_video(clip, [STYLE], tmp_path / f"{name}.mp4", TINY, weights="random", report=False,
+                             executor=options(), progress=told)
+
+    monkeypatch.setattr(sources, "segments", two_segments)
+    monkeypatch.setattr(sources, "decode_here", after_a_frame)
+    early = run("early")
+    events = read_events(early.job_dir)
+    assert [e for e in events if e["kind"] == "render"]  # it rendered while decoding
+    assert [e for e in events if e["kind"] == "decode"]  # frames 16-19 decoded by the driver
+    index_written = (early.job_dir / "source" / "index.json").stat().st_mtime
+    first_stored = min(r["time"] for r in records(early.job_dir))
+    assert first_stored < index_written  # a frame was stored before the decode was over
+    assert video.probe(early.output).frames == 20 and early.resumed == 0
+    assert early.rendered == len(records(early.job_dir))
+
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", interrupt=True)
+    assert not (tmp_path / "resumed.job" / "source" / "index.json").exists()  # stopped while decoding
+    kept = len(records(tmp_path / "resumed.job"))
+    assert kept >= 1
+    resumed = run("resumed")
+    assert resumed.resumed == kept and resumed.rendered == len(records(resumed.job_dir)) - kept
+
+    monkeypatch.setattr(runner, "early_length", lambda *args: None)  # the render waits for the decode
+    monkeypatch.setattr(sources, "decode_here", real_here)
+    barrier = run("barrier")
+    assert not [e for e in read_events(barrier.job_dir) if e["kind"] == "render"]
+    assert frames_of(early.job_dir) == frames_of(barrier.job_dir) == frames_of(resumed.job_dir)
+    assert early.output.read_bytes() == barrier.output.read_bytes() == resumed.output.read_bytes()
+
+
 def test_the_source_is_decoded_by_ray_tasks_in_segments(tmp_path, local_ray, monkeypatch):
     """bikes_cut.mp4 (a cut at frame 10) in segments of 10 frames, so the cut falls between two
     segments: CPU tasks decode them into the job (the driver decodes none), and the job's
