@@ -205,6 +205,13 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
                                      (measured["png_decode_s"] + measured["sha256_s"]) / cores)
     waves = math.ceil(chains / gpus)
     render_s = waves * chain_seconds  # the last round is partial: GPUs idle in the tail
+    start_s = decode_s  # the render waits for the whole decode
+    if design == "workers":
+        # The render starts on the film's opening while the rest decodes (runner.decode): a
+        # chain is known two pieces after its start (plan.Settled) and the decode goes front to
+        # back at its rate, so every GPU of the first wave has a chain once the decode reaches
+        # (GPUs + 2) pieces; the render then ends no earlier than one chain after the decode.
+        start_s = min(decode_s, (min(gpus, chains) + 2) * SEGMENT * decode_s / FILM_FRAMES)
     gpu_busy = chains * renders_per_chain * seeded / (gpus * render_s)
     frames_per_s = renders / render_s
     driver_cores = frames_per_s * per_render_cpu
@@ -243,8 +250,10 @@ def model(measured: dict, gpus: int, speed: str, design: str = "now", storage: d
     ideal_s = (chains * ((renders_per_chain - 1) * seeded + 2 * seeded)) / gpus + chain_seconds
     return {"gpus": gpus, "speed": speed, "design": design, "seconds_per_seeded_frame": round(seeded, 2),
             "ideal_h": round(ideal_s / 3600, 2),
-            "makespan_h": round((decode_s + render_s / limit + after_render_s) / 3600, 2),
+            "makespan_h": round((max(start_s + render_s / limit, decode_s + chain_seconds) + after_render_s) / 3600,
+                                2),
             "render_h": round(render_s / limit / 3600, 2), "decode_h": round(decode_s / 3600, 2),
+            "first_frame_min": round((start_s + 2 * seeded) / 60, 1),  # a chain's first frame takes 2x the evaluations
             "gpu_utilization": round(gpu_busy * limit, 3), "frames_per_s": round(frames_per_s * limit, 2),
             "demand_frames_per_s": frames_per_s,  # what the GPUs could render were the head not in the way
             "driver_out_MBps": round(frames_per_s * limit * out_bytes / 1e6, 1),
@@ -294,13 +303,14 @@ def render_markdown(measured: dict, rows: list[dict], command: str, limits: dict
              f"(×{AREA_FACTOR:.2f}) and by 150/500 evaluations. Head: 10 Gb/s, {HEAD_CORES['landed']} cores as "
              f"landed, {HEAD_CORES['now']} now (decode and x264 scaled from this machine's {MEASURED_CORES} cores "
              f"at {SCALING:.0%} per added core).", "",
-             "| design | GPUs | GPU speed | s per seeded frame | decode (h) | render (h) | makespan (h) | ideal (h) | "
+             "| design | GPUs | GPU speed | s per seeded frame | decode (h) | first frame (min) | render (h) | "
+             "makespan (h) | ideal (h) | "
              "GPU busy | frames/s | driver out MB/s | driver in MB/s | NIC share | driver cores | driver-bound | "
              "encode (h) | left after the render (min) | head disk (TB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['design']} | {r['gpus']} | {r['speed']} | {r['seconds_per_seeded_frame']} | {r['decode_h']} | "
-                     f"{r['render_h']} | {r['makespan_h']} | {r['ideal_h']} | {r['gpu_utilization']:.0%} | "
+                     f"{r['first_frame_min']} | {r['render_h']} | {r['makespan_h']} | {r['ideal_h']} | {r['gpu_utilization']:.0%} | "
                      f"{r['frames_per_s']} | "
                      f"{r['driver_out_MBps']} | {r['driver_in_MBps']} | {r['nic_share']:.0%} | "
                      f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['encode_h']} | "
