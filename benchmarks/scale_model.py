@@ -310,7 +310,8 @@ def render_markdown(measured: dict, rows: list[dict], command: str, limits: dict
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['design']} | {r['gpus']} | {r['speed']} | {r['seconds_per_seeded_frame']} | {r['decode_h']} | "
-                     f"{r['first_frame_min']} | {r['render_h']} | {r['makespan_h']} | {r['ideal_h']} | {r['gpu_utilization']:.0%} | "
+                     f"{r['first_frame_min']} | {r['render_h']} | {r['makespan_h']} | {r['ideal_h']} | "
+                     f"{r['gpu_utilization']:.0%} | "
                      f"{r['frames_per_s']} | "
                      f"{r['driver_out_MBps']} | {r['driver_in_MBps']} | {r['nic_share']:.0%} | "
                      f"{r['driver_cores']} | {'yes' if r['driver_bound'] else 'no'} | {r['encode_h']} | "

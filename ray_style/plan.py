@@ -326,5 +326,6 @@ class ChainScheduler:
             frames.sort(key=self.order[chain].index)
 
 
-__all__ = ["Chain", "Sweep", "FrameJob", "ChainScheduler", "Settled", "RULES", "piece_edges", "plan_chains", "plan_for_workers", "seams",
-           "refinement_passes", "frame_sources", "detect_cuts", "frame_signature", "MIN_CHAIN", "PASS_BASE"]
+__all__ = ["Chain", "Sweep", "FrameJob", "ChainScheduler", "Settled", "RULES", "piece_edges", "plan_chains",
+           "plan_for_workers", "seams", "refinement_passes", "frame_sources", "detect_cuts", "frame_signature",
+           "MIN_CHAIN", "PASS_BASE"]
