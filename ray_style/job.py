@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -179,6 +180,7 @@ class Job:
         self.done: dict[tuple[int, int], dict] = {}  # (chain, frame) → its vouching record
         self._source: dict | None = None
         self._token: tuple[str, str] | None = None
+        self._token_lock = threading.Lock()
 
     # -- writing ----------------------------------------------------------------------------
     def _write(self, key: str, data: bytes, durable: bool = True) -> None:
@@ -213,9 +215,11 @@ class Job:
     def reach_token(self) -> tuple[str, str]:
         """``(key, value)`` written into this job's store once per run: a process that reads it
         back reaches the store (store.reach: decode and encode tasks, frame workers)."""
-        if self._token is None:
-            self._token = (TOKEN, uuid.uuid4().hex)
-            self._write(TOKEN, self._token[1].encode(), durable=False)
+        with self._token_lock:  # the decode's thread and the render's ask for it at once
+            if self._token is None:
+                token = (TOKEN, uuid.uuid4().hex)
+                self._write(TOKEN, token[1].encode(), durable=False)
+                self._token = token
         return self._token
 
     # -- the output's parts (spans) ---------------------------------------------------------

@@ -445,12 +445,8 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool, target
     length = early_length(job, request, pool)
     if length is None:
         return finish_decode(job, request, *decode_segments(job, request, reporter, pool))
-    executor = pool.cpu_tasks()
     # Workers are asked for before the decode's tasks, so that they have their CPUs (or GPUs) first.
-    # A CPU pool starts with half the cluster's CPUs (the decode keeps the others) and grows
-    # after; a GPU pool starts whole.
-    share = executor.cpus_per_worker
-    executor.launch(int(executor.cpus // (2 * share)) if share else None)
+    pool.cpu_tasks().launch(early_workers(pool.cpu_tasks()))
     ahead = DecodeAhead(job, request, reporter, pool, length)
     try:
         render_while_decoding(job, request, pool, targets, reporter, counts, ahead)
@@ -581,14 +577,27 @@ def early_length(job: Job, request: JobRequest, pool: Pool) -> int | None:
     """The segment length of a plan that can render while the film decodes, or None where the
     render waits for the whole decode: a video of its own Ray pool, not decoded yet, with no
     plan of its own yet, no flow files, and at least as many chains as the pool plans workers
-    (else plan_for_workers cuts the chains shorter, by the whole film's chain count)."""
+    (else plan_for_workers cuts the chains shorter, by the whole film's chain count), and a
+    CPU left for the decode beside the workers it starts with (:func:`early_workers`): workers
+    holding a cluster's every CPU would leave the decode none (a 1-CPU node and a CPU pool; GPU
+    nodes with one CPU each, or a cluster that has no node yet, whose autoscaler starts nodes
+    for the decode first)."""
     settings = request.settings
     cluster = pool.cpu_tasks()
     if cluster is None or settings.flow_dir is not None or job.has_plan():
         return None
+    if cluster.cpus - early_workers(cluster) * cluster.worker_cpus < 1:
+        return None
     target = cluster.workers_planned * cluster.frames_per_worker if settings.seeded else 1
     length = settings.segment_length
     return length if -(-request.info.frames // length) >= target else None
+
+
+def early_workers(cluster) -> int:
+    """The workers a pool starts with while the film decodes: a GPU pool whole, a CPU pool half
+    the cluster's CPUs (the decode keeps the others); it grows after."""
+    share = cluster.cpus_per_worker
+    return max(1, int(cluster.cpus // (2 * share))) if share else cluster.workers_planned
 
 
 def render_while_decoding(job: Job, request: JobRequest, pool: Pool, targets: Callable[[], Targets],

@@ -473,6 +473,11 @@ class RayExecutor:
                 self._launch()
 
     @property
+    def worker_cpus(self) -> float:
+        """The CPUs a worker takes (beside its GPU, in a GPU pool)."""
+        return float(self.request.num_cpus)
+
+    @property
     def cpus_per_worker(self) -> float:
         """The CPUs a worker takes, when it takes no GPU (a CPU pool: its workers and CPU tasks
         share the cluster's CPUs), else 0."""
