@@ -176,7 +176,7 @@ class Job:
         self.fingerprint = manifest_fingerprint(manifest)
         self.frame_key: str | None = None  # fingerprint + plan: set by set_plan (a sweep's renders)
         self.chain_keys: dict[int, str] = {}  # chain index → fingerprint + that chain (a chain's renders)
-        self._early: tuple[dict, dict] | None = None  # records and stored sizes, read once (add_chains)
+        self._early: tuple[dict, dict] | None = None  # records by frame and stored sizes, read once (add_chains)
         self.done: dict[tuple[int, int], dict] = {}  # (chain, frame) → its vouching record
         self._source: dict | None = None
         self._token: tuple[str, str] | None = None
@@ -338,10 +338,10 @@ class Job:
         return index
 
     def decoded_so_far(self, hashes: list[str]) -> None:
-        """The checksums of the frames decoded so far (the film's first ones, in order): what
-        renders started before the decode ends check them against (:meth:`finish_source`
-        writes the whole index)."""
-        self._source = {"source": self.source_key, "frames": len(hashes), "cuts": [], "sha256": list(hashes)}
+        """The checksums of the frames decoded so far (the film's first ones, in order; the list
+        is kept, not copied): what renders started before the decode ends check them against
+        (:meth:`finish_source` writes the whole index)."""
+        self._source = {"source": self.source_key, "frames": len(hashes), "cuts": [], "sha256": hashes}
 
     def damaged_sources(self) -> list[int]:
         """Source frames missing or empty (one listing; their checksums are checked when read)."""
@@ -417,18 +417,13 @@ class Job:
         and their frames a run before finished (the log and the listing read once). Removes
         nothing: :meth:`set_plan`, once the plan is whole, does."""
         if self._early is None:
-            records = {}
-            for record in self.store.records(FRAMES):
-                if isinstance(record.get("sha256"), str):
-                    records[(record.get("chain"), record.get("frame"))] = record  # the latest wins
-            self._early = records, self.store.sizes("chains")
+            self._early = self._records_by_frame(), self.store.sizes("chains")
         records, sizes = self._early
         for chain in chains:
-            key = self.chain_keys[chain.index] = self.chain_key(chain)
+            self.chain_keys[chain.index] = self.chain_key(chain)
             for frame in chain.frames:
-                record = records.get((chain.index, frame))
-                if record is not None and record.get("job") == key \
-                        and sizes.get(frame_key(chain.index, frame), -1) == record.get("bytes"):
+                record = self._vouching((chain.index, frame), records.get((chain.index, frame), ()))
+                if record is not None and sizes.get(frame_key(chain.index, frame), -1) == record.get("bytes"):
                     self.done[(chain.index, frame)] = record
 
     # -- optical flow ---------------------------------------------------------------------
@@ -517,12 +512,12 @@ class Job:
         """Records of this frame key whose files are there with the recorded size; anything
         else under chains/ is removed."""
         wanted = {(c.index, f) for c in sequences for f in c.frames}
+        by_frame = self._records_by_frame()
         records = {}
-        for record in self.store.records(FRAMES):
-            frame_id = (record.get("chain"), record.get("frame"))
-            if frame_id in wanted and isinstance(record.get("sha256"), str) \
-                    and record.get("job") in {self.frame_key, self.chain_keys.get(frame_id[0])} - {None}:
-                records[frame_id] = record  # the latest record of a frame wins (a redone frame)
+        for frame_id in wanted & by_frame.keys():
+            record = self._vouching(frame_id, by_frame[frame_id])
+            if record is not None:
+                records[frame_id] = record
         sizes = self.store.sizes("chains")
         self.done, damaged, stale = {}, [], 0
         for frame_id, record in records.items():
@@ -542,6 +537,23 @@ class Job:
         if stale:
             self.event("warning", detail=f"{stale} frame file(s) that no record of this job vouches for were "
                                          "removed (other settings, or a crash before the record)")
+
+    def _records_by_frame(self) -> dict[tuple[int, int], list[dict]]:
+        """The frames log's records, by ``(sequence, frame)``, each frame's in log order."""
+        by_frame: dict[tuple[int, int], list[dict]] = {}
+        for record in self.store.records(FRAMES):
+            chain, frame = record.get("chain"), record.get("frame")
+            if isinstance(chain, int) and isinstance(frame, int):
+                by_frame.setdefault((chain, frame), []).append(record)
+        return by_frame
+
+    def _vouching(self, frame_id: tuple[int, int], records) -> dict | None:
+        """The record that vouches for a frame, of its records in log order: the latest (a
+        redone frame's) with a checksum, made under the frame's key — its chain's, or the whole
+        plan's (a sweep's; a chain's in earlier versions)."""
+        keys = {self.frame_key, self.chain_keys.get(frame_id[0])} - {None}
+        return next((r for r in reversed(records) if r.get("job") in keys and isinstance(r.get("sha256"), str)),
+                    None)
 
     # -- file plumbing --------------------------------------------------------------------
     def _read_verified(self, key: str, expected: str | None, kind: str, chain, frame, target=None) -> bytes:

@@ -446,7 +446,8 @@ def decode(job: Job, request: JobRequest, reporter: Reporter, pool: Pool, target
     if length is None:
         return finish_decode(job, request, *decode_segments(job, request, reporter, pool))
     # Workers are asked for before the decode's tasks, so that they have their CPUs (or GPUs) first.
-    pool.cpu_tasks().launch(early_workers(pool.cpu_tasks()))
+    cluster = pool.cpu_tasks()
+    cluster.launch(early_workers(cluster))
     ahead = DecodeAhead(job, request, reporter, pool, length)
     try:
         render_while_decoding(job, request, pool, targets, reporter, counts, ahead)
@@ -596,8 +597,9 @@ def early_length(job: Job, request: JobRequest, pool: Pool) -> int | None:
 def early_workers(cluster) -> int:
     """The workers a pool starts with while the film decodes: a GPU pool whole, a CPU pool half
     the cluster's CPUs (the decode keeps the others); it grows after."""
-    share = cluster.cpus_per_worker
-    return max(1, int(cluster.cpus // (2 * share))) if share else cluster.workers_planned
+    if cluster.worker_gpus:
+        return cluster.workers_planned
+    return max(1, int(cluster.cpus // (2 * cluster.worker_cpus)))
 
 
 def render_while_decoding(job: Job, request: JobRequest, pool: Pool, targets: Callable[[], Targets],
@@ -660,7 +662,7 @@ def render_while_decoding(job: Job, request: JobRequest, pool: Pool, targets: Ca
     try:
         drive(executor, [], graph.sequential(graph.chains), make, store,
               is_done=lambda c, f: job.is_done(c, f) or not graph.wants(c, f), on_stored=stored, on_note=told,
-              on_failure=store.failed, on_redo=redo, more=more, grow=not executor.cpus_per_worker)
+              on_failure=store.failed, on_redo=redo, more=more, grow=bool(executor.worker_gpus))
     finally:
         make_task.close()
         counts.redone += executor.redone - redone_before

@@ -474,14 +474,13 @@ class RayExecutor:
 
     @property
     def worker_cpus(self) -> float:
-        """The CPUs a worker takes (beside its GPU, in a GPU pool)."""
+        """The CPUs a worker takes (beside its GPUs, in a GPU pool; its threads in a CPU pool)."""
         return float(self.request.num_cpus)
 
     @property
-    def cpus_per_worker(self) -> float:
-        """The CPUs a worker takes, when it takes no GPU (a CPU pool: its workers and CPU tasks
-        share the cluster's CPUs), else 0."""
-        return 0.0 if self.request.num_gpus else float(self.request.num_cpus or 1)
+    def worker_gpus(self) -> float:
+        """The GPUs a worker takes (0: a CPU pool, whose workers share the CPUs with CPU tasks)."""
+        return float(self.request.num_gpus)
 
     def tasks(self, function) -> "CpuTasks":
         """A queue of ``function(argument)`` CPU tasks spread over the cluster's nodes, handed
